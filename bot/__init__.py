@@ -1,0 +1,1 @@
+"""snapbot's front ends: the command grammar, the wording, the console (and Slack next)."""

@@ -1,0 +1,115 @@
+"""The console front end: the Slack grammar, one command per line, from a terminal or a pipe.
+
+Whoever can run this on the host can already use virsh, so the console acts as the local
+operator with every right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO
+
+from bot import messages
+from bot.dispatch import execute
+from bot.grammar import UsageError, parse_line
+from core.bootstrap import Core
+from core.domain.operation import Actor, Stage
+from core.errors import CoreError
+
+logger = logging.getLogger(__name__)
+
+
+class Console:
+    """Reads lines, runs commands, writes replies and progress."""
+
+    def __init__(self, core: Core, stdin: TextIO, stdout: TextIO) -> None:
+        self._core = core
+        self._stdin = stdin
+        self._stdout = stdout
+        # Reading a terminal blocks; it gets its own thread, not the loop and not libvirt's pool.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stdin")
+        self._actor = Actor(user=f"console:{getpass.getuser()}", via="console")
+
+    def _say(self, text: str) -> None:
+        self._stdout.write(text + "\n")
+        self._stdout.flush()
+
+    async def _readline(self) -> str | None:
+        line = await asyncio.get_running_loop().run_in_executor(self._reader, self._stdin.readline)
+        return None if line == "" else line.rstrip("\r\n")
+
+    async def run(self) -> int:
+        """Serve until end of input; return the exit status (1 if any command failed)."""
+        interactive = self._stdin.isatty()
+        failed = False
+        try:
+            while True:
+                if interactive:
+                    self._stdout.write("snapbot> ")
+                    self._stdout.flush()
+                line = await self._readline()
+                if line is None:
+                    return 1 if failed else 0
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                if line.strip() in ("exit", "quit"):
+                    return 1 if failed else 0
+                failed = not await self.handle(line) or failed
+        finally:
+            self._reader.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, line: str) -> bool:
+        """Run one line; return False when it failed."""
+        try:
+            command = parse_line(line)
+        except UsageError as exc:
+            self._say(messages.usage_error_text(exc))
+            return False
+        started = time.monotonic()
+
+        async def progress(stage: Stage) -> None:
+            elapsed = messages.human_seconds(time.monotonic() - started)
+            self._say(f"  … {messages.stage_text(stage)} ({elapsed})")
+
+        async def confirm(warning: str) -> str:
+            self._say(warning)
+            self._stdout.write(messages.CONFIRM_PROMPT)
+            self._stdout.flush()
+            typed = await self._readline()
+            if not interactive_echo(self._stdin):
+                self._stdout.write("\n")
+            return typed or ""
+
+        try:
+            self._say(await execute(command, self._core.snapshots, self._actor, progress, confirm))
+            return True
+        except CoreError as exc:
+            self._say(messages.error_text(exc))
+            return False
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            logger.exception("command %r failed (reference %s)", line, reference)
+            self._say(messages.internal_error(reference))
+            return False
+
+
+def interactive_echo(stream: TextIO) -> bool:
+    """A terminal echoes the typed answer and its newline; a pipe does not."""
+    return stream.isatty()
+
+
+async def run_console(core: Core) -> int:
+    """Print the banner and serve stdin."""
+    if core.fallback_reason:
+        print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
+    else:
+        print(messages.connected_banner(core.libvirt_uri), flush=True)
+    if core.reconciled:
+        print(messages.reconciled_text(core.reconciled), flush=True)
+    return await Console(core, sys.stdin, sys.stdout).run()

@@ -1,0 +1,342 @@
+"""Every sentence snapbot shows a person, in one place, so the wording is consistent and tested.
+
+Functions return plain text with light markdown (``*bold*``, backticks) that reads well both in
+a terminal and in Slack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.grammar import RESTORE, SNAPSHOT, UsageError
+from core.domain.operation import Operation, Recovery, Stage
+from core.domain.snapshot import LABEL_MAX_LENGTH, CatalogueStatus, Snapshot
+from core.errors import (
+    CoreError,
+    HypervisorBusy,
+    HypervisorError,
+    HypervisorUnavailable,
+    InsufficientSpace,
+    InvalidInput,
+    InvalidLabel,
+    LabelTaken,
+    RestoreFailed,
+    SnapshotMissing,
+    SnapshotNotFound,
+    Unsupported,
+    VmBusy,
+    VmNotFound,
+    WrongVmState,
+)
+from core.services.snapshots import (
+    CreateResult,
+    DeleteResult,
+    RenameResult,
+    RestorePreview,
+    RestoreResult,
+    VmSnapshots,
+    VmSummary,
+)
+
+CONFIRM_PROMPT = "Type VM name to confirm: "
+
+USAGE = {
+    SNAPSHOT: (
+        "Usage:\n"
+        '  /snapshot <vm> <name> [--desc "text"]   take a snapshot (memory too if running)\n'
+        "  /snapshot list [<vm>]                     list snapshots of one VM or of all\n"
+        "  /snapshot vms                             list VMs and their state\n"
+        "  /snapshot delete <vm> <name>              delete a snapshot\n"
+        "  /snapshot rename <vm> <old> <new>         change a snapshot's name\n"
+        "  /snapshot help                            this text"
+    ),
+    RESTORE: (
+        "Usage:\n"
+        "  /restore <vm> <name> [--no-safety-snapshot]\n"
+        "  Replaces the VM's current state with the snapshot, after you type the VM's name.\n"
+        "  A safety snapshot of the current state is taken first unless you turn it off."
+    ),
+}
+
+NAMING_ADVICE = (
+    f"Snapshot names: up to {LABEL_MAX_LENGTH} characters, no spaces, no '/', not starting "
+    "with '.' or '-', not all digits. Say what and when: before-upgrade-2025-12-16, "
+    "clean-install, pre-migration."
+)
+
+_STAGES = {
+    Stage.CHECKING: "Checking the VM and free space",
+    Stage.SAVING_MEMORY_AND_DISK: "Pausing VM · Saving memory · Capturing disk",
+    Stage.CAPTURING_DISK: "Capturing disk",
+    Stage.VERIFYING: "Resuming and verifying",
+    Stage.SAFETY_SNAPSHOT: "Taking a safety snapshot of the current state",
+    Stage.STOPPING: "Stopping VM",
+    Stage.REPLACING_DISK: "Replacing disk",
+    Stage.REPLACING_DISK_AND_MEMORY: "Replacing disk · Restoring memory",
+    Stage.STARTING: "Starting VM",
+    Stage.DELETING: "Deleting snapshot",
+    Stage.RECOVERING: "Restore failed; bringing the VM back to a usable state",
+}
+
+_RECOVERY = {
+    Recovery.NOTHING_NEEDED.value: "It is running.",
+    Recovery.LEFT_SHUT_OFF.value: "It was shut off before the restore and is left shut off.",
+    Recovery.RESUMED.value: "snapbot resumed it.",
+    Recovery.STARTED.value: "snapbot started it again from its current disk.",
+    Recovery.BACK_TO_SAFETY.value: (
+        "snapbot reverted it to the safety snapshot: it is as it was before the restore."
+    ),
+    Recovery.FAILED.value: "snapbot could not bring it back; check it with `virsh domstate`.",
+}
+
+
+def human_bytes(size: int | None) -> str:
+    """1536 -> '1.5 KiB'; None -> 'unknown'."""
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def human_seconds(seconds: float) -> str:
+    """0.13 -> '0.1 s'; 75 -> '1 min 15 s'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs} s"
+
+
+def when(moment: datetime) -> str:
+    """A timestamp as operators read it: UTC, to the second."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def stage_text(stage: Stage) -> str:
+    """The progress line for a stage."""
+    return _STAGES[stage]
+
+
+def usage(command: str) -> str:
+    """The usage text of a command."""
+    return USAGE[command]
+
+
+def help_text(command: str) -> str:
+    """Help: usage plus naming advice."""
+    return usage(command) + ("\n\n" + NAMING_ADVICE if command == SNAPSHOT else "")
+
+
+def usage_error_text(error: UsageError) -> str:
+    """A grammar error and the usage of its command."""
+    if error.command is None:
+        return f"{error.problem}. Commands: /snapshot, /restore (try /snapshot help)."
+    return f"{error.problem}.\n{usage(error.command)}"
+
+
+def _suggest(kind: str, suggestions: Sequence[str]) -> str:
+    if not suggestions:
+        return f"There are no {kind}s."
+    return f"Existing {kind}s, closest first: " + ", ".join(f"`{s}`" for s in suggestions) + "."
+
+
+def error_text(error: CoreError) -> str:
+    """What went wrong, what state things are in, and what to do."""
+    if isinstance(error, VmNotFound):
+        return f"No VM named `{error.name}`. " + _suggest("VM", error.suggestions)
+    if isinstance(error, SnapshotMissing):
+        return (
+            f"Snapshot `{error.label}` of {error.vm} is recorded but libvirt no longer has it "
+            "(it was deleted outside snapbot). It cannot be restored; "
+            f"`/snapshot delete {error.vm} {error.label}` removes the record."
+        )
+    if isinstance(error, SnapshotNotFound):
+        return f"{error.vm} has no snapshot `{error.label}`. " + _suggest(
+            "snapshot", error.suggestions
+        )
+    if isinstance(error, InvalidLabel):
+        return f"`{error.label}` cannot be a snapshot name: {error.rule}.\n{NAMING_ADVICE}"
+    if isinstance(error, InvalidInput):
+        return str(error)
+    if isinstance(error, VmBusy):
+        h = error.holder
+        return (
+            f"{error.vm} is busy: {h.operation_kind} by {h.requested_by} since "
+            f"{h.since.strftime('%H:%M')} UTC. Nothing was changed; try again when it finishes."
+        )
+    if isinstance(error, HypervisorBusy):
+        return (
+            f"libvirt is busy with {error.vm} (another tool is working on it: {error.detail}). "
+            "Nothing was changed; try again in a minute."
+        )
+    if isinstance(error, LabelTaken):
+        return f"{error.vm} already has a snapshot named `{error.label}`. Choose another name."
+    if isinstance(error, WrongVmState):
+        return f"{error.vm} is {error.state}; {error.need}."
+    if isinstance(error, Unsupported):
+        return f"Cannot do that for {error.vm}: {error.reason}.\nWay out: {error.way_out}."
+    if isinstance(error, InsufficientSpace):
+        return (
+            f"Not enough disk space on the host for a snapshot of {error.vm}: it needs "
+            f"{human_bytes(error.needed)} in {error.path}, and {human_bytes(error.available)} "
+            "is free. Nothing was changed; the VM keeps running. Free space there, delete old "
+            "snapshots (`/snapshot list`), or snapshot it shut off (needs far less)."
+        )
+    if isinstance(error, RestoreFailed):
+        return (
+            f"Restore of {error.vm} failed: {error.detail}.\n"
+            f"The VM is now *{error.vm_state}*. {_RECOVERY.get(error.recovery, error.recovery)}\n"
+            "Check it with `virsh domstate`, look at the libvirt log, and ask an administrator "
+            "if it stays like this."
+        )
+    if isinstance(error, HypervisorUnavailable):
+        return (
+            f"Lost contact with libvirt{' while working on ' + error.vm if error.vm else ''}: "
+            f"{error.detail}. Whether the change happened is checked when libvirt is back; "
+            "look at `/snapshot list` before retrying."
+        )
+    if isinstance(error, HypervisorError):
+        state = f" The VM is now *{error.vm_state}*." if error.vm_state else ""
+        return (
+            f"libvirt failed{' on ' + error.vm if error.vm else ''}: {error.detail}.{state} "
+            "Check free disk space on the host, make sure the VM is in a stable state, or try "
+            "with the VM stopped."
+        )
+    return str(error)
+
+
+def vms_table(vms: Sequence[VmSummary]) -> str:
+    """``/snapshot vms``."""
+    if not vms:
+        return "No VMs on this host."
+    lines = ["VMs:"]
+    for s in vms:
+        busy = f"  busy: {s.busy.operation_kind} by {s.busy.requested_by}" if s.busy else ""
+        lines.append(
+            f"  {s.vm.name:<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
+        )
+    return "\n".join(lines)
+
+
+def _snapshot_line(s: Snapshot) -> str:
+    what = "disk+memory" if s.has_memory else "disk"
+    memory = f" · memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
+    missing = " · MISSING from libvirt" if s.status is CatalogueStatus.MISSING else ""
+    desc = f"\n      {s.description}" if s.description else ""
+    return (
+        f"  {s.label:<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
+        f"{s.captured_state.value}{memory} · {s.origin.value} by {s.created_by}{missing}{desc}"
+    )
+
+
+def snapshots_table(groups: Sequence[VmSnapshots]) -> str:
+    """``/snapshot list``: newest first per VM, with the honest size story."""
+    if not groups:
+        return "No VMs on this host."
+    out = []
+    for g in groups:
+        gone = " (VM no longer exists)" if g.vm is None else f" ({g.vm.state.value})"
+        busy = f" — busy: {g.busy.operation_kind} by {g.busy.requested_by}" if g.busy else ""
+        out.append(f"*{g.vm_name}*{gone}{busy}")
+        if not g.snapshots:
+            out.append("  no snapshots")
+        for s in sorted(g.snapshots, key=lambda s: s.created_at, reverse=True):
+            out.append(_snapshot_line(s))
+        if g.vm is not None and g.snapshots:
+            out.append(
+                f"  disk images: {human_bytes(g.disk_bytes)} on the host, shared by the VM and "
+                "all its snapshots (internal snapshots share unchanged blocks, so a single "
+                "snapshot's disk share cannot be measured)"
+            )
+    return "\n".join(out)
+
+
+def created(result: CreateResult) -> str:
+    s = result.snapshot
+    memory = f", memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
+    return (
+        f"Snapshot `{s.label}` of {s.vm_name} taken in {human_seconds(result.seconds)} "
+        f"({'disk + memory + configuration' if s.has_memory else 'disk + configuration'}"
+        f"{memory}). The VM is {result.vm_state.value}. "
+        f"Disk images now {human_bytes(result.disk_bytes)}."
+    )
+
+
+def restore_warning(preview: RestorePreview) -> str:
+    """The confirmation text before a restore (the product guide's wording)."""
+    s = preview.snapshot
+    lines = [
+        f"⚠️  Warning: This will restore {preview.vm.name} to snapshot state.",
+        "Current data will be lost. This cannot be undone.",
+        "",
+        f"Snapshot: {s.label}",
+        f"Created: {when(s.created_at)} (VM was {s.captured_state.value})",
+        f"VM now: {preview.vm.state.value}",
+    ]
+    if preview.newer:
+        names = ", ".join(n.label for n in preview.newer)
+        lines.append(f"Newer snapshots (kept, but the VM leaves their timeline): {names}")
+    return "\n".join(lines)
+
+
+def restore_cancelled(vm: str, typed: str) -> str:
+    shown = typed if typed else "nothing"
+    return f"Restore cancelled: you typed {shown!r}, not the VM name {vm!r}. Nothing was changed."
+
+
+def restored(result: RestoreResult) -> str:
+    safety = (
+        f" Safety snapshot of the state before: `{result.safety.label}`."
+        if result.safety
+        else " No safety snapshot was taken."
+    )
+    return (
+        f"{result.snapshot.vm_name} restored to `{result.snapshot.label}` in "
+        f"{human_seconds(result.seconds)}. The VM is {result.vm_state.value}.{safety}\n"
+        "Verify: the VM's clock and uptime, your data, and that services run."
+    )
+
+
+def deleted(result: DeleteResult) -> str:
+    s = result.snapshot
+    if result.already_gone:
+        return f"`{s.label}` of {s.vm_name} was already gone from libvirt; its record is removed."
+    return (
+        f"Deleted `{s.label}` of {s.vm_name} in {human_seconds(result.seconds)}; "
+        f"{human_bytes(result.freed_bytes)} freed on the host. The VM is not affected."
+    )
+
+
+def renamed(result: RenameResult) -> str:
+    return f"Renamed `{result.old_label}` of {result.vm_name} to `{result.new_label}`."
+
+
+def fallback_banner(reason: str, uri: str) -> str:
+    """First line when no libvirt daemon could be reached."""
+    return (
+        f"snapbot: {reason}; using libvirt's built-in test hypervisor {uri} instead "
+        "(demo VMs only, nothing real is touched)."
+    )
+
+
+def connected_banner(uri: str) -> str:
+    return f"snapbot: connected to {uri}. Type /snapshot help."
+
+
+def reconciled_text(operations: Sequence[Operation]) -> str:
+    """What start-up reconciliation found."""
+    lines = [f"Found {len(operations)} operation(s) interrupted by a crash:"]
+    for op in operations:
+        lines.append(
+            f"  {op.kind.value} of {op.vm_name} by {op.requested_by} at "
+            f"{when(op.started_at)}: {op.outcome}"
+        )
+    return "\n".join(lines)
+
+
+def internal_error(reference: str) -> str:
+    return f"Something went wrong inside snapbot (reference {reference}); it has been logged."

@@ -1,0 +1,1 @@
+"""snapbot's core: the domain, its ports, the libvirt and database adapters, and the services."""

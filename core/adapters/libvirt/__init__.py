@@ -1,0 +1,1 @@
+"""libvirt adapter. ``_sync`` modules hold the only code that imports ``libvirt``."""

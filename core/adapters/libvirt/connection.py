@@ -1,0 +1,168 @@
+"""The one libvirt connection wrapper: a bounded thread pool, keepalive, reconnect.
+
+Every libvirt call blocks (libvirt-python releases the GIL but not the caller), so each runs on
+this wrapper's own pool, never on the event loop's thread and never on the loop's default
+executor (aiohttp resolves DNS there). One connection is shared by the pool's threads: libvirt's
+remote client multiplexes concurrent calls, so a long snapshot of one VM does not hold up a
+listing of another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import libvirt
+
+from core.adapters.libvirt.errors import is_connection_error, map_libvirt_errors
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The daemon drops a client that stays silent for keepalive_interval * (count + 1) seconds
+# (30 s by default); keepalives need a running libvirt event loop in the client.
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread, once per process.
+
+    It must be registered before the first connection opens, or keepalives and close callbacks
+    never fire.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stderr noise
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _assert_off_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise AssertionError("a libvirt call ran on the event loop's thread")
+
+
+def is_local_uri(uri: str) -> bool:
+    """True when the URI names this machine (no host part), so host paths can be inspected."""
+    parts = urlsplit(uri)
+    return not parts.hostname and "+" not in parts.scheme
+
+
+class LibvirtConnection:
+    """A lazily opened, self-healing connection with its own bounded thread pool."""
+
+    def __init__(self, uri: str, *, workers: int = 4) -> None:
+        self.uri = uri
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt")
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self.reconnects = 0
+
+    async def run(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        mutating: bool,
+        vm: str | None = None,
+        snapshot: str | None = None,
+    ) -> T:
+        """Run ``fn(conn)`` on the pool. A read whose connection died is retried once on a new
+        connection; a mutating call never is (it may have happened): the caller reconciles."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn, mutating, vm, snapshot)
+
+    async def run_blocking(self, fn: Callable[[], T]) -> T:
+        """Run other blocking host work (qemu-img, statvfs) on the same bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn)
+
+    def _call(
+        self, fn: Callable[[Any], T], mutating: bool, vm: str | None, snapshot: str | None
+    ) -> T:
+        _assert_off_loop()
+        with map_libvirt_errors(vm=vm, snapshot=snapshot):
+            conn = self._connection()
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._forget(conn)
+                if mutating:
+                    raise
+                logger.warning("libvirt connection to %s lost; reconnecting once", self.uri)
+                return fn(self._connection())
+
+    def _connection(self) -> Any:
+        with self._lock:
+            conn = self._conn
+            if conn is not None:
+                try:
+                    if conn.isAlive() == 1:
+                        return conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+                self.reconnects += 1
+            _ensure_event_loop()
+            conn = libvirt.open(self.uri)
+            # local drivers (test://) have no keepalive; there is nothing to detect there
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.registerCloseCallback(self._on_close, None)
+            self._conn = conn
+            return conn
+
+    def _on_close(self, conn: Any, reason: int, _opaque: object) -> None:
+        logger.warning("libvirt connection to %s closed (reason %d)", self.uri, reason)
+        self._forget(conn)
+
+    def _forget(self, conn: Any) -> None:
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+
+    def probe(self) -> None:
+        """Open the connection now, in the calling thread (start-up only, before the loop runs
+        work); raise ``HypervisorUnavailable`` if libvirt cannot be reached."""
+        with map_libvirt_errors():
+            self._connection()
+
+    async def close(self) -> None:
+        """Close the connection and stop the pool."""
+
+        def _close() -> None:
+            with self._lock:
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.unregisterCloseCallback()
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, _close)
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,79 @@
+"""The composition root: the only place that builds adapters and wires them to the services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.hypervisor import LibvirtHypervisor
+from core.catalogue.db import open_database
+from core.catalogue.store import SystemClock, TortoiseCatalogue
+from core.config import FALLBACK_LIBVIRT_URI, Settings
+from core.domain.operation import Operation
+from core.errors import HypervisorUnavailable
+from core.services.operations import OperationRunner, process_owner
+from core.services.reconcile import Reconciler
+from core.services.snapshots import SnapshotService
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    """Everything a front end needs."""
+
+    settings: Settings
+    snapshots: SnapshotService
+    reconciler: Reconciler
+    libvirt_uri: str
+    fallback_reason: str | None
+    reconciled: tuple[Operation, ...]
+
+
+async def _connect(settings: Settings) -> tuple[LibvirtConnection, str | None]:
+    conn = LibvirtConnection(settings.libvirt_uri, workers=settings.libvirt_workers)
+    try:
+        await conn.run(lambda c: c.getLibVersion(), mutating=False)
+        return conn, None
+    except HypervisorUnavailable as exc:
+        await conn.close()
+        reason = f"cannot reach libvirt at {settings.libvirt_uri} ({exc.detail})"
+    fallback = LibvirtConnection(FALLBACK_LIBVIRT_URI, workers=settings.libvirt_workers)
+    await fallback.run(lambda c: c.getLibVersion(), mutating=False)
+    return fallback, reason
+
+
+@asynccontextmanager
+async def build_core(settings: Settings, *, allow_fallback: bool = True) -> AsyncIterator[Core]:
+    """Open libvirt and the catalogue, reconcile, and yield the wired services.
+
+    With ``allow_fallback``, an unreachable libvirt daemon makes snapbot use libvirt's built-in
+    test hypervisor instead, and ``Core.fallback_reason`` says why.
+    """
+    if allow_fallback:
+        conn, fallback_reason = await _connect(settings)
+    else:
+        conn, fallback_reason = LibvirtConnection(settings.libvirt_uri), None
+    hypervisor = LibvirtHypervisor(conn)
+    try:
+        async with open_database(settings.database_url):
+            clock = SystemClock()
+            catalogue = TortoiseCatalogue(clock)
+            owner = process_owner()
+            runner = OperationRunner(catalogue, clock, owner)
+            reconciler = Reconciler(hypervisor, catalogue, clock, owner)
+            reconciled = await reconciler.recover_interrupted()
+            await reconciler.sync_all()
+            yield Core(
+                settings=settings,
+                snapshots=SnapshotService(hypervisor, catalogue, runner, clock),
+                reconciler=reconciler,
+                libvirt_uri=conn.uri,
+                fallback_reason=fallback_reason,
+                reconciled=tuple(reconciled),
+            )
+    finally:
+        await hypervisor.close()

@@ -1,0 +1,69 @@
+"""tortoise-orm tables. Only ``core.catalogue.store`` maps them to and from the domain."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class SnapshotRow(Model):
+    """One snapshot known to snapbot, present in libvirt or not."""
+
+    id = fields.IntField(primary_key=True)
+    vm_uuid = fields.CharField(max_length=36, db_index=True)
+    vm_name = fields.CharField(max_length=255)
+    libvirt_name = fields.CharField(max_length=255)
+    label = fields.CharField(max_length=64)
+    description = fields.TextField(default="")
+    kind = fields.CharField(max_length=16)
+    captured_state = fields.CharField(max_length=16)
+    has_memory = fields.BooleanField()
+    created_at = fields.DatetimeField()
+    created_by = fields.CharField(max_length=255)
+    origin = fields.CharField(max_length=16)
+    status = fields.CharField(max_length=16)
+    memory_bytes = fields.BigIntField(null=True)
+    held = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "snapshot"
+        unique_together = (("vm_uuid", "libvirt_name"), ("vm_uuid", "label"))
+
+
+class OperationRow(Model):
+    """One operation: the audit trail. Never deleted."""
+
+    id = fields.CharField(max_length=32, primary_key=True)
+    kind = fields.CharField(max_length=16)
+    vm_uuid = fields.CharField(max_length=36, db_index=True)
+    vm_name = fields.CharField(max_length=255)
+    requested_by = fields.CharField(max_length=255)
+    via = fields.CharField(max_length=32)
+    team = fields.CharField(max_length=64, null=True)
+    channel = fields.CharField(max_length=64, null=True)
+    status = fields.CharField(max_length=16, db_index=True)
+    started_at = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    snapshot_label = fields.CharField(max_length=255, null=True)
+    libvirt_name = fields.CharField(max_length=255, null=True)
+    stage = fields.CharField(max_length=32, null=True)
+    error = fields.TextField(null=True)
+    outcome = fields.TextField(null=True)
+    details: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "operation"
+
+
+class VmLockRow(Model):
+    """The per-VM lock. The primary key makes a second lock on the same VM impossible, on SQLite
+    and PostgreSQL alike; being a row, it survives a crash and is reconciled at start-up."""
+
+    vm_uuid = fields.CharField(max_length=36, primary_key=True)
+    operation_id = fields.CharField(max_length=32, unique=True)
+    owner = fields.CharField(max_length=255)
+    acquired_at = fields.DatetimeField()
+    heartbeat_at = fields.DatetimeField()
+
+    class Meta:
+        table = "vm_lock"

@@ -1,0 +1,218 @@
+"""``Catalogue`` on tortoise-orm (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from core.catalogue.models import OperationRow, SnapshotRow, VmLockRow
+from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
+from core.domain.snapshot import CapturedState, CatalogueStatus, Origin, Snapshot, SnapshotKind
+from core.errors import LockHolder, VmBusy
+from core.ports import Clock, RunningOperation
+
+
+def _snapshot(row: SnapshotRow) -> Snapshot:
+    return Snapshot(
+        vm_uuid=row.vm_uuid,
+        vm_name=row.vm_name,
+        libvirt_name=row.libvirt_name,
+        label=row.label,
+        description=row.description,
+        kind=SnapshotKind(row.kind),
+        captured_state=CapturedState(row.captured_state),
+        has_memory=row.has_memory,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        origin=Origin(row.origin),
+        status=CatalogueStatus(row.status),
+        memory_bytes=row.memory_bytes,
+        held=row.held,
+    )
+
+
+def _operation(row: OperationRow) -> Operation:
+    details: dict[str, object] = dict(row.details or {})
+    return Operation(
+        id=row.id,
+        kind=OperationKind(row.kind),
+        vm_uuid=row.vm_uuid,
+        vm_name=row.vm_name,
+        requested_by=row.requested_by,
+        via=row.via,
+        status=OperationStatus(row.status),
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        snapshot_label=row.snapshot_label,
+        libvirt_name=row.libvirt_name,
+        stage=Stage(row.stage) if row.stage else None,
+        error=row.error,
+        outcome=row.outcome,
+        details=details,
+        channel=row.channel,
+        team=row.team,
+    )
+
+
+def _operation_fields(op: Operation) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind.value,
+        "vm_uuid": op.vm_uuid,
+        "vm_name": op.vm_name,
+        "requested_by": op.requested_by,
+        "via": op.via,
+        "team": op.team,
+        "channel": op.channel,
+        "status": op.status.value,
+        "started_at": op.started_at,
+        "finished_at": op.finished_at,
+        "snapshot_label": op.snapshot_label,
+        "libvirt_name": op.libvirt_name,
+        "stage": op.stage.value if op.stage else None,
+        "error": op.error,
+        "outcome": op.outcome,
+        "details": dict(op.details),
+    }
+
+
+class SystemClock:
+    """The real clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class TortoiseCatalogue:
+    """The production ``Catalogue``; needs an open database (``core.catalogue.db``)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]:
+        query = SnapshotRow.all() if vm_uuid is None else SnapshotRow.filter(vm_uuid=vm_uuid)
+        rows = await query.order_by("created_at", "id")
+        return [_snapshot(r) for r in rows]
+
+    async def add_snapshot(self, snapshot: Snapshot) -> None:
+        await SnapshotRow.create(
+            vm_uuid=snapshot.vm_uuid,
+            vm_name=snapshot.vm_name,
+            libvirt_name=snapshot.libvirt_name,
+            label=snapshot.label,
+            description=snapshot.description,
+            kind=snapshot.kind.value,
+            captured_state=snapshot.captured_state.value,
+            has_memory=snapshot.has_memory,
+            created_at=snapshot.created_at,
+            created_by=snapshot.created_by,
+            origin=snapshot.origin.value,
+            status=snapshot.status.value,
+            memory_bytes=snapshot.memory_bytes,
+            held=snapshot.held,
+        )
+
+    async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(label=label)
+
+    async def set_snapshot_status(
+        self, vm_uuid: str, libvirt_name: str, status: CatalogueStatus
+    ) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            status=status.value
+        )
+
+    async def set_memory_bytes(self, vm_uuid: str, libvirt_name: str, size: int | None) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            memory_bytes=size
+        )
+
+    async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).delete()
+
+    async def begin_operation(self, operation: Operation, owner: str) -> None:
+        now = self._clock.now()
+        for _attempt in range(3):
+            try:
+                async with in_transaction():
+                    await VmLockRow.create(
+                        vm_uuid=operation.vm_uuid,
+                        operation_id=operation.id,
+                        owner=owner,
+                        acquired_at=now,
+                        heartbeat_at=now,
+                    )
+                    await OperationRow.create(**_operation_fields(operation))
+                return
+            except IntegrityError:
+                holder = await self._holder(operation.vm_uuid)
+                if holder is not None:
+                    raise VmBusy(operation.vm_name, holder) from None
+                # the holder finished between our insert and our read: try again
+        raise VmBusy(
+            operation.vm_name, LockHolder("another operation", "someone", self._clock.now())
+        )
+
+    async def _holder(self, vm_uuid: str) -> LockHolder | None:
+        lock = await VmLockRow.get_or_none(vm_uuid=vm_uuid)
+        if lock is None:
+            return None
+        op = await OperationRow.get_or_none(id=lock.operation_id)
+        if op is None:
+            return LockHolder("an unknown operation", lock.owner, lock.acquired_at)
+        return LockHolder(op.kind, op.requested_by, op.started_at)
+
+    async def record_rejected(self, operation: Operation) -> None:
+        await OperationRow.create(**_operation_fields(operation))
+
+    async def set_stage(self, operation_id: str, stage: Stage) -> None:
+        await OperationRow.filter(id=operation_id).update(stage=stage.value)
+
+    async def update_details(self, operation_id: str, details: Mapping[str, object]) -> None:
+        row = await OperationRow.get(id=operation_id)
+        merged = dict(row.details or {})
+        merged.update(details)
+        update: dict[str, Any] = {"details": merged}
+        if "libvirt_name" in details:
+            update["libvirt_name"] = details["libvirt_name"]
+        await OperationRow.filter(id=operation_id).update(**update)
+
+    async def heartbeat(self, operation_id: str) -> None:
+        await VmLockRow.filter(operation_id=operation_id).update(heartbeat_at=self._clock.now())
+
+    async def finish_operation(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> Operation:
+        async with in_transaction():
+            await OperationRow.filter(id=operation_id).update(
+                status=status.value, finished_at=self._clock.now(), outcome=outcome, error=error
+            )
+            await VmLockRow.filter(operation_id=operation_id).delete()
+        return _operation(await OperationRow.get(id=operation_id))
+
+    async def running_operations(self) -> list[RunningOperation]:
+        result = []
+        for row in await OperationRow.filter(status=OperationStatus.RUNNING.value):
+            lock = await VmLockRow.get_or_none(operation_id=row.id)
+            result.append(
+                RunningOperation(
+                    operation=_operation(row),
+                    owner=lock.owner if lock else "",
+                    heartbeat_at=lock.heartbeat_at if lock else row.started_at,
+                )
+            )
+        return result
+
+    async def operations(self, vm_uuid: str | None = None, limit: int = 50) -> list[Operation]:
+        query = OperationRow.all() if vm_uuid is None else OperationRow.filter(vm_uuid=vm_uuid)
+        rows = await query.order_by("-started_at").limit(limit)
+        return [_operation(r) for r in rows]

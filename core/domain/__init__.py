@@ -1,0 +1,1 @@
+"""The pure domain: values and rules. Imports no libvirt, tortoise or Slack."""

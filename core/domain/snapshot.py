@@ -1,0 +1,178 @@
+"""Snapshots: what libvirt holds, what the catalogue records, and the naming rules.
+
+A snapshot has two names. The *libvirt name* (``sb-<ulid>``) is generated once and never
+changes: libvirt reverts internal snapshots by that name (it is the qcow2 snapshot tag), so a
+libvirt-level rename would break restore. The *label* is what people type and see; it lives in
+the catalogue and can be renamed freely.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.errors import InvalidLabel
+
+LABEL_MAX_LENGTH = 64
+LIBVIRT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
+
+# Code points that reorder or hide text (Trojan Source, CVE-2021-42574) are all in category Cf;
+# Cc are control characters, Cs lone surrogates, Co private use, Cn unassigned.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+class SnapshotKind(enum.Enum):
+    """Full snapshots stand alone; incremental ones need their parent."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class Origin(enum.Enum):
+    """How a snapshot came to be."""
+
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    SAFETY = "safety"
+    EXTERNAL = "external"
+
+
+class CatalogueStatus(enum.Enum):
+    """Whether libvirt still has the snapshot the catalogue records."""
+
+    PRESENT = "present"
+    MISSING = "missing"
+
+
+class CapturedState(enum.Enum):
+    """The VM's run state when the snapshot was taken."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUT_OFF = "shut off"
+
+
+@dataclass(frozen=True, slots=True)
+class HypervisorSnapshot:
+    """A snapshot as libvirt reports it."""
+
+    libvirt_name: str
+    created_at: datetime
+    captured_state: CapturedState
+    has_memory: bool
+    description: str
+    parent: str | None
+    is_current: bool
+    is_external: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot as the catalogue records it."""
+
+    vm_uuid: str
+    vm_name: str
+    libvirt_name: str
+    label: str
+    description: str
+    kind: SnapshotKind
+    captured_state: CapturedState
+    has_memory: bool
+    created_at: datetime
+    created_by: str
+    origin: Origin
+    status: CatalogueStatus
+    memory_bytes: int | None
+    held: bool = False
+
+
+def validate_label(raw: str) -> str:
+    """Return the NFC form of a snapshot label, or raise ``InvalidLabel`` naming the rule broken.
+
+    The rules keep labels typeable in Slack and a terminal, unambiguous on screen, and safe if
+    they ever reach a file name.
+    """
+    label = unicodedata.normalize("NFC", raw)
+    if not label:
+        raise InvalidLabel(raw, "it is empty")
+    if len(label) > LABEL_MAX_LENGTH:
+        raise InvalidLabel(
+            raw, f"it is {len(label)} characters long; the limit is {LABEL_MAX_LENGTH}"
+        )
+    for char in label:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidLabel(
+                raw, f"it contains the invisible or control character U+{ord(char):04X}"
+            )
+        if char.isspace():
+            raise InvalidLabel(raw, "it contains a space; use - or _ instead")
+    if "/" in label:
+        raise InvalidLabel(raw, "it contains '/'")
+    if label.startswith("."):
+        raise InvalidLabel(raw, "it starts with '.'")
+    if label.isdigit():
+        raise InvalidLabel(raw, "it is all digits; add a word, e.g. 'daily-" + label + "'")
+    if label.startswith("-"):
+        raise InvalidLabel(raw, "it starts with '-', which reads as an option")
+    return label
+
+
+def new_libvirt_name(now_ms: int | None = None, entropy: bytes | None = None) -> str:
+    """Generate a libvirt snapshot name: ``sb-`` and a lowercase ULID (time-ordered, unique)."""
+    millis = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = os.urandom(10) if entropy is None else entropy
+    value = (millis << 80) | int.from_bytes(rand, "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    name = "sb-" + "".join(reversed(chars))
+    assert LIBVIRT_NAME_PATTERN.match(name), name
+    return name
+
+
+def is_generated_name(name: str) -> bool:
+    """True for names snapbot generated, as opposed to snapshots made with virsh and the like."""
+    return name.startswith("sb-") and LIBVIRT_NAME_PATTERN.match(name) is not None
+
+
+def label_for_external(libvirt_name: str, taken: set[str]) -> str:
+    """Choose a label for a snapshot made outside snapbot: its own name when that is a valid label,
+    otherwise a cleaned-up form, made unique among ``taken``."""
+    try:
+        base = validate_label(libvirt_name)
+    except InvalidLabel:
+        cleaned = "".join(c if (c.isalnum() or c in "-_.:+") else "-" for c in libvirt_name).strip(
+            "-."
+        )
+        base = cleaned[: LABEL_MAX_LENGTH - 8] or "snapshot"
+        if base.isdigit():
+            base = "snap-" + base
+    label, n = base, 2
+    while label in taken:
+        label = f"{base[: LABEL_MAX_LENGTH - 6]}~{n}"
+        n += 1
+    return label
+
+
+_LABEL_PREFIX = "snapbot label: "
+
+
+def libvirt_description(label: str, description: str) -> str:
+    """The ``<description>`` snapbot writes into libvirt: the label first, so a lost catalogue
+    can be rebuilt from libvirt alone, then the user's description."""
+    return _LABEL_PREFIX + label + ("\n" + description if description else "")
+
+
+def split_libvirt_description(text: str) -> tuple[str | None, str]:
+    """Inverse of ``libvirt_description``: (label or None, user description)."""
+    first, _, rest = text.partition("\n")
+    if first.startswith(_LABEL_PREFIX):
+        return first[len(_LABEL_PREFIX) :], rest
+    return None, text

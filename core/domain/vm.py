@@ -1,0 +1,70 @@
+"""Virtual machines as the domain sees them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class VmState(enum.Enum):
+    """Run state of a VM, reduced to what an operator acts on."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUT_OFF = "shut off"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+    @property
+    def is_active(self) -> bool:
+        """True when a QEMU process exists (running or paused)."""
+        return self in (VmState.RUNNING, VmState.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Vm:
+    """A libvirt domain. ``uuid`` is its identity; names can change."""
+
+    uuid: str
+    name: str
+    state: VmState
+    memory_bytes: int
+
+
+class DiskFormat(enum.Enum):
+    """Disk image formats that matter for snapshot support."""
+
+    QCOW2 = "qcow2"
+    RAW = "raw"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    """One disk of a VM as declared in its XML."""
+
+    target: str
+    path: str | None
+    format: DiskFormat
+    format_name: str
+    read_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VmFacts:
+    """What the snapshot planner needs to know about a VM and its host."""
+
+    vm: Vm
+    disks: tuple[Disk, ...]
+    uses_pflash: bool
+    has_external_snapshots: bool
+    has_checkpoints: bool
+    libvirt_version: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FreeSpace:
+    """Free space on the filesystem that will receive a snapshot's data."""
+
+    path: str
+    available_bytes: int

@@ -1,0 +1,186 @@
+"""Every error snapbot's core raises, as one tree.
+
+Front ends catch ``CoreError`` and render it (``bot.messages.error_text``); anything else is a
+bug and is logged with a reference id. The errors carry structured fields, not prose, so the
+wording lives in one place and the scheduler, Slack and the console say the same thing.
+
+    CoreError
+    ├── InvalidInput                 the request itself is wrong; nothing was touched
+    │   └── InvalidLabel             a snapshot name breaks the naming rules
+    ├── NotFound
+    │   ├── VmNotFound               carries the closest existing names
+    │   ├── SnapshotNotFound         carries the closest existing labels
+    │   └── SnapshotMissing          catalogued, but gone from libvirt
+    ├── Conflict                     the request is fine but the VM's state forbids it now
+    │   ├── VmBusy                   another snapbot operation holds the VM
+    │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
+    │   ├── LabelTaken
+    │   └── WrongVmState
+    ├── Unsupported                  this host cannot do it for this VM; says the way out
+    ├── InsufficientSpace            pre-flight free-space check failed
+    └── HypervisorError              libvirt failed
+        ├── HypervisorUnavailable    connection lost or refused; outcome of a mutation unknown
+        └── OperationFailed          libvirt refused or failed the call; says the VM's state now
+            └── RestoreFailed        a restore failed; also says what recovery did
+
+libvirt's errors are mapped to this tree in exactly one place:
+``core.adapters.libvirt.errors.map_libvirt_errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class CoreError(Exception):
+    """Root of every error the core raises on purpose."""
+
+
+class InvalidInput(CoreError):
+    """The request is malformed; nothing was changed."""
+
+
+class InvalidLabel(InvalidInput):
+    """A snapshot label breaks a naming rule."""
+
+    def __init__(self, label: str, rule: str) -> None:
+        super().__init__(f"invalid snapshot name {label!r}: {rule}")
+        self.label = label
+        self.rule = rule
+
+
+class NotFound(CoreError):
+    """Something named by the user does not exist."""
+
+
+class VmNotFound(NotFound):
+    """No VM of that name; ``suggestions`` are existing names, closest first."""
+
+    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"no VM named {name!r}")
+        self.name = name
+        self.suggestions = tuple(suggestions)
+
+
+class SnapshotNotFound(NotFound):
+    """No snapshot of that label on the VM; ``suggestions`` are its labels, closest first."""
+
+    def __init__(self, vm: str, label: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"VM {vm!r} has no snapshot {label!r}")
+        self.vm = vm
+        self.label = label
+        self.suggestions = tuple(suggestions)
+
+
+class SnapshotMissing(NotFound):
+    """The catalogue knows the snapshot but libvirt no longer has it (deleted outside snapbot)."""
+
+    def __init__(self, vm: str, label: str) -> None:
+        super().__init__(f"snapshot {label!r} of VM {vm!r} is gone from libvirt")
+        self.vm = vm
+        self.label = label
+
+
+class Conflict(CoreError):
+    """The request is valid but cannot run in the current state."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a VM, for a "busy" answer."""
+
+    operation_kind: str
+    requested_by: str
+    since: datetime
+
+
+class VmBusy(Conflict):
+    """Another operation holds the VM's lock."""
+
+    def __init__(self, vm: str, holder: LockHolder) -> None:
+        super().__init__(
+            f"VM {vm!r} is busy: {holder.operation_kind} by {holder.requested_by} "
+            f"since {holder.since.isoformat()}"
+        )
+        self.vm = vm
+        self.holder = holder
+
+
+class HypervisorBusy(Conflict):
+    """libvirt could not take the domain's job lock (another libvirt client is working on it)."""
+
+    def __init__(self, vm: str, detail: str) -> None:
+        super().__init__(f"libvirt is busy with VM {vm!r}: {detail}")
+        self.vm = vm
+        self.detail = detail
+
+
+class LabelTaken(Conflict):
+    """The VM already has a snapshot with that label."""
+
+    def __init__(self, vm: str, label: str) -> None:
+        super().__init__(f"VM {vm!r} already has a snapshot named {label!r}")
+        self.vm = vm
+        self.label = label
+
+
+class WrongVmState(Conflict):
+    """The VM is in a state the operation cannot start from."""
+
+    def __init__(self, vm: str, state: str, need: str) -> None:
+        super().__init__(f"VM {vm!r} is {state}; {need}")
+        self.vm = vm
+        self.state = state
+        self.need = need
+
+
+class Unsupported(CoreError):
+    """This host cannot do the operation for this VM; ``way_out`` says what would work."""
+
+    def __init__(self, vm: str, reason: str, way_out: str) -> None:
+        super().__init__(f"cannot snapshot VM {vm!r}: {reason}")
+        self.vm = vm
+        self.reason = reason
+        self.way_out = way_out
+
+
+class InsufficientSpace(CoreError):
+    """Not enough free space where the snapshot would be written."""
+
+    def __init__(self, vm: str, path: str, needed: int, available: int) -> None:
+        super().__init__(
+            f"not enough space for VM {vm!r} in {path}: need {needed} bytes, {available} free"
+        )
+        self.vm = vm
+        self.path = path
+        self.needed = needed
+        self.available = available
+
+
+class HypervisorError(CoreError):
+    """libvirt failed; ``detail`` is libvirt's own message. ``vm_state`` is the VM's state after
+    the failure when the service could read it (None: not known)."""
+
+    def __init__(self, detail: str, *, vm: str | None = None, vm_state: str | None = None) -> None:
+        super().__init__(detail if vm is None else f"{vm}: {detail}")
+        self.detail = detail
+        self.vm = vm
+        self.vm_state = vm_state
+
+
+class HypervisorUnavailable(HypervisorError):
+    """The libvirt connection failed. For a mutating call the outcome is unknown."""
+
+
+class OperationFailed(HypervisorError):
+    """libvirt refused or failed the call."""
+
+
+class RestoreFailed(OperationFailed):
+    """A restore failed. ``vm_state`` is the state the VM is in now, after recovery attempts."""
+
+    def __init__(self, vm: str, detail: str, vm_state: str, recovery: str) -> None:
+        super().__init__(detail, vm=vm, vm_state=vm_state)
+        self.recovery = recovery

@@ -1,0 +1,132 @@
+"""The ports the services depend on. Adapters implement them; tests use fakes that do too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from core.domain.operation import Operation, OperationStatus, Stage
+from core.domain.snapshot import CatalogueStatus, HypervisorSnapshot, Snapshot
+from core.domain.vm import FreeSpace, Vm, VmFacts, VmState
+
+
+class Clock(Protocol):
+    """Source of the current time (timezone-aware UTC)."""
+
+    def now(self) -> datetime: ...
+
+
+class Hypervisor(Protocol):
+    """Snapshot-relevant control of one hypervisor host. Every method may raise
+    ``HypervisorError`` subclasses; a mutating method that raises ``HypervisorUnavailable`` has
+    an unknown outcome and must be reconciled, never retried blindly."""
+
+    @property
+    def uri(self) -> str: ...
+
+    async def list_vms(self) -> list[Vm]: ...
+
+    async def get_vm(self, name: str) -> Vm:
+        """Raise ``VmNotFound`` (without suggestions) when no VM has that name."""
+        ...
+
+    async def get_vm_by_uuid(self, uuid: str) -> Vm: ...
+
+    async def vm_facts(self, vm: Vm) -> VmFacts: ...
+
+    async def free_space(self, facts: VmFacts) -> FreeSpace | None:
+        """Free space where the VM's snapshot data is written, or None if it cannot be known."""
+        ...
+
+    async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]: ...
+
+    async def memory_state_sizes(self, vm: Vm) -> Mapping[str, int]:
+        """Saved memory bytes per libvirt snapshot name (empty if they cannot be measured)."""
+        ...
+
+    async def disk_allocation(self, vm: Vm) -> int | None:
+        """Bytes the VM's writable disk images occupy on the host, snapshots included."""
+        ...
+
+    async def create_snapshot(
+        self, vm: Vm, libvirt_name: str, description: str
+    ) -> HypervisorSnapshot: ...
+
+    async def revert_snapshot(self, vm: Vm, libvirt_name: str, *, paused: bool) -> None:
+        """Revert; with ``paused`` a snapshot taken running comes back paused."""
+        ...
+
+    async def delete_snapshot(self, vm: Vm, libvirt_name: str) -> None: ...
+
+    async def state(self, vm: Vm) -> VmState: ...
+
+    async def stop(self, vm: Vm) -> None:
+        """Power the VM off at once (its current state is being replaced anyway)."""
+        ...
+
+    async def start(self, vm: Vm) -> None: ...
+
+    async def resume(self, vm: Vm) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunningOperation:
+    """An operation still marked running, with its lock's owner and last heartbeat."""
+
+    operation: Operation
+    owner: str
+    heartbeat_at: datetime
+
+
+class Catalogue(Protocol):
+    """Snapshot metadata, the audit trail of operations, and the per-VM locks."""
+
+    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
+
+    async def add_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None: ...
+
+    async def set_snapshot_status(
+        self, vm_uuid: str, libvirt_name: str, status: CatalogueStatus
+    ) -> None: ...
+
+    async def set_memory_bytes(self, vm_uuid: str, libvirt_name: str, size: int | None) -> None: ...
+
+    async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None: ...
+
+    async def begin_operation(self, operation: Operation, owner: str) -> None:
+        """Record ``operation`` as running and take its VM's lock, atomically.
+
+        Raise ``VmBusy`` (and record nothing) when another operation holds the VM.
+        """
+        ...
+
+    async def record_rejected(self, operation: Operation) -> None:
+        """Record a request that was refused before it took the lock."""
+        ...
+
+    async def set_stage(self, operation_id: str, stage: Stage) -> None: ...
+
+    async def update_details(self, operation_id: str, details: Mapping[str, object]) -> None: ...
+
+    async def heartbeat(self, operation_id: str) -> None: ...
+
+    async def finish_operation(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> Operation:
+        """Mark the operation terminal and release its VM's lock."""
+        ...
+
+    async def running_operations(self) -> list[RunningOperation]: ...
+
+    async def operations(self, vm_uuid: str | None = None, limit: int = 50) -> list[Operation]: ...

@@ -1,0 +1,191 @@
+"""Running one audited, exclusive operation on a VM.
+
+``OperationRunner.run`` is the only way a mutating use case touches a VM: it takes the VM's
+database lock (refusing with "busy" when another operation holds it), records every stage,
+heartbeats while it works, and ends the record in exactly one terminal status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+from core.domain.operation import (
+    Actor,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    ProgressCallback,
+    Stage,
+)
+from core.domain.vm import Vm
+from core.errors import CoreError, HypervisorError
+from core.ports import Catalogue, Clock
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+
+
+def process_owner() -> str:
+    """Identify this process in lock rows: host, pid and a token unique to this start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class OperationHandle:
+    """What a use case uses while it holds the VM: stage reports, details, the outcome text."""
+
+    operation: Operation
+    catalogue: Catalogue
+    progress: ProgressCallback
+    outcome: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    async def stage(self, stage: Stage) -> None:
+        """Record and report a stage. A failing progress display never fails the operation."""
+        await self.catalogue.set_stage(self.operation.id, stage)
+        try:
+            await self.progress(stage)
+        except Exception:
+            logger.exception("progress callback failed for operation %s", self.operation.id)
+
+    async def record(self, **details: object) -> None:
+        """Persist facts needed to reconcile this operation if the process dies."""
+        self.details.update(details)
+        await self.catalogue.update_details(self.operation.id, details)
+
+
+class OperationRunner:
+    """Creates operations and runs them under the VM lock."""
+
+    def __init__(self, catalogue: Catalogue, clock: Clock, owner: str) -> None:
+        self._catalogue = catalogue
+        self._clock = clock
+        self.owner = owner
+
+    def new_operation(
+        self,
+        kind: OperationKind,
+        actor: Actor,
+        *,
+        vm_uuid: str,
+        vm_name: str,
+        label: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> Operation:
+        """A fresh RUNNING operation record (not yet stored)."""
+        return Operation(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            vm_uuid=vm_uuid,
+            vm_name=vm_name,
+            requested_by=actor.user,
+            via=actor.via,
+            status=OperationStatus.RUNNING,
+            started_at=self._clock.now(),
+            snapshot_label=label,
+            details=dict(details or {}),
+            channel=actor.channel,
+            team=actor.team,
+        )
+
+    async def reject(
+        self,
+        kind: OperationKind,
+        actor: Actor,
+        vm_name: str,
+        error: CoreError,
+        *,
+        vm_uuid: str = "",
+    ) -> None:
+        """Audit a request refused before it could take the VM's lock."""
+        op = self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name)
+        await self._catalogue.record_rejected(
+            replace(
+                op,
+                status=OperationStatus.REJECTED,
+                finished_at=self._clock.now(),
+                error=str(error),
+            )
+        )
+
+    @asynccontextmanager
+    async def run(
+        self,
+        kind: OperationKind,
+        vm: Vm,
+        actor: Actor,
+        progress: ProgressCallback,
+        *,
+        label: str | None = None,
+    ) -> AsyncIterator[OperationHandle]:
+        """Hold ``vm`` for the duration of the block.
+
+        A ``CoreError`` that is not a hypervisor failure means nothing was attempted: the
+        operation ends REJECTED. A hypervisor failure ends it FAILED. Cancellation (the process
+        is stopping) leaves it RUNNING on purpose: the libvirt call may still be going on in its
+        thread, and only the start-up reconciliation can tell what really happened.
+        """
+        op = self.new_operation(kind, actor, vm_uuid=vm.uuid, vm_name=vm.name, label=label)
+        try:
+            await self._catalogue.begin_operation(op, self.owner)
+        except CoreError as exc:
+            await self._catalogue.record_rejected(
+                replace(
+                    op,
+                    status=OperationStatus.REJECTED,
+                    finished_at=self._clock.now(),
+                    error=str(exc),
+                )
+            )
+            raise
+        handle = OperationHandle(op, self._catalogue, progress)
+        beat = asyncio.create_task(self._heartbeat(op.id), name=f"heartbeat-{op.id}")
+        try:
+            yield handle
+        except HypervisorError as exc:
+            await self._finish(op.id, OperationStatus.FAILED, error=str(exc))
+            raise
+        except CoreError as exc:
+            await self._finish(op.id, OperationStatus.REJECTED, error=str(exc))
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._finish(op.id, OperationStatus.FAILED, error=f"internal error: {exc!r}")
+            raise
+        else:
+            await self._finish(op.id, OperationStatus.SUCCEEDED, outcome=handle.outcome)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _finish(
+        self,
+        op_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        # Shielded: the record must become terminal even if the caller is being cancelled.
+        await asyncio.shield(
+            self._catalogue.finish_operation(op_id, status, outcome=outcome, error=error)
+        )
+
+    async def _heartbeat(self, op_id: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._catalogue.heartbeat(op_id)
+            except Exception:
+                logger.exception("heartbeat failed for operation %s", op_id)

@@ -1,0 +1,500 @@
+"""The use cases: list, snapshot, restore, delete, rename. Every front end calls these."""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from dataclasses import dataclass
+
+from core.domain.names import closest
+from core.domain.operation import (
+    Actor,
+    OperationKind,
+    ProgressCallback,
+    Recovery,
+    Stage,
+    no_progress,
+)
+from core.domain.planning import check_restore_support, plan_snapshot
+from core.domain.snapshot import (
+    CatalogueStatus,
+    HypervisorSnapshot,
+    Origin,
+    Snapshot,
+    SnapshotKind,
+    libvirt_description,
+    new_libvirt_name,
+    validate_label,
+)
+from core.domain.vm import Vm, VmState
+from core.errors import (
+    CoreError,
+    HypervisorError,
+    HypervisorUnavailable,
+    LabelTaken,
+    LockHolder,
+    OperationFailed,
+    RestoreFailed,
+    SnapshotMissing,
+    SnapshotNotFound,
+    VmNotFound,
+)
+from core.ports import Catalogue, Clock, Hypervisor
+from core.services.operations import OperationHandle, OperationRunner
+from core.services.reconcile import refresh_memory_sizes, sync_vm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VmSummary:
+    """A VM with its snapshot count and, if an operation holds it, who."""
+
+    vm: Vm
+    snapshot_count: int
+    busy: LockHolder | None
+
+
+@dataclass(frozen=True, slots=True)
+class VmSnapshots:
+    """One VM's catalogued snapshots, oldest first, and its disks' allocation on the host.
+
+    ``vm`` is None for a VM that no longer exists in libvirt but still has records.
+    """
+
+    vm_name: str
+    vm: Vm | None
+    snapshots: tuple[Snapshot, ...]
+    disk_bytes: int | None
+    busy: LockHolder | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """A snapshot that was taken."""
+
+    snapshot: Snapshot
+    seconds: float
+    vm_state: VmState
+    disk_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePreview:
+    """What a restore will do, for the confirmation prompt."""
+
+    vm: Vm
+    snapshot: Snapshot
+    newer: tuple[Snapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """A restore that completed."""
+
+    snapshot: Snapshot
+    safety: Snapshot | None
+    seconds: float
+    vm_state: VmState
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """A deleted snapshot and the host bytes it gave back (None: not measurable)."""
+
+    snapshot: Snapshot
+    freed_bytes: int | None
+    seconds: float
+    already_gone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RenameResult:
+    """A label change."""
+
+    vm_name: str
+    old_label: str
+    new_label: str
+
+
+class SnapshotService:
+    """Snapshot use cases over a hypervisor and a catalogue."""
+
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        catalogue: Catalogue,
+        runner: OperationRunner,
+        clock: Clock,
+    ) -> None:
+        self._hv = hypervisor
+        self._catalogue = catalogue
+        self._runner = runner
+        self._clock = clock
+
+    # -- queries -----------------------------------------------------------------------------
+
+    async def list_vms(self) -> list[VmSummary]:
+        """Every VM with its state, snapshot count and lock holder."""
+        vms = await self._hv.list_vms()
+        busy = await self._busy()
+        counts: dict[str, int] = {}
+        for snap in await self._catalogue.snapshots():
+            if snap.status is CatalogueStatus.PRESENT:
+                counts[snap.vm_uuid] = counts.get(snap.vm_uuid, 0) + 1
+        return [VmSummary(vm, counts.get(vm.uuid, 0), busy.get(vm.uuid)) for vm in vms]
+
+    async def list_snapshots(self, vm_name: str | None = None) -> list[VmSnapshots]:
+        """Snapshots of one VM, or of every VM (and of VMs gone from libvirt), synced first."""
+        vms = [await self._vm(vm_name)] if vm_name is not None else await self._hv.list_vms()
+        busy = await self._busy()
+        result = []
+        for vm in vms:
+            if vm.uuid not in busy:
+                await sync_vm(self._hv, self._catalogue, vm)
+            result.append(
+                VmSnapshots(
+                    vm_name=vm.name,
+                    vm=vm,
+                    snapshots=tuple(await self._catalogue.snapshots(vm.uuid)),
+                    disk_bytes=await self._hv.disk_allocation(vm),
+                    busy=busy.get(vm.uuid),
+                )
+            )
+        if vm_name is None:
+            known = {vm.uuid for vm in vms}
+            orphans: dict[str, list[Snapshot]] = {}
+            for snap in await self._catalogue.snapshots():
+                if snap.vm_uuid not in known:
+                    orphans.setdefault(snap.vm_uuid, []).append(snap)
+            for snaps in orphans.values():
+                result.append(VmSnapshots(snaps[-1].vm_name, None, tuple(snaps), None, None))
+        return result
+
+    async def restore_preview(self, vm_name: str, label: str) -> RestorePreview:
+        """Look up what ``restore`` would do, without doing it (for the confirmation)."""
+        vm = await self._vm(vm_name)
+        snaps = await self._catalogue.snapshots(vm.uuid)
+        if not snaps:
+            await sync_vm(self._hv, self._catalogue, vm)
+            snaps = await self._catalogue.snapshots(vm.uuid)
+        target = _find(vm, snaps, label)
+        if target.status is CatalogueStatus.MISSING:
+            raise SnapshotMissing(vm.name, target.label)
+        newer = tuple(s for s in snaps if s.created_at > target.created_at and s is not target)
+        return RestorePreview(vm, target, newer)
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def create_snapshot(
+        self,
+        vm_name: str,
+        label: str,
+        *,
+        actor: Actor,
+        description: str = "",
+        origin: Origin = Origin.MANUAL,
+        progress: ProgressCallback = no_progress,
+    ) -> CreateResult:
+        """Take a full snapshot: disk, memory (when running) and configuration."""
+        kind = OperationKind.SNAPSHOT
+        try:
+            label = validate_label(label)
+            vm = await self._vm(vm_name)
+        except CoreError as exc:
+            await self._runner.reject(kind, actor, vm_name, exc)
+            raise
+        started = time.monotonic()
+        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+            await op.stage(Stage.CHECKING)
+            await sync_vm(self._hv, self._catalogue, vm)
+            snapshot = await self._take_snapshot(op, vm, label, description, origin, actor)
+            state = await self._hv.state(vm)
+            op.outcome = f"created {snapshot.label} ({snapshot.libvirt_name}); VM {state.value}"
+        return CreateResult(
+            snapshot, time.monotonic() - started, state, await self._hv.disk_allocation(vm)
+        )
+
+    async def restore(
+        self,
+        vm_name: str,
+        label: str,
+        *,
+        actor: Actor,
+        safety_snapshot: bool = True,
+        progress: ProgressCallback = no_progress,
+    ) -> RestoreResult:
+        """Bring the VM back to a snapshot: stop it, revert disk and memory, start it if the
+        snapshot was taken running. A safety snapshot of the current state comes first unless
+        ``safety_snapshot`` is False. On failure the VM is brought back to a usable state where
+        possible and ``RestoreFailed`` says which."""
+        kind = OperationKind.RESTORE
+        try:
+            vm = await self._vm(vm_name)
+        except CoreError as exc:
+            await self._runner.reject(kind, actor, vm_name, exc)
+            raise
+        started = time.monotonic()
+        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+            await op.stage(Stage.CHECKING)
+            listing = await self._hv.list_snapshots(vm)
+            await sync_vm(self._hv, self._catalogue, vm, listing)
+            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label)
+            hs = next((s for s in listing if s.libvirt_name == target.libvirt_name), None)
+            if hs is None:
+                raise SnapshotMissing(vm.name, target.label)
+            facts = await self._hv.vm_facts(vm)
+            check_restore_support(facts, hs)
+            pre_state = facts.vm.state
+            await op.record(
+                libvirt_name=target.libvirt_name,
+                pre_state=pre_state.value,
+                target_has_memory=hs.has_memory,
+            )
+            safety = None
+            if safety_snapshot:
+                await op.stage(Stage.SAFETY_SNAPSHOT)
+                safety = await self._take_snapshot(
+                    op,
+                    vm,
+                    await self._safety_label(vm),
+                    f"Safety snapshot taken before restoring {target.label}",
+                    Origin.SAFETY,
+                    actor,
+                    report_stages=False,
+                    record_as="safety",
+                )
+            state = await self._revert(op, vm, hs, pre_state, safety)
+            op.outcome = f"restored {target.label}; VM {state.value}"
+        return RestoreResult(target, safety, time.monotonic() - started, state)
+
+    async def delete_snapshot(
+        self,
+        vm_name: str,
+        label: str,
+        *,
+        actor: Actor,
+        progress: ProgressCallback = no_progress,
+    ) -> DeleteResult:
+        """Delete a snapshot from libvirt and the catalogue; measure the space it gave back."""
+        kind = OperationKind.DELETE
+        try:
+            vm = await self._vm(vm_name)
+        except CoreError as exc:
+            await self._runner.reject(kind, actor, vm_name, exc)
+            raise
+        started = time.monotonic()
+        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+            await op.stage(Stage.CHECKING)
+            await sync_vm(self._hv, self._catalogue, vm)
+            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label)
+            await op.record(libvirt_name=target.libvirt_name)
+            if target.status is CatalogueStatus.MISSING:
+                await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
+                op.outcome = f"{target.label} was already gone from libvirt; record removed"
+                return DeleteResult(target, None, time.monotonic() - started, True)
+            before = await self._hv.disk_allocation(vm)
+            await op.stage(Stage.DELETING)
+            try:
+                await self._hv.delete_snapshot(vm, target.libvirt_name)
+            except HypervisorUnavailable:
+                # The outcome is unknown: look (a read is retried on a fresh connection).
+                listing = await self._hv.list_snapshots(vm)
+                if any(s.libvirt_name == target.libvirt_name for s in listing):
+                    raise
+            await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
+            after = await self._hv.disk_allocation(vm)
+            freed = None if before is None or after is None else max(before - after, 0)
+            op.outcome = f"deleted {target.label}; freed {freed} bytes"
+        return DeleteResult(target, freed, time.monotonic() - started, False)
+
+    async def rename_snapshot(
+        self, vm_name: str, old_label: str, new_label: str, *, actor: Actor
+    ) -> RenameResult:
+        """Change a snapshot's label. libvirt's name stays: it is what revert uses."""
+        kind = OperationKind.RENAME
+        try:
+            new_label = validate_label(new_label)
+            vm = await self._vm(vm_name)
+        except CoreError as exc:
+            await self._runner.reject(kind, actor, vm_name, exc)
+            raise
+        async with self._runner.run(kind, vm, actor, no_progress, label=old_label) as op:
+            await sync_vm(self._hv, self._catalogue, vm)
+            snaps = await self._catalogue.snapshots(vm.uuid)
+            target = _find(vm, snaps, old_label)
+            if any(s.label == new_label and s is not target for s in snaps):
+                raise LabelTaken(vm.name, new_label)
+            await op.record(libvirt_name=target.libvirt_name, new_label=new_label)
+            await self._catalogue.relabel_snapshot(vm.uuid, target.libvirt_name, new_label)
+            op.outcome = f"renamed {target.label} to {new_label}"
+        return RenameResult(vm.name, target.label, new_label)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _vm(self, name: str) -> Vm:
+        try:
+            return await self._hv.get_vm(name)
+        except VmNotFound:
+            names = [v.name for v in await self._hv.list_vms()]
+            raise VmNotFound(name, closest(name, names)) from None
+
+    async def _busy(self) -> dict[str, LockHolder]:
+        return {
+            r.operation.vm_uuid: LockHolder(
+                r.operation.kind.value, r.operation.requested_by, r.operation.started_at
+            )
+            for r in await self._catalogue.running_operations()
+        }
+
+    async def _safety_label(self, vm: Vm) -> str:
+        taken = {s.label for s in await self._catalogue.snapshots(vm.uuid)}
+        base = "safety-" + self._clock.now().strftime("%Y%m%d-%H%M%S")
+        label, n = base, 2
+        while label in taken:
+            label, n = f"{base}-{n}", n + 1
+        return label
+
+    async def _take_snapshot(
+        self,
+        op: OperationHandle,
+        vm: Vm,
+        label: str,
+        description: str,
+        origin: Origin,
+        actor: Actor,
+        *,
+        report_stages: bool = True,
+        record_as: str = "libvirt_name",
+    ) -> Snapshot:
+        if any(s.label == label for s in await self._catalogue.snapshots(vm.uuid)):
+            raise LabelTaken(vm.name, label)
+        facts = await self._hv.vm_facts(vm)
+        plan = plan_snapshot(facts, await self._hv.free_space(facts))
+        name = new_libvirt_name()
+        pre_state = facts.vm.state
+        await op.record(**{record_as: name, "pre_state": pre_state.value})
+        if report_stages:
+            await op.stage(
+                Stage.SAVING_MEMORY_AND_DISK if plan.with_memory else Stage.CAPTURING_DISK
+            )
+        try:
+            hs = await self._hv.create_snapshot(vm, name, libvirt_description(label, description))
+        except HypervisorUnavailable:
+            found = [s for s in await self._hv.list_snapshots(vm) if s.libvirt_name == name]
+            if not found:
+                raise
+            hs = found[0]
+        except HypervisorError as exc:
+            state = await self._settle(vm, pre_state)
+            raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
+        if report_stages:
+            await op.stage(Stage.VERIFYING)
+        await self._settle(vm, pre_state)
+        snapshot = Snapshot(
+            vm_uuid=vm.uuid,
+            vm_name=vm.name,
+            libvirt_name=name,
+            label=label,
+            description=description,
+            kind=SnapshotKind.FULL,
+            captured_state=hs.captured_state,
+            has_memory=hs.has_memory,
+            created_at=hs.created_at,
+            created_by=actor.user,
+            origin=origin,
+            status=CatalogueStatus.PRESENT,
+            memory_bytes=None,
+        )
+        await self._catalogue.add_snapshot(snapshot)
+        await refresh_memory_sizes(self._hv, self._catalogue, vm)
+        for row in await self._catalogue.snapshots(vm.uuid):
+            if row.libvirt_name == name:
+                return row
+        return snapshot
+
+    async def _settle(self, vm: Vm, pre_state: VmState) -> str:
+        """After a snapshot, put a VM that was running back to running (QEMU pauses a guest on
+        ENOSPC, and libvirt's resume can fail); return its state, or "unknown"."""
+        try:
+            state = await self._hv.state(vm)
+            if state is VmState.PAUSED and pre_state is VmState.RUNNING:
+                await self._hv.resume(vm)
+                state = await self._hv.state(vm)
+            return state.value
+        except CoreError:
+            logger.exception("could not read or resume %s after a failed snapshot", vm.name)
+            return "unknown"
+
+    async def _revert(
+        self,
+        op: OperationHandle,
+        vm: Vm,
+        target: HypervisorSnapshot,
+        pre_state: VmState,
+        safety: Snapshot | None,
+    ) -> VmState:
+        if pre_state.is_active:
+            await op.stage(Stage.STOPPING)
+            try:
+                await self._hv.stop(vm)
+            except HypervisorError as exc:
+                state = await self._state_or_unknown(vm)
+                raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
+        await op.stage(
+            Stage.REPLACING_DISK_AND_MEMORY if target.has_memory else Stage.REPLACING_DISK
+        )
+        try:
+            # Paused first, then resumed: the resume is a real "starting" step we can check.
+            await self._hv.revert_snapshot(vm, target.libvirt_name, paused=target.has_memory)
+            if target.has_memory:
+                await op.stage(Stage.STARTING)
+                await self._hv.resume(vm)
+        except HypervisorError as exc:
+            await op.stage(Stage.RECOVERING)
+            state, recovery = await self._recover(vm, pre_state, safety)
+            await op.record(recovery=recovery.value)
+            raise RestoreFailed(vm.name, exc.detail, state, recovery.value) from exc
+        return await self._hv.state(vm)
+
+    async def _recover(
+        self, vm: Vm, pre_state: VmState, safety: Snapshot | None
+    ) -> tuple[str, Recovery]:
+        """Leave the VM usable after a failed revert: as it was before, where possible."""
+        try:
+            state = await self._hv.state(vm)
+            if state is VmState.RUNNING:
+                return state.value, Recovery.NOTHING_NEEDED
+            if not pre_state.is_active:
+                return state.value, Recovery.LEFT_SHUT_OFF
+            if state is VmState.PAUSED:
+                await self._hv.resume(vm)
+                return (await self._hv.state(vm)).value, Recovery.RESUMED
+            if safety is not None:
+                try:
+                    await self._hv.revert_snapshot(vm, safety.libvirt_name, paused=False)
+                    state = await self._hv.state(vm)
+                    if state is VmState.RUNNING:
+                        return state.value, Recovery.BACK_TO_SAFETY
+                except HypervisorError:
+                    logger.exception("reverting %s to its safety snapshot failed", vm.name)
+            await self._hv.start(vm)
+            return (await self._hv.state(vm)).value, Recovery.STARTED
+        except CoreError:
+            logger.exception("recovery of %s after a failed restore failed", vm.name)
+            return await self._state_or_unknown(vm), Recovery.FAILED
+
+    async def _state_or_unknown(self, vm: Vm) -> str:
+        try:
+            return (await self._hv.state(vm)).value
+        except CoreError:
+            return "unknown"
+
+
+def _find(vm: Vm, snapshots: list[Snapshot], label: str) -> Snapshot:
+    wanted = unicodedata.normalize("NFC", label)
+    for snap in snapshots:
+        if snap.label == wanted:
+            return snap
+    raise SnapshotNotFound(vm.name, label, closest(label, [s.label for s in snapshots]))

@@ -1,0 +1,1 @@
+"""Scheduled snapshots and retention (its own issue); nothing runs from here yet."""
