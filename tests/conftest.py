@@ -1,0 +1,55 @@
+"""Shared fixtures: a fresh SQLite catalogue per test, services over a fake hypervisor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.catalogue.db import open_database
+from core.catalogue.store import SystemClock, TortoiseCatalogue
+from core.domain.operation import Actor
+from core.domain.vm import Vm, VmState
+from core.services.operations import OperationRunner, process_owner
+from core.services.reconcile import Reconciler
+from core.services.snapshots import SnapshotService
+from tests.fakes.hypervisor import FakeHypervisor
+
+ALICE = Actor(user="U_ALICE", via="test", team="T1", channel="C1")
+BOB = Actor(user="U_BOB", via="test", team="T1", channel="C1")
+
+
+@pytest.fixture
+async def catalogue(tmp_path: Path) -> AsyncIterator[TortoiseCatalogue]:
+    async with open_database(f"sqlite://{tmp_path / 'catalogue.db'}"):
+        yield TortoiseCatalogue(SystemClock())
+
+
+@dataclass
+class Services:
+    hv: FakeHypervisor
+    catalogue: TortoiseCatalogue
+    service: SnapshotService
+    reconciler: Reconciler
+    owner: str
+
+
+@pytest.fixture
+async def services(catalogue: TortoiseCatalogue) -> Services:
+    hv = FakeHypervisor(
+        Vm("11111111-1111-1111-1111-111111111111", "web-01", VmState.RUNNING, 256 * 2**20),
+        Vm("22222222-2222-2222-2222-222222222222", "web-02", VmState.RUNNING, 256 * 2**20),
+        Vm("33333333-3333-3333-3333-333333333333", "db-01", VmState.SHUT_OFF, 512 * 2**20),
+    )
+    clock = SystemClock()
+    owner = process_owner()
+    runner = OperationRunner(catalogue, clock, owner)
+    return Services(
+        hv,
+        catalogue,
+        SnapshotService(hv, catalogue, runner, clock),
+        Reconciler(hv, catalogue, clock, owner),
+        owner,
+    )

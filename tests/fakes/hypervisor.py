@@ -1,0 +1,148 @@
+"""An in-memory ``Hypervisor`` with fault injection, for service tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from core.domain.snapshot import CapturedState, HypervisorSnapshot
+from core.domain.vm import Disk, DiskFormat, FreeSpace, Vm, VmFacts, VmState
+from core.errors import CoreError, SnapshotNotFound, VmNotFound
+
+
+@dataclass
+class FakeVm:
+    vm: Vm
+    disks: tuple[Disk, ...] = (
+        Disk("vda", "/var/lib/fake/disk.qcow2", DiskFormat.QCOW2, "qcow2", False),
+    )
+    snapshots: dict[str, HypervisorSnapshot] = field(default_factory=dict)
+    uses_pflash: bool = False
+    disk_bytes: int = 10 * 1024 * 1024
+
+
+class FakeHypervisor:
+    """Keeps VMs and snapshots in memory. ``fail[method]`` raises once; ``delay`` slows
+    mutations so tests can overlap them; ``calls`` records every mutating call."""
+
+    def __init__(self, *vms: Vm, free_bytes: int = 100 * 2**30) -> None:
+        self.vms = {v.uuid: FakeVm(v) for v in vms}
+        self.free_bytes = free_bytes
+        self.fail: dict[str, CoreError] = {}
+        self.state_after_failure: dict[str, VmState] = {}
+        self.delay = 0.0
+        self.calls: list[tuple[str, str]] = []
+        self._clock = 1_700_000_000
+
+    @property
+    def uri(self) -> str:
+        return "fake:///"
+
+    def _vm(self, uuid: str) -> FakeVm:
+        if uuid not in self.vms:
+            raise VmNotFound(uuid)
+        return self.vms[uuid]
+
+    def _set_state(self, uuid: str, state: VmState) -> None:
+        fv = self._vm(uuid)
+        fv.vm = replace(fv.vm, state=state)
+
+    async def _mutate(self, method: str, uuid: str) -> None:
+        self.calls.append((method, uuid))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if method in self.fail:
+            if method in self.state_after_failure:
+                self._set_state(uuid, self.state_after_failure.pop(method))
+            raise self.fail.pop(method)
+
+    async def list_vms(self) -> list[Vm]:
+        return sorted((f.vm for f in self.vms.values()), key=lambda v: v.name)
+
+    async def get_vm(self, name: str) -> Vm:
+        for f in self.vms.values():
+            if f.vm.name == name:
+                return f.vm
+        raise VmNotFound(name)
+
+    async def get_vm_by_uuid(self, uuid: str) -> Vm:
+        return self._vm(uuid).vm
+
+    async def vm_facts(self, vm: Vm) -> VmFacts:
+        f = self._vm(vm.uuid)
+        return VmFacts(f.vm, f.disks, f.uses_pflash, False, False, (9, 0, 0))
+
+    async def free_space(self, facts: VmFacts) -> FreeSpace | None:
+        return FreeSpace("/var/lib/fake", self.free_bytes)
+
+    async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]:
+        return list(self._vm(vm.uuid).snapshots.values())
+
+    async def memory_state_sizes(self, vm: Vm) -> Mapping[str, int]:
+        f = self._vm(vm.uuid)
+        return {n: f.vm.memory_bytes // 2 for n, s in f.snapshots.items() if s.has_memory}
+
+    async def disk_allocation(self, vm: Vm) -> int | None:
+        return self._vm(vm.uuid).disk_bytes
+
+    async def create_snapshot(
+        self, vm: Vm, libvirt_name: str, description: str
+    ) -> HypervisorSnapshot:
+        await self._mutate("create_snapshot", vm.uuid)
+        f = self._vm(vm.uuid)
+        running = f.vm.state.is_active
+        self._clock += 60
+        for name, s in f.snapshots.items():
+            f.snapshots[name] = replace(s, is_current=False)
+        snap = HypervisorSnapshot(
+            libvirt_name=libvirt_name,
+            created_at=datetime.fromtimestamp(self._clock, UTC),
+            captured_state=CapturedState.RUNNING if running else CapturedState.SHUT_OFF,
+            has_memory=running,
+            description=description,
+            parent=None,
+            is_current=True,
+            is_external=False,
+        )
+        f.snapshots[libvirt_name] = snap
+        f.disk_bytes += 1024 * 1024
+        return snap
+
+    async def revert_snapshot(self, vm: Vm, libvirt_name: str, *, paused: bool) -> None:
+        await self._mutate("revert_snapshot", vm.uuid)
+        f = self._vm(vm.uuid)
+        if libvirt_name not in f.snapshots:
+            raise SnapshotNotFound(vm.name, libvirt_name)
+        snap = f.snapshots[libvirt_name]
+        if snap.has_memory:
+            self._set_state(vm.uuid, VmState.PAUSED if paused else VmState.RUNNING)
+        else:
+            self._set_state(vm.uuid, VmState.SHUT_OFF)
+
+    async def delete_snapshot(self, vm: Vm, libvirt_name: str) -> None:
+        await self._mutate("delete_snapshot", vm.uuid)
+        f = self._vm(vm.uuid)
+        if libvirt_name not in f.snapshots:
+            raise SnapshotNotFound(vm.name, libvirt_name)
+        del f.snapshots[libvirt_name]
+        f.disk_bytes -= 1024 * 1024
+
+    async def state(self, vm: Vm) -> VmState:
+        return self._vm(vm.uuid).vm.state
+
+    async def stop(self, vm: Vm) -> None:
+        await self._mutate("stop", vm.uuid)
+        self._set_state(vm.uuid, VmState.SHUT_OFF)
+
+    async def start(self, vm: Vm) -> None:
+        await self._mutate("start", vm.uuid)
+        self._set_state(vm.uuid, VmState.RUNNING)
+
+    async def resume(self, vm: Vm) -> None:
+        await self._mutate("resume", vm.uuid)
+        self._set_state(vm.uuid, VmState.RUNNING)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot import messages
+from bot.grammar import (
+    CreateSnapshot,
+    DeleteSnapshot,
+    Help,
+    ListSnapshots,
+    ListVms,
+    RenameSnapshot,
+    Restore,
+    UsageError,
+    parse,
+    parse_line,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/snapshot web-01 before-upgrade", CreateSnapshot("web-01", "before-upgrade", "")),
+        (
+            '/snapshot web-01 pre --desc "Before PostgreSQL 15"',
+            CreateSnapshot("web-01", "pre", "Before PostgreSQL 15"),
+        ),
+        ("/snapshot web-01 pre --desc=short", CreateSnapshot("web-01", "pre", "short")),
+        (
+            "/snapshot web-01 pre --desc “smart quotes”",
+            CreateSnapshot("web-01", "pre", "smart quotes"),
+        ),
+        ("/snapshot create list x", CreateSnapshot("list", "x", "")),
+        ("/snapshot list", ListSnapshots(None)),
+        ("/snapshot list web-01", ListSnapshots("web-01")),
+        ("/snapshot vms", ListVms()),
+        ("/snapshot delete web-01 old", DeleteSnapshot("web-01", "old")),
+        ("/snapshot rename web-01 a b", RenameSnapshot("web-01", "a", "b")),
+        ("/snapshot help", Help("snapshot")),
+        ("/snapshot", Help("snapshot")),
+        ("/restore web-01 pre", Restore("web-01", "pre", True)),
+        ("/restore web-01 pre --no-safety-snapshot", Restore("web-01", "pre", False)),
+        ("/restore", Help("restore")),
+    ],
+)
+def test_grammar(line: str, expected: object) -> None:
+    assert parse_line(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "command", "problem"),
+    [
+        ("/snapshot web-01", "snapshot", "missing the VM and the snapshot name"),
+        ("/snapshot web-01 a b", "snapshot", "unexpected 'b'"),
+        ("/snapshot delete web-01", "snapshot", "missing"),
+        ("/snapshot rename web-01 a", "snapshot", "missing"),
+        ("/snapshot web-01 a --size 3", "snapshot", "unknown option --size"),
+        ("/snapshot web-01 a --desc", "snapshot", "--desc needs a value"),
+        ('/snapshot web-01 a --desc "open', "snapshot", "quotes do not match"),
+        ("/snapshot list a b", "snapshot", "at most one"),
+        ("/restore web-01", "restore", "missing"),
+        ("/frobnicate x", None, "unknown command /frobnicate"),
+        ("snapshot x y", None, "commands start with /"),
+    ],
+)
+def test_wrong_usage_names_the_problem_and_shows_usage(
+    line: str, command: str | None, problem: str
+) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_line(line)
+    assert info.value.command == command
+    assert problem in info.value.problem
+    text = messages.usage_error_text(info.value)
+    if command is not None:
+        assert messages.usage(command) in text
+
+
+@given(st.text(max_size=300))
+def test_parser_never_crashes(text: str) -> None:
+    for command in ("snapshot", "restore"):
+        try:
+            parse(command, text)
+        except UsageError:
+            pass
