@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,7 +82,5 @@ def test_wrong_usage_names_the_problem_and_shows_usage(
 @given(st.text(max_size=300))
 def test_parser_never_crashes(text: str) -> None:
     for command in ("snapshot", "restore"):
-        try:
+        with contextlib.suppress(UsageError):
             parse(command, text)
-        except UsageError:
-            pass

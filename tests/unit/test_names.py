@@ -58,7 +58,9 @@ def test_any_accepted_label_is_safe(raw: str) -> None:
     except InvalidLabel:
         return
     assert 0 < len(label) <= 64
-    assert "/" not in label and not label.startswith(".") and not label.isdigit()
+    assert "/" not in label
+    assert not label.startswith(".")
+    assert not label.isdigit()
     # Even a label full of markup round-trips through the snapshot XML as text only.
     root = ET.fromstring(snapshot_xml("sb-x", libvirt_description(label, "")))
     assert [c.tag for c in root] == ["name", "description"]
@@ -75,7 +77,8 @@ def test_xml_metacharacters_cannot_add_elements() -> None:
 def test_generated_names_are_valid_unique_and_time_ordered() -> None:
     a = new_libvirt_name(now_ms=1_000, entropy=b"\x00" * 10)
     b = new_libvirt_name(now_ms=2_000, entropy=b"\x00" * 10)
-    assert LIBVIRT_NAME_PATTERN.match(a) and LIBVIRT_NAME_PATTERN.match(b)
+    assert LIBVIRT_NAME_PATTERN.match(a)
+    assert LIBVIRT_NAME_PATTERN.match(b)
     assert a < b
     assert len({new_libvirt_name() for _ in range(1000)}) == 1000
 

@@ -37,7 +37,8 @@ def test_running_vm_gets_memory_and_needs_ram_plus_margin() -> None:
 def test_short_space_is_refused_with_numbers() -> None:
     with pytest.raises(InsufficientSpace) as info:
         plan_snapshot(facts(), FreeSpace("/vm", 100 * MIB))
-    assert info.value.available == 100 * MIB and info.value.needed > 256 * MIB
+    assert info.value.available == 100 * MIB
+    assert info.value.needed > 256 * MIB
 
 
 def test_shut_off_vm_needs_little_space() -> None:
@@ -52,7 +53,8 @@ def test_unknown_space_does_not_block() -> None:
 def test_raw_disk_refused_with_conversion_advice() -> None:
     with pytest.raises(Unsupported) as info:
         plan_snapshot(facts(disks=(QCOW, RAW)), None)
-    assert "vdb is raw" in info.value.reason and "qemu-img convert" in info.value.way_out
+    assert "vdb is raw" in info.value.reason
+    assert "qemu-img convert" in info.value.way_out
 
 
 def test_cdrom_is_ignored() -> None:

@@ -49,12 +49,15 @@ async def test_create_running_vm_records_memory_snapshot_and_audit(services: Ser
         True,
         CapturedState.RUNNING,
     )
-    assert snap.created_by == "U_ALICE" and snap.origin is Origin.MANUAL
+    assert snap.created_by == "U_ALICE"
+    assert snap.origin is Origin.MANUAL
     assert snap.memory_bytes == 128 * 2**20
     assert stages == [Stage.CHECKING, Stage.SAVING_MEMORY_AND_DISK, Stage.VERIFYING]
     op = (await services.catalogue.operations())[0]
-    assert op.status is OperationStatus.SUCCEEDED and op.requested_by == "U_ALICE"
-    assert op.channel == "C1" and op.libvirt_name == snap.libvirt_name
+    assert op.status is OperationStatus.SUCCEEDED
+    assert op.requested_by == "U_ALICE"
+    assert op.channel == "C1"
+    assert op.libvirt_name == snap.libvirt_name
     assert await VmLockRow.all().count() == 0
     # libvirt's own description carries the label, so a lost catalogue can be rebuilt
     hs = services.hv.vms[WEB].snapshots[snap.libvirt_name]
@@ -96,7 +99,8 @@ async def test_busy_vm_is_refused_with_holder_and_other_vms_run(services: Servic
     await services.service.create_snapshot("web-02", "b", actor=BOB)
     await first
     kinds = [(r.kind, r.status) for r in await OperationRow.all().order_by("started_at")]
-    assert ("delete", "rejected") in kinds and kinds.count(("snapshot", "succeeded")) == 2
+    assert ("delete", "rejected") in kinds
+    assert kinds.count(("snapshot", "succeeded")) == 2
 
 
 async def test_restore_takes_safety_snapshot_and_comes_back_running(services: Services) -> None:
@@ -108,7 +112,8 @@ async def test_restore_takes_safety_snapshot_and_comes_back_running(services: Se
 
     result = await services.service.restore("web-01", "good", actor=BOB, progress=progress)
     assert result.vm_state is VmState.RUNNING
-    assert result.safety is not None and result.safety.origin is Origin.SAFETY
+    assert result.safety is not None
+    assert result.safety.origin is Origin.SAFETY
     assert stages == [
         Stage.CHECKING,
         Stage.SAFETY_SNAPSHOT,
@@ -133,12 +138,15 @@ async def test_failed_revert_goes_back_to_safety_snapshot(services: Services) ->
     with pytest.raises(RestoreFailed) as info:
         await services.service.restore("web-01", "good", actor=BOB)
     err = info.value
-    assert err.vm_state == "running" and err.recovery == "reverted to the safety snapshot"
+    assert err.vm_state == "running"
+    assert err.recovery == "reverted to the safety snapshot"
     assert await services.hv.state(await services.hv.get_vm("web-01")) is VmState.RUNNING
     text = messages.error_text(err)
-    assert "The VM is now *running*" in text and "safety snapshot" in text
+    assert "The VM is now *running*" in text
+    assert "safety snapshot" in text
     op = (await services.catalogue.operations())[0]
-    assert op.status is OperationStatus.FAILED and "dirty bitmaps" in (op.error or "")
+    assert op.status is OperationStatus.FAILED
+    assert "dirty bitmaps" in (op.error or "")
 
 
 async def test_failed_revert_without_safety_starts_vm(services: Services) -> None:
@@ -192,7 +200,8 @@ async def test_delete_rename_and_suggestions(services: Services) -> None:
     deleted = await services.service.delete_snapshot("web-01", "clean-install", actor=ALICE)
     assert deleted.freed_bytes == 2**20
     labels = {s.label for s in await services.catalogue.snapshots(WEB)}
-    assert "clean-install" not in labels and "pre-pg15" in labels
+    assert "clean-install" not in labels
+    assert "pre-pg15" in labels
 
 
 async def test_sync_adds_outside_snapshots_and_marks_missing(services: Services) -> None:
@@ -214,7 +223,8 @@ async def test_sync_adds_outside_snapshots_and_marks_missing(services: Services)
     assert by_label["mine"].status is CatalogueStatus.MISSING
     assert by_label["nightly"].origin is Origin.EXTERNAL
     text = messages.snapshots_table(groups)
-    assert "MISSING from libvirt" in text and "nightly" in text
+    assert "MISSING from libvirt" in text
+    assert "nightly" in text
     with pytest.raises(SnapshotMissing):
         await services.service.restore("web-01", "mine", actor=ALICE)
 
