@@ -233,13 +233,17 @@ class Reconciler:
 
     async def _reconcile_restore(self, vm: Vm, op: Operation, pre_state: str, stage: str) -> str:
         state = await self._hv.state(vm)
-        if op.stage in (Stage.REPLACING_DISK, Stage.REPLACING_DISK_AND_MEMORY, Stage.STARTING):
+        target_has_memory = bool(op.details.get("target_has_memory"))
+        replacing = op.stage in (Stage.REPLACING_DISK_AND_MEMORY, Stage.STARTING)
+        if replacing and target_has_memory:
+            # A memory revert ends paused (we revert with REVERT_PAUSED), so shut off means
+            # libvirtd has not finished it yet: wait for it rather than report a transient state.
             waited = 0.0
             while state is VmState.SHUT_OFF and waited < REVERT_SETTLE_SECONDS:
                 await asyncio.sleep(1.0)
                 waited += 1.0
                 state = await self._hv.state(vm)
-        if state is VmState.PAUSED and op.details.get("target_has_memory"):
+        if state is VmState.PAUSED and target_has_memory:
             await self._hv.resume(vm)
             state = await self._hv.state(vm)
             return (
@@ -259,6 +263,11 @@ class Reconciler:
                 f"{Recovery.STARTED.value} and is {state.value}"
             )
         await sync_vm(self._hv, self._catalogue, vm)
+        if state is VmState.SHUT_OFF and replacing and target_has_memory:
+            return (
+                f"interrupted during {stage}; the revert did not complete; the VM is "
+                f"{state.value}: run the restore again, or start the VM"
+            )
         return f"interrupted during {stage}; the VM is {state.value}"
 
     async def _settle(self, vm: Vm, pre_state: str) -> VmState:
