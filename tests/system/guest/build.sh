@@ -17,7 +17,15 @@ OUT=$(cd "$OUT" && pwd)
 KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
   awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 if [ -z "$KPKG" ]; then
-  echo "build.sh: no linux-image-cloud-amd64 in the apt lists; run apt-get update" >&2
+  # A fresh machine may have empty apt lists.
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+fi
+if [ -z "$KPKG" ]; then
+  echo "build.sh: no linux-image-cloud-amd64 in the apt sources; add Debian's main archive" >&2
   exit 1
 fi
 STAMP="$KPKG $(cat "$0" "$HERE/init.sh" | sha256sum | cut -c1-16)"
