@@ -1,0 +1,301 @@
+"""Which snapshots a retention policy keeps, and why: one pure function for preview and prune.
+
+Semantics (reference/retention.md, section 3): Proxmox Backup Server's ``mark_selections`` with
+borg's keep-oldest added.
+
+* **Candidates.** Only scheduled snapshots are candidates, unless the policy says
+  ``include_manual`` (then manual, safety and external ones are candidates too). A held snapshot is
+  never a candidate. Non-candidates are kept (reason ``held`` or ``manual``), use no slot and cover
+  no period.
+* **Rules in order** ``last → hourly → daily → weekly → monthly → yearly``, each walking the
+  candidates newest first (ties broken by key, so the order is total). For each periodic rule the
+  periods of every candidate kept so far are *covered*; a candidate already marked (kept, or
+  removed by an earlier rule) is skipped, a candidate in a covered period is skipped without
+  counting, the newest candidate of each new period is kept (``daily #3``) and the older ones in
+  that period are marked removed, so later rules cannot take them. The rule stops at the first new
+  period after its count is reached. ``last`` keeps the newest n candidates (``last #1``).
+* **Keep-oldest** (borg ``prune_split``): when hourly..yearly ends with fewer than its count kept,
+  the oldest candidate is kept as ``<rule>[oldest]`` (``monthly[oldest]``) unless it is already
+  kept. It is kept at once, so later rules see its periods as covered. So it adds at most one
+  snapshot to a plan.
+* **Periods** are calendar periods in the configured time zone: hour ``%Y-%m-%d %H``, day
+  ``%Y-%m-%d``, ISO week ``%G-W%V`` (Monday to Sunday), month ``%Y-%m``, year ``%Y``. Empty periods
+  do not count. The selection depends only on the snapshots' own times, never on their age.
+* **Safety.** The newest candidate is always kept (``newest``, should no rule have kept it; with a
+  valid policy the first rule always does). A plan that would leave the VM with no snapshot at all
+  deletes nothing and says why in ``refused``.
+
+Reasons. Kept: ``last #2``, ``hourly #1``, ``daily #3``, ``weekly #1``, ``monthly #2``,
+``yearly #1``, ``<rule>[oldest]``, ``newest``, ``held``, ``manual``. Deleted, one scheme:
+
+* ``daily: day 2025-03-02 already kept`` -- for the first rule of the policy (hourly..yearly, in
+  order) whose period of this snapshot holds a kept candidate: that period is covered, so this one
+  is redundant. Period labels: ``hour 2025-03-02 14:00``, ``day 2025-03-02``,
+  ``week 2025-W09``, ``month 2025-03``, ``year 2025``.
+* ``beyond last=3, daily=7, weekly=4`` -- no rule's period of it is covered: it is older than every
+  count reaches.
+
+Idempotent: re-planning over the kept snapshots keeps them all. Every rule sees, among the kept
+snapshots, the same marked ones, the same covered periods and the same new periods in the same
+order as before (a snapshot removed by a rule sat in a period that rule had already counted, and a
+rule never reaches past its stopping point because periods are contiguous in time), and an unfilled
+rule finds the same oldest snapshot, which the first plan kept. The property tests check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+from core.domain.snapshot import Origin, Snapshot
+from core.errors import InvalidInput
+
+EMPTY_POLICY_MESSAGE = (
+    "a policy with no keep rule would delete everything; give at least one --keep-... count"
+)
+
+# (rule, noun for a period in reasons, strftime format of the period key), in application order.
+_PERIODIC_RULES: tuple[tuple[str, str, str], ...] = (
+    ("hourly", "hour", "%Y-%m-%d %H:00"),
+    ("daily", "day", "%Y-%m-%d"),
+    ("weekly", "week", "%G-W%V"),
+    ("monthly", "month", "%Y-%m"),
+    ("yearly", "year", "%Y"),
+)
+RULES: tuple[str, ...] = ("last", *(rule for rule, _, _ in _PERIODIC_RULES))
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How many snapshots each rule keeps. Counts are 0 (rule off) or more."""
+
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    keep_oldest: bool = True
+    include_manual: bool = False
+
+    @classmethod
+    def from_counts(
+        cls,
+        *,
+        last: int = 0,
+        hourly: int = 0,
+        daily: int = 0,
+        weekly: int = 0,
+        monthly: int = 0,
+        yearly: int = 0,
+        keep_oldest: bool = True,
+        include_manual: bool = False,
+    ) -> RetentionPolicy:
+        """A validated policy; raises ``InvalidInput`` like ``validate``."""
+        policy = cls(last, hourly, daily, weekly, monthly, yearly, keep_oldest, include_manual)
+        policy.validate()
+        return policy
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        """(rule, count) for every rule, in application order."""
+        return (
+            ("last", self.keep_last),
+            ("hourly", self.keep_hourly),
+            ("daily", self.keep_daily),
+            ("weekly", self.keep_weekly),
+            ("monthly", self.keep_monthly),
+            ("yearly", self.keep_yearly),
+        )
+
+    def count(self, rule: str) -> int:
+        """The count of one rule (``"daily"`` → ``keep_daily``)."""
+        return dict(self.counts())[rule]
+
+    def validate(self) -> None:
+        """Raise ``InvalidInput`` for a negative or non-integer count, or when every count is 0."""
+        for rule, n in self.counts():
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise InvalidInput(f"--keep-{rule} must be a whole number, not {n!r}")
+            if n < 0:
+                raise InvalidInput(f"--keep-{rule} must be 0 or more, not {n}")
+        if all(n == 0 for _, n in self.counts()):
+            raise InvalidInput(EMPTY_POLICY_MESSAGE)
+
+    def describe(self) -> str:
+        """The rules in use, e.g. ``last=3, daily=7, weekly=4``."""
+        return ", ".join(f"{rule}={n}" for rule, n in self.counts() if n > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionItem:
+    """What the engine needs to know about one snapshot. ``key`` is its libvirt name."""
+
+    key: str
+    created_at: datetime
+    held: bool = False
+    scheduled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.created_at.utcoffset() is None:
+            raise ValueError(f"snapshot {self.key!r}: created_at must carry a time zone")
+
+
+def items_from_snapshots(snapshots: Iterable[Snapshot]) -> list[RetentionItem]:
+    """Catalogue snapshots as engine input; only ``Origin.SCHEDULED`` counts as scheduled."""
+    return [
+        RetentionItem(s.libvirt_name, s.created_at, s.held, s.origin is Origin.SCHEDULED)
+        for s in snapshots
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Keep or delete one snapshot, and the reason shown to people."""
+
+    key: str
+    created_at: datetime
+    keep: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPlan:
+    """Every decision, newest first. ``refused`` says why nothing is deleted when the engine
+    stepped back; then ``delete`` is empty."""
+
+    decisions: tuple[Decision, ...]
+    refused: str | None = None
+    as_of: datetime | None = None
+
+    @property
+    def keep(self) -> tuple[Decision, ...]:
+        """Decisions to keep, newest first."""
+        return tuple(d for d in self.decisions if d.keep)
+
+    @property
+    def delete(self) -> tuple[Decision, ...]:
+        """Decisions to delete, newest first."""
+        return tuple(d for d in self.decisions if not d.keep)
+
+    @property
+    def keep_keys(self) -> tuple[str, ...]:
+        return tuple(d.key for d in self.keep)
+
+    @property
+    def delete_keys(self) -> tuple[str, ...]:
+        return tuple(d.key for d in self.delete)
+
+
+def _newest_first(items: Iterable[RetentionItem]) -> list[RetentionItem]:
+    return sorted(items, key=lambda i: (i.created_at, i.key), reverse=True)
+
+
+def _select(candidates: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo) -> dict[str, str]:
+    """Keep reasons of the candidates kept; ``candidates`` newest first."""
+    reasons: dict[str, str] = {}
+    removed: set[str] = set()
+    local = {c.key: c.created_at.astimezone(tz) for c in candidates}
+
+    for rank, cand in enumerate(candidates[: policy.keep_last], start=1):
+        reasons[cand.key] = f"last #{rank}"
+
+    for rule, _, fmt in _PERIODIC_RULES:
+        wanted = policy.count(rule)
+        if wanted == 0:
+            continue
+
+        def period(item: RetentionItem, fmt: str = fmt) -> str:
+            return local[item.key].strftime(fmt)
+
+        covered = {period(c) for c in candidates if c.key in reasons}
+        included: set[str] = set()
+        for cand in candidates:
+            if cand.key in reasons or cand.key in removed:
+                continue
+            p = period(cand)
+            if p in covered:
+                continue
+            if p in included:
+                removed.add(cand.key)
+                continue
+            if len(included) >= wanted:
+                break
+            included.add(p)
+            reasons[cand.key] = f"{rule} #{len(included)}"
+        if policy.keep_oldest and len(included) < wanted and candidates:
+            oldest = candidates[-1]
+            if oldest.key not in reasons:
+                reasons[oldest.key] = f"{rule}[oldest]"
+
+    if candidates and candidates[0].key not in reasons:
+        reasons[candidates[0].key] = "newest"
+    return reasons
+
+
+def _delete_reason(
+    item: RetentionItem,
+    covered: dict[str, set[str]],
+    policy: RetentionPolicy,
+    tz: tzinfo,
+) -> str:
+    when = item.created_at.astimezone(tz)
+    for rule, noun, fmt in _PERIODIC_RULES:
+        label = when.strftime(fmt)
+        if policy.count(rule) > 0 and label in covered[rule]:
+            return f"{rule}: {noun} {label} already kept"
+    return f"beyond {policy.describe()}"
+
+
+def plan_retention(
+    items: Iterable[RetentionItem],
+    policy: RetentionPolicy,
+    tz: tzinfo,
+    now: datetime | None = None,
+) -> RetentionPlan:
+    """Decide, for every snapshot of one VM, keep or delete and why (module docstring).
+
+    Raises ``InvalidInput`` for an invalid policy and ``ValueError`` for duplicate keys or a naive
+    ``now``. ``now`` is only recorded as the plan's ``as_of``: selection uses calendar periods of
+    the snapshots' own times, not ages.
+    """
+    policy.validate()
+    if now is not None and now.utcoffset() is None:
+        raise ValueError("now must carry a time zone")
+    ordered = _newest_first(items)
+    keys = [i.key for i in ordered]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"duplicate snapshot keys: {', '.join(dupes)}")
+
+    def is_candidate(item: RetentionItem) -> bool:
+        return not item.held and (item.scheduled or policy.include_manual)
+
+    candidates = [i for i in ordered if is_candidate(i)]
+    reasons = _select(candidates, policy, tz)
+    covered = {
+        rule: {c.created_at.astimezone(tz).strftime(fmt) for c in candidates if c.key in reasons}
+        for rule, _, fmt in _PERIODIC_RULES
+    }
+
+    def decide(item: RetentionItem) -> Decision:
+        if item.held:
+            return Decision(item.key, item.created_at, True, "held")
+        if not is_candidate(item):
+            return Decision(item.key, item.created_at, True, "manual")
+        if item.key in reasons:
+            return Decision(item.key, item.created_at, True, reasons[item.key])
+        reason = _delete_reason(item, covered, policy, tz)
+        return Decision(item.key, item.created_at, False, reason)
+
+    decisions = tuple(decide(i) for i in ordered)
+    if decisions and not any(d.keep for d in decisions):
+        refusal = (
+            f"this plan would delete all {len(decisions)} snapshots of the VM; "
+            "nothing was deleted, because a VM always keeps at least one snapshot"
+        )
+        decisions = tuple(
+            Decision(d.key, d.created_at, True, f"refused: {d.reason}") for d in decisions
+        )
+        return RetentionPlan(decisions, refusal, now)
+    return RetentionPlan(decisions, None, now)
