@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
-from bot import messages
+from bot import messages, redaction
 from core.bootstrap import build_core
 from core.config import Settings
 from core.errors import CoreError
@@ -21,6 +22,19 @@ async def _console(settings: Settings) -> int:
         return await run_console(core)
 
 
+async def _slack(settings: Settings) -> int:
+    from bot.slack.runner import run_slack
+
+    assert settings.slack is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_core(settings) as core:
+        await run_slack(core, settings.slack, stop)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="snapbot", description=__doc__)
@@ -29,17 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         default="run",
         choices=("run", "console"),
-        help="run: the bot with the front ends configured (today the console; the Slack "
-        "front end joins when its settings exist); console: the terminal front end",
+        help="run: the Slack bot when SLACK_BOT_TOKEN and a transport are set, else the "
+        "console; console: the terminal front end",
     )
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    redaction.install(handler)
     logging.basicConfig(
-        level=os.environ.get("SNAPBOT_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=os.environ.get("SNAPBOT_LOG_LEVEL", "WARNING").upper(), handlers=[handler]
     )
     try:
         settings = Settings.load(os.environ)
+        if args.mode == "run" and settings.slack is not None:
+            return asyncio.run(_slack(settings))
         return asyncio.run(_console(settings))
     except CoreError as exc:
         print(messages.error_text(exc), file=sys.stderr)

@@ -16,10 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
 from bot import messages
-from bot.dispatch import execute
-from bot.grammar import UsageError, parse_line
+from bot.dispatch import (
+    ConfirmDelete,
+    ConfirmPrune,
+    ConfirmRestore,
+    Dispatcher,
+    Outcome,
+    PickSnapshot,
+    Reply,
+)
+from bot.grammar import PRUNE_ALL, UsageError, parse_line
 from core.bootstrap import Core
-from core.domain.operation import Actor, Stage
+from core.domain.operation import Actor, ProgressCallback, Stage
 from core.errors import CoreError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ class Console:
         # Reading a terminal blocks; it gets its own thread, not the loop and not libvirt's pool.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stdin")
         self._actor = Actor(user=f"console:{getpass.getuser()}", via="console")
+        self._dispatcher = Dispatcher(core, access=None)
 
     def _say(self, text: str) -> None:
         self._stdout.write(text + "\n")
@@ -77,17 +86,9 @@ class Console:
             elapsed = messages.human_seconds(time.monotonic() - started)
             self._say(f"  … {messages.stage_text(stage)} ({elapsed})")
 
-        async def confirm(warning: str) -> str:
-            self._say(warning)
-            self._stdout.write(messages.CONFIRM_PROMPT)
-            self._stdout.flush()
-            typed = await self._readline()
-            if not interactive_echo(self._stdin):
-                self._stdout.write("\n")
-            return typed or ""
-
         try:
-            self._say(await execute(command, self._core.snapshots, self._actor, progress, confirm))
+            outcome = await self._dispatcher.handle(command, self._actor, progress)
+            self._say(await self._follow_up(outcome, progress))
             return True
         except CoreError as exc:
             self._say(messages.error_text(exc))
@@ -97,6 +98,43 @@ class Console:
             logger.exception("command %r failed (reference %s)", line, reference)
             self._say(messages.internal_error(reference))
             return False
+
+    async def _ask(self, prompt: str) -> str:
+        self._stdout.write(prompt)
+        self._stdout.flush()
+        typed = await self._readline()
+        if not interactive_echo(self._stdin):
+            self._stdout.write("\n")
+        return typed or ""
+
+    async def _follow_up(self, outcome: Outcome, progress: ProgressCallback) -> str:
+        """Confirm what needs confirming, in the terminal."""
+        actor = self._actor
+        if isinstance(outcome, Reply):
+            return outcome.text
+        if isinstance(outcome, PickSnapshot):
+            return messages.pick_snapshot(outcome.vm)
+        if isinstance(outcome, ConfirmDelete):
+            # The console is the local operator (like virsh): delete needs no extra step here.
+            return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
+        if isinstance(outcome, ConfirmPrune):
+            dry_run = outcome.confirmation is None
+            self._say(messages.prune_preview(outcome.preview, dry_run=dry_run))
+            if outcome.confirmation is None:
+                return messages.prune_nothing_confirmed(dry_run=bool(outcome.preview.to_delete))
+            expected = outcome.confirmation.vm_name or PRUNE_ALL
+            typed = await self._ask(messages.prune_confirm_prompt(expected))
+            if typed != expected:
+                await self._dispatcher.cancel(outcome.confirmation.id, actor)
+                return messages.typed_mismatch("Prune", expected, typed)
+            return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
+        assert isinstance(outcome, ConfirmRestore)
+        self._say(messages.restore_warning(outcome.preview))
+        typed = await self._ask(messages.CONFIRM_PROMPT)
+        if typed != outcome.preview.vm.name:
+            await self._dispatcher.cancel(outcome.confirmation.id, actor)
+            return messages.restore_cancelled(outcome.preview.vm.name, typed)
+        return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
 
 
 def interactive_echo(stream: TextIO) -> bool:

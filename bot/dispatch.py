@@ -1,12 +1,15 @@
-"""Run a parsed command against the services and turn the result into text.
+"""What each command does, once, for every front end.
 
-Front ends differ in how they show progress and ask for confirmation; what a command *does* is
-here, once.
+``Dispatcher.handle`` runs a parsed command. Commands that destroy something (restore, delete,
+prune) do not run there: they return a request carrying a stored confirmation, the front end
+shows it (a console prompt, a Slack modal or buttons), and ``Dispatcher.confirm`` runs it when
+the same person confirms, at most once. Access is checked on the request and again on the
+confirmation (roles can change in between).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from bot import messages
 from bot.grammar import (
@@ -16,59 +19,273 @@ from bot.grammar import (
     Help,
     ListSnapshots,
     ListVms,
+    Prune,
     RenameSnapshot,
     Restore,
 )
-from core.domain.operation import Actor, ProgressCallback
-from core.services.snapshots import SnapshotService
+from core.bootstrap import Core
+from core.domain.access import Action
+from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.operation import Actor, ProgressCallback, no_progress
+from core.domain.retention import RetentionPolicy
+from core.domain.snapshot import Snapshot
+from core.errors import InvalidInput
+from core.services.access import AccessService
+from core.services.pruning import PrunePreview, policy_from_counts
+from core.services.snapshots import RestorePreview, VmSnapshots
 
-# Asked before a restore: shows the warning, returns what the user typed.
-Confirm = Callable[[str], Awaitable[str]]
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Text to show the person who asked."""
+
+    text: str
 
 
-async def execute(
-    command: Command,
-    service: SnapshotService,
-    actor: Actor,
-    progress: ProgressCallback,
-    confirm: Confirm,
-) -> str:
-    """Run ``command``; return the reply. ``CoreError`` propagates for the front end to render."""
-    if isinstance(command, Help):
-        return messages.help_text(command.command)
-    if isinstance(command, ListVms):
-        return messages.vms_table(await service.list_vms())
-    if isinstance(command, ListSnapshots):
-        return messages.snapshots_table(await service.list_snapshots(command.vm))
+@dataclass(frozen=True, slots=True)
+class ConfirmRestore:
+    confirmation: Confirmation
+    preview: RestorePreview
+    safety_snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PickSnapshot:
+    """``/restore <vm>`` without a snapshot: choose one of these first."""
+
+    vm: VmSnapshots
+    safety_snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmDelete:
+    confirmation: Confirmation
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmPrune:
+    """``confirmation`` is None for a dry run (or when nothing would be deleted)."""
+
+    confirmation: Confirmation | None
+    preview: PrunePreview
+
+
+Outcome = Reply | ConfirmRestore | PickSnapshot | ConfirmDelete | ConfirmPrune
+
+# Commands that change something right away and report progress while they run.
+PROGRESSING = (CreateSnapshot, RenameSnapshot)
+
+
+def required_action(command: Command) -> tuple[Action, str | None]:
+    """The action a command needs, and the VM it is about (None: every VM or none)."""
     if isinstance(command, CreateSnapshot):
-        created = await service.create_snapshot(
-            command.vm,
-            command.label,
+        return Action.SNAPSHOT, command.vm
+    if isinstance(command, RenameSnapshot):
+        return Action.RENAME, command.vm
+    if isinstance(command, Restore):
+        return Action.RESTORE, command.vm
+    if isinstance(command, DeleteSnapshot):
+        return Action.DELETE, command.vm
+    if isinstance(command, Prune):
+        return Action.PRUNE, command.vm
+    if isinstance(command, ListSnapshots):
+        return Action.VIEW, command.vm
+    return Action.VIEW, None
+
+
+class Dispatcher:
+    """Runs commands for one front end. ``access`` None means the local operator (console)."""
+
+    def __init__(self, core: Core, access: AccessService | None) -> None:
+        self._core = core
+        self._access = access
+
+    async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:
+        if self._access is not None:
+            await self._access.require(actor, action, vm)
+
+    async def handle(
+        self, command: Command, actor: Actor, progress: ProgressCallback = no_progress
+    ) -> Outcome:
+        """Run ``command``. ``CoreError`` propagates for the front end to render."""
+        if isinstance(command, Help):
+            return Reply(messages.help_text(command.command))
+        action, vm = required_action(command)
+        if not isinstance(command, (ListVms, ListSnapshots)):
+            await self._require(actor, action, vm)
+        snapshots = self._core.snapshots
+        if isinstance(command, ListVms):
+            vms = await snapshots.list_vms()
+            visible = set(await self._visible(actor, [v.vm.name for v in vms]))
+            return Reply(messages.vms_table([v for v in vms if v.vm.name in visible]))
+        if isinstance(command, ListSnapshots):
+            if command.vm is not None:
+                await self._require(actor, Action.VIEW, command.vm)
+            groups = await snapshots.list_snapshots(command.vm)
+            visible = set(await self._visible(actor, [g.vm_name for g in groups]))
+            return Reply(messages.snapshots_table([g for g in groups if g.vm_name in visible]))
+        if isinstance(command, CreateSnapshot):
+            created = await snapshots.create_snapshot(
+                command.vm,
+                command.label,
+                actor=actor,
+                description=command.description,
+                progress=progress,
+            )
+            return Reply(messages.created(created))
+        if isinstance(command, RenameSnapshot):
+            renamed = await snapshots.rename_snapshot(
+                command.vm, command.old_label, command.new_label, actor=actor
+            )
+            return Reply(messages.renamed(renamed))
+        if isinstance(command, Restore):
+            return await self._request_restore(command, actor)
+        if isinstance(command, DeleteSnapshot):
+            return await self._request_delete(command, actor)
+        assert isinstance(command, Prune)
+        return await self._request_prune(command, actor)
+
+    async def request_restore(
+        self, vm: str, label: str, actor: Actor, *, safety_snapshot: bool = True
+    ) -> ConfirmRestore:
+        """The restore confirmation for a snapshot picked after ``/restore <vm>``."""
+        await self._require(actor, Action.RESTORE, vm)
+        outcome = await self._request_restore(Restore(vm, label, safety_snapshot), actor)
+        assert isinstance(outcome, ConfirmRestore)
+        return outcome
+
+    async def _request_restore(self, command: Restore, actor: Actor) -> Outcome:
+        if command.label is None:
+            (group,) = await self._core.snapshots.list_snapshots(command.vm)
+            return PickSnapshot(group, command.safety_snapshot)
+        preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+        confirmation = await self._core.confirmations.create(
+            ConfirmationKind.RESTORE,
+            actor,
+            vm_name=preview.vm.name,
+            payload={
+                "vm": preview.vm.name,
+                "label": preview.snapshot.label,
+                "libvirt_name": preview.snapshot.libvirt_name,
+                "safety_snapshot": command.safety_snapshot,
+            },
+        )
+        return ConfirmRestore(confirmation, preview, command.safety_snapshot)
+
+    async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
+        preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+        confirmation = await self._core.confirmations.create(
+            ConfirmationKind.DELETE,
+            actor,
+            vm_name=preview.vm.name,
+            payload={
+                "vm": preview.vm.name,
+                "label": preview.snapshot.label,
+                "libvirt_name": preview.snapshot.libvirt_name,
+            },
+        )
+        return ConfirmDelete(confirmation, preview.snapshot)
+
+    async def _request_prune(self, command: Prune, actor: Actor) -> Outcome:
+        policy = policy_from_counts(dict(command.keep))
+        preview = await self._core.pruning.preview(command.vm, policy)
+        if command.dry_run or not preview.to_delete:
+            return ConfirmPrune(None, preview)
+        confirmation = await self._core.confirmations.create(
+            ConfirmationKind.PRUNE,
+            actor,
+            vm_name=command.vm,
+            payload={
+                "vm": command.vm,
+                "keep": dict(command.keep),
+                "pinned": preview.to_delete,
+            },
+        )
+        return ConfirmPrune(confirmation, preview)
+
+    async def confirm(
+        self,
+        confirmation_id: str,
+        actor: Actor,
+        progress: ProgressCallback = no_progress,
+        *,
+        safety_snapshot: bool | None = None,
+    ) -> str:
+        """Run a confirmed request (once) and return the outcome text."""
+        confirmation = await self.claim(confirmation_id, actor)
+        return await self.run_confirmed(
+            confirmation, actor, progress, safety_snapshot=safety_snapshot
+        )
+
+    async def claim(self, confirmation_id: str, actor: Actor) -> Confirmation:
+        """Use the confirmation (``ConfirmationSpent`` if it cannot be)."""
+        return await self._core.confirmations.claim(confirmation_id, actor)
+
+    async def run_confirmed(
+        self,
+        confirmation: Confirmation,
+        actor: Actor,
+        progress: ProgressCallback = no_progress,
+        *,
+        safety_snapshot: bool | None = None,
+    ) -> str:
+        """Run what a claimed confirmation stands for; access is checked again."""
+        payload = confirmation.payload
+        vm = _text(payload.get("vm"))
+        if confirmation.kind is ConfirmationKind.RESTORE:
+            assert vm is not None
+            await self._require(actor, Action.RESTORE, vm)
+            safety = bool(payload.get("safety_snapshot", True))
+            restored = await self._core.snapshots.restore(
+                vm,
+                str(payload["label"]),
+                actor=actor,
+                safety_snapshot=safety if safety_snapshot is None else safety_snapshot,
+                progress=progress,
+                libvirt_name=_text(payload.get("libvirt_name")),
+            )
+            return messages.restored(restored)
+        if confirmation.kind is ConfirmationKind.DELETE:
+            assert vm is not None
+            await self._require(actor, Action.DELETE, vm)
+            deleted = await self._core.snapshots.delete_snapshot(
+                vm,
+                str(payload["label"]),
+                actor=actor,
+                progress=progress,
+                libvirt_name=_text(payload.get("libvirt_name")),
+            )
+            return messages.deleted(deleted)
+        await self._require(actor, Action.PRUNE, vm)
+        policy = _policy(payload.get("keep"))
+        pinned = payload.get("pinned")
+        if not isinstance(pinned, dict):
+            raise InvalidInput("this prune confirmation is damaged; run /prune again")
+        results = await self._core.pruning.apply(
+            {str(k): [str(n) for n in v] for k, v in pinned.items()},
+            policy,
             actor=actor,
-            description=command.description,
             progress=progress,
         )
-        return messages.created(created)
-    if isinstance(command, DeleteSnapshot):
-        deleted = await service.delete_snapshot(
-            command.vm, command.label, actor=actor, progress=progress
-        )
-        return messages.deleted(deleted)
-    if isinstance(command, RenameSnapshot):
-        renamed = await service.rename_snapshot(
-            command.vm, command.old_label, command.new_label, actor=actor
-        )
-        return messages.renamed(renamed)
-    assert isinstance(command, Restore)
-    preview = await service.restore_preview(command.vm, command.label)
-    typed = await confirm(messages.restore_warning(preview))
-    if typed != preview.vm.name:
-        return messages.restore_cancelled(preview.vm.name, typed)
-    restored = await service.restore(
-        command.vm,
-        command.label,
-        actor=actor,
-        safety_snapshot=command.safety_snapshot,
-        progress=progress,
-    )
-    return messages.restored(restored)
+        return messages.prune_result(results)
+
+    async def cancel(self, confirmation_id: str, actor: Actor) -> str:
+        """Spend the confirmation without running it, so a later click cannot run it."""
+        confirmation = await self._core.confirmations.claim(confirmation_id, actor)
+        return messages.cancelled(confirmation.kind.value, confirmation.vm_name)
+
+    async def _visible(self, actor: Actor, names: list[str]) -> list[str]:
+        if self._access is None:
+            return names
+        return await self._access.visible(actor, names)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _policy(raw: object) -> RetentionPolicy:
+    if not isinstance(raw, dict):
+        raise InvalidInput("this prune confirmation is damaged; run /prune again")
+    return policy_from_counts({str(k): int(v) for k, v in raw.items()})

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 SNAPSHOT = "snapshot"
 RESTORE = "restore"
-COMMANDS = (SNAPSHOT, RESTORE)
+PRUNE = "prune"
+COMMANDS = (SNAPSHOT, RESTORE, PRUNE)
+PRUNE_ALL = "all"
+# The retention options of /prune, in the order the rules apply.
+KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 # Slack (and phones) turn typed quotes into typographic ones; shlex only knows ASCII quotes.
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
@@ -64,13 +68,32 @@ class RenameSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Restore:
+    """``label`` None: the front end lets the user pick one of the VM's snapshots."""
+
     vm: str
-    label: str
+    label: str | None
     safety_snapshot: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """``vm`` None means every VM. ``keep`` maps rule names (``KEEP_OPTIONS``) to counts;
+    empty means "the VM's configured policy"."""
+
+    vm: str | None
+    keep: tuple[tuple[str, int], ...]
+    dry_run: bool
+
+
 Command = (
-    Help | ListVms | ListSnapshots | CreateSnapshot | DeleteSnapshot | RenameSnapshot | Restore
+    Help
+    | ListVms
+    | ListSnapshots
+    | CreateSnapshot
+    | DeleteSnapshot
+    | RenameSnapshot
+    | Restore
+    | Prune
 )
 
 
@@ -128,6 +151,8 @@ def parse(command: str, text: str) -> Command:
         return _parse_snapshot(text)
     if name == RESTORE:
         return _parse_restore(text)
+    if name == PRUNE:
+        return _parse_prune(text)
     raise UsageError(None, f"unknown command /{name}")
 
 
@@ -174,7 +199,28 @@ def _parse_snapshot(text: str) -> Command:
 def _parse_restore(text: str) -> Command:
     cmd = RESTORE
     words, options = _options(cmd, _tokens(cmd, text), {"no-safety-snapshot": False})
-    if words == ["help"] or (not words and not options):
+    if words in (["help"], ["usage"]) or (not words and not options):
         return Help(cmd)
+    safety = "no-safety-snapshot" not in options
+    if len(words) == 1:
+        return Restore(words[0], None, safety_snapshot=safety)
     vm, label = _expect(cmd, words, 2, "the VM and the snapshot name")
-    return Restore(vm, label, safety_snapshot="no-safety-snapshot" not in options)
+    return Restore(vm, label, safety_snapshot=safety)
+
+
+def _parse_prune(text: str) -> Command:
+    cmd = PRUNE
+    known = {f"keep-{rule}": True for rule in KEEP_OPTIONS} | {"dry-run": False}
+    words, options = _options(cmd, _tokens(cmd, text), known)
+    if words in (["help"], ["usage"]) or (not words and not options):
+        return Help(cmd)
+    (target,) = _expect(cmd, words, 1, f"the VM (or {PRUNE_ALL})")
+    keep: list[tuple[str, int]] = []
+    for rule in KEEP_OPTIONS:
+        value = options.get(f"keep-{rule}")
+        if value is None:
+            continue
+        if not value.isdigit():
+            raise UsageError(cmd, f"--keep-{rule} needs a whole number, not {value!r}")
+        keep.append((rule, int(value)))
+    return Prune(None if target == PRUNE_ALL else target, tuple(keep), dry_run="dry-run" in options)

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.grammar import RESTORE, SNAPSHOT, UsageError
+from bot.grammar import PRUNE, RESTORE, SNAPSHOT, UsageError
+from core.config import SlackSettings
 from core.domain.operation import Operation, Recovery, Stage
 from core.domain.snapshot import LABEL_MAX_LENGTH, CatalogueStatus, Snapshot
 from core.errors import (
+    ConfirmationSpent,
     CoreError,
+    Forbidden,
     HypervisorBusy,
     HypervisorError,
     HypervisorUnavailable,
@@ -29,6 +32,7 @@ from core.errors import (
     VmNotFound,
     WrongVmState,
 )
+from core.services.pruning import PrunePreview, VmPruneResult
 from core.services.snapshots import (
     CreateResult,
     DeleteResult,
@@ -54,8 +58,17 @@ USAGE = {
     RESTORE: (
         "Usage:\n"
         "  /restore <vm> <name> [--no-safety-snapshot]\n"
+        "  /restore <vm>                             choose one of the VM's snapshots first\n"
         "  Replaces the VM's current state with the snapshot, after you type the VM's name.\n"
         "  A safety snapshot of the current state is taken first unless you turn it off."
+    ),
+    PRUNE: (
+        "Usage:\n"
+        "  /prune <vm|all> [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
+        "         [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run]\n"
+        "  Shows which snapshots the policy keeps and deletes, and why; nothing is deleted\n"
+        "  until you confirm. Held and manual snapshots are kept; a VM's last snapshot is\n"
+        "  never deleted. Example: /prune web-01 --keep-last 3 --keep-daily 7 --keep-weekly 4"
     ),
 }
 
@@ -134,7 +147,7 @@ def help_text(command: str) -> str:
 def usage_error_text(error: UsageError) -> str:
     """A grammar error and the usage of its command."""
     if error.command is None:
-        return f"{error.problem}. Commands: /snapshot, /restore (try /snapshot help)."
+        return f"{error.problem}. Commands: /snapshot, /restore, /prune (try /snapshot help)."
     return f"{error.problem}.\n{usage(error.command)}"
 
 
@@ -144,8 +157,25 @@ def _suggest(kind: str, suggestions: Sequence[str]) -> str:
     return f"Existing {kind}s, closest first: " + ", ".join(f"`{s}`" for s in suggestions) + "."
 
 
+_SPENT = {
+    "used": "was already confirmed{by}; it runs once",
+    "expired": "has expired; run the command again to see a fresh preview",
+    "not_yours": "belongs to {who}, who asked for it; run the command yourself if you need it",
+}
+
+
 def error_text(error: CoreError) -> str:
     """What went wrong, what state things are in, and what to do."""
+    if isinstance(error, Forbidden):
+        scope = f" for {error.vm}" if error.vm else ""
+        return (
+            f"You may not {error.action}{scope}: that needs the *{error.role}* role. "
+            "Ask a snapbot admin to grant it (nothing was changed)."
+        )
+    if isinstance(error, ConfirmationSpent):
+        by = f" by {error.used_by}" if error.used_by else ""
+        sentence = _SPENT[error.reason].format(by=by, who=error.used_by or "someone else")
+        return f"This {error.action} request {sentence}."
     if isinstance(error, VmNotFound):
         return f"No VM named `{error.name}`. " + _suggest("VM", error.suggestions)
     if isinstance(error, SnapshotMissing):
@@ -283,6 +313,21 @@ def restore_warning(preview: RestorePreview) -> str:
     return "\n".join(lines)
 
 
+def typed_mismatch(action: str, expected: str, typed: str) -> str:
+    shown = typed if typed else "nothing"
+    return f"{action} cancelled: you typed {shown!r}, not {expected!r}. Nothing was changed."
+
+
+def prune_confirm_prompt(expected: str) -> str:
+    return f"Type {expected} to confirm the deletions: "
+
+
+def prune_nothing_confirmed(*, dry_run: bool) -> str:
+    if dry_run:
+        return "Dry run: nothing was deleted. Run it again without --dry-run to prune."
+    return "Nothing to prune."
+
+
 def restore_cancelled(vm: str, typed: str) -> str:
     shown = typed if typed else "nothing"
     return f"Restore cancelled: you typed {shown!r}, not the VM name {vm!r}. Nothing was changed."
@@ -340,3 +385,220 @@ def reconciled_text(operations: Sequence[Operation]) -> str:
 
 def internal_error(reference: str) -> str:
     return f"Something went wrong inside snapbot (reference {reference}); it has been logged."
+
+
+# --- Slack: progress, confirmations, access -------------------------------------------------
+
+
+def progress_text(
+    title: str,
+    done: Sequence[tuple[Stage, float]],
+    current: tuple[Stage, float] | None,
+    elapsed: float,
+) -> str:
+    """The live message of a running operation: finished stages with their times, then the
+    stage in progress."""
+    lines = [f"⏳ {title} — {human_seconds(elapsed)}"]
+    lines += [f"✓ {stage_text(stage)} ({human_seconds(secs)})" for stage, secs in done]
+    if current is not None:
+        stage, secs = current
+        lines.append(f"… {stage_text(stage)} ({human_seconds(secs)})")
+    return "\n".join(lines)
+
+
+def slow_operation(elapsed: float, stage: Stage | None) -> str:
+    now = f" It is at: {stage_text(stage)}." if stage else ""
+    return (
+        f"Still running after {human_seconds(elapsed)}.{now} Large memory or busy disks make "
+        "this slower; the VM's lock stays held until it ends. No need to retry."
+    )
+
+
+def prune_preview(preview: PrunePreview, *, dry_run: bool) -> str:
+    """Every snapshot with keep or delete and the reason, per VM, and what deleting frees."""
+    lines = [
+        f"Prune preview ({preview.policy.describe()}; periods in {preview.timezone})"
+        + (" — dry run, nothing will be deleted" if dry_run else "")
+    ]
+    if not preview.plans:
+        lines.append("No snapshots to consider.")
+    total = 0
+    for plan in preview.plans:
+        lines.append(f"*{plan.vm.name}*")
+        for d in plan.decisions:
+            mark = "keep  " if d.keep else "DELETE"
+            lines.append(
+                f"  {mark} {d.snapshot.label:<28} {when(d.snapshot.created_at)}  {d.reason}"
+            )
+        if plan.refused:
+            lines.append(f"  Nothing will be deleted: {plan.refused}")
+        elif plan.to_delete:
+            total += plan.memory_bytes_freed
+            lines.append(
+                f"  {len(plan.to_delete)} to delete; frees at least "
+                f"{human_bytes(plan.memory_bytes_freed)} of saved memory, plus disk blocks no "
+                "other snapshot uses (measured when deleted)"
+            )
+        else:
+            lines.append("  Nothing to delete.")
+    count = sum(len(p.to_delete) for p in preview.plans)
+    if count and not dry_run:
+        lines.append(
+            f"Confirm to delete {count} snapshot(s) (at least {human_bytes(total)} freed). "
+            "Nothing is deleted before you confirm."
+        )
+    return "\n".join(lines)
+
+
+def prune_result(results: Sequence[VmPruneResult]) -> str:
+    if not results:
+        return "Prune: nothing was deleted."
+    lines = ["Prune finished:"]
+    for r in results:
+        if r.skipped:
+            lines.append(f"  {r.vm_name}: skipped, {r.skipped}")
+            continue
+        lines.append(
+            f"  {r.vm_name}: deleted {len(r.deleted)}, freed {human_bytes(r.freed_bytes)}"
+            + "".join(f"\n    - {d.snapshot.label}" for d in r.deleted)
+        )
+        if r.kept_since_preview:
+            lines.append(
+                f"    kept {len(r.kept_since_preview)} that changed since the preview "
+                "(held or renamed, or the policy now keeps them)"
+            )
+        for label, error in r.failed:
+            lines.append(f"    could not delete {label}: {error_text(error)}")
+    return "\n".join(lines)
+
+
+def delete_prompt(snapshot: Snapshot) -> str:
+    what = "disk + memory" if snapshot.has_memory else "disk"
+    memory = f", memory {human_bytes(snapshot.memory_bytes)}" if snapshot.has_memory else ""
+    return (
+        f"Delete snapshot `{snapshot.label}` of {snapshot.vm_name}? Taken "
+        f"{when(snapshot.created_at)} ({what}{memory}), {snapshot.origin.value} by "
+        f"{snapshot.created_by}. It cannot be restored afterwards. The VM is not affected."
+    )
+
+
+def pick_snapshot(vm: VmSnapshots) -> str:
+    if not vm.snapshots:
+        return (
+            f"{vm.vm_name} has no snapshots to restore. "
+            f"Take one with /snapshot {vm.vm_name} <name>."
+        )
+    newest = sorted(vm.snapshots, key=lambda s: s.created_at, reverse=True)
+    return (
+        f"Which snapshot of {vm.vm_name}? Newest first:\n"
+        + "\n".join(_snapshot_line(s) for s in newest)
+        + f"\nThen: /restore {vm.vm_name} <name>"
+    )
+
+
+def cancelled(action: str, vm: str | None) -> str:
+    on = f" of {vm}" if vm else ""
+    return f"{action.capitalize()}{on} cancelled. Nothing was changed."
+
+
+def operation_title(action: str, vm: str, label: str | None = None) -> str:
+    """The headline of a live progress message."""
+    what = f" `{label}`" if label else ""
+    return f"*{action}* {vm}{what}"
+
+
+# Slack surfaces: modal and button wording (Slack limits titles and buttons to 24 characters).
+RESTORE_MODAL_TITLE = "Restore VM"
+RESTORE_MODAL_SUBMIT = "Restore"
+PICK_MODAL_TITLE = "Choose a snapshot"
+PICK_MODAL_SUBMIT = "Next"
+PICK_LABEL = "Snapshot to restore"
+MODAL_CLOSE = "Cancel"
+LOADING_TITLE = "snapbot"
+LOADING_TEXT = "Looking up the VM and its snapshots…"
+SAFETY_CHECKBOX = "Take a safety snapshot of the current state first"
+SAFETY_HINT = "Lets you undo this restore by restoring the safety snapshot."
+CONFIRM_LABEL = "Type VM name to confirm"
+CONFIRM_BUTTON = "Confirm"
+CANCEL_BUTTON = "Cancel"
+HOME_TITLE = "snapbot"
+
+
+def typed_name_error(vm: str) -> str:
+    """Shown under the confirmation input when the typed name is not the VM's."""
+    return f"Type the VM name exactly as shown: {vm}"
+
+
+def confirmed_by(user: str, action: str) -> str:
+    return f"{action.capitalize()} confirmed by <@{user}>; progress is posted in the channel."
+
+
+def queued(action: str, vm: str | None) -> str:
+    return f"{action.capitalize()} of {vm or 'all VMs'} requested; working on it…"
+
+
+def failed_text(title: str, error_text_: str) -> str:
+    return f"❌ {title} failed\n{error_text_}"
+
+
+def done_text(title: str, outcome: str) -> str:
+    return f"✅ {title}\n{outcome}"
+
+
+def modal_refusal(text: str) -> str:
+    return f"Cannot restore: {text}"
+
+
+def home_header(vm_count: int, snapshot_count: int, disk_bytes: int, memory_bytes: int) -> str:
+    return (
+        f"{vm_count} VM(s) you may act on · {snapshot_count} snapshot(s) · disk images "
+        f"{human_bytes(disk_bytes)} · saved memory {human_bytes(memory_bytes)}"
+    )
+
+
+def home_vm(group: VmSnapshots) -> str:
+    state = group.vm.state.value if group.vm else "no longer exists"
+    busy = (
+        f" · busy: {group.busy.operation_kind} by {group.busy.requested_by}" if group.busy else ""
+    )
+    lines = [f"*{group.vm_name}* ({state}){busy}"]
+    newest = sorted(group.snapshots, key=lambda s: s.created_at, reverse=True)
+    for s in newest[:10]:
+        kind = "disk+memory" if s.has_memory else "disk"
+        hold = " · held" if s.held else ""
+        size = f" · {human_bytes(s.memory_bytes)} memory" if s.has_memory else ""
+        missing = " · MISSING" if s.status is CatalogueStatus.MISSING else ""
+        lines.append(f"• `{s.label}` {when(s.created_at)} · {kind}{size}{hold}{missing}")
+    if len(newest) > 10:
+        lines.append(f"… and {len(newest) - 10} older (/snapshot list {group.vm_name})")
+    if not newest:
+        lines.append("no snapshots")
+    return "\n".join(lines)
+
+
+def modal_failed(error: str) -> str:
+    return (
+        f"Could not open the confirmation dialog ({error}). Slack gives 3 seconds to open it; "
+        "run the command again."
+    )
+
+
+def restore_request_unknown() -> str:
+    return "This restore request is no longer known; close this and run /restore again."
+
+
+def home_nothing_visible() -> str:
+    return (
+        "You have no role on any VM yet. Ask a snapbot admin to grant you one "
+        "(viewer, operator, restorer or admin)."
+    )
+
+
+def slack_banner(uri: str, settings: SlackSettings) -> str:
+    modes = []
+    if settings.signing_secret is not None:
+        modes.append(f"HTTP on port {settings.port}")
+    if settings.app_token is not None:
+        modes.append("Socket Mode")
+    names = ", ".join(settings.commands.values())
+    return f"snapbot: connected to {uri}; Slack via {' and '.join(modes)}; commands {names}."

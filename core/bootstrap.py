@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
@@ -14,7 +15,9 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.domain.operation import Operation
 from core.errors import HypervisorUnavailable
+from core.services.confirmations import ConfirmationService
 from core.services.operations import OperationRunner, process_owner
+from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 
@@ -27,6 +30,9 @@ class Core:
 
     settings: Settings
     snapshots: SnapshotService
+    pruning: PruneService
+    confirmations: ConfirmationService
+    runner: OperationRunner
     reconciler: Reconciler
     libvirt_uri: str
     fallback_reason: str | None
@@ -67,9 +73,15 @@ async def build_core(settings: Settings, *, allow_fallback: bool = True) -> Asyn
             reconciler = Reconciler(hypervisor, catalogue, clock, owner)
             reconciled = await reconciler.recover_interrupted()
             await reconciler.sync_all()
+            snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
             yield Core(
                 settings=settings,
-                snapshots=SnapshotService(hypervisor, catalogue, runner, clock),
+                snapshots=snapshots,
+                pruning=PruneService(
+                    hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)
+                ),
+                confirmations=ConfirmationService(catalogue, clock),
+                runner=runner,
                 reconciler=reconciler,
                 libvirt_uri=conn.uri,
                 fallback_reason=fallback_reason,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.domain.access import AccessPolicy, parse_grants
 from core.errors import InvalidInput
 
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -20,6 +22,46 @@ def default_data_dir(environ: Mapping[str, str]) -> Path:
     return Path(base).expanduser() / "snapbot"
 
 
+class Secret:
+    """A token that must never reach a log or a traceback: its repr hides it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# The canonical command names; a workspace may rename them (generic names clash between apps).
+DEFAULT_COMMANDS = {"snapshot": "/snapshot", "restore": "/restore", "prune": "/prune"}
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSettings:
+    """How to reach Slack. Socket Mode when ``app_token`` is set, HTTP when ``signing_secret``
+    is (both may be set: both transports then serve the same app)."""
+
+    bot_token: Secret
+    app_token: Secret | None = None
+    signing_secret: Secret | None = None
+    api_url: str | None = None
+    port: int = 3000
+    commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMMANDS))
+    # An operation still running after this long says so in its thread.
+    slow_operation_seconds: float = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. Build it with ``Settings.load`` or directly in tests."""
@@ -30,6 +72,10 @@ class Settings:
     database_url: str
     libvirt_workers: int = 4
     safety_snapshot: bool = True
+    slack: SlackSettings | None = None
+    # Retention periods (which day, week, month a snapshot belongs to) are counted here.
+    timezone: str = "UTC"
+    access: AccessPolicy = field(default_factory=lambda: AccessPolicy(()))
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> Settings:
@@ -65,7 +111,18 @@ class Settings:
             raise InvalidInput(
                 f"SNAPBOT_SAFETY_SNAPSHOT must be true or false, not {safety_text!r}"
             )
+        timezone = get("SNAPBOT_TIMEZONE", "timezone") or "UTC"
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(
+                f"SNAPBOT_TIMEZONE {timezone!r} is not a time zone; use a name such as "
+                "UTC or Europe/Berlin"
+            ) from None
         return cls(
+            timezone=timezone,
+            slack=_slack_settings(environ, file),
+            access=_access_policy(environ, file),
             libvirt_uri=uri or DEFAULT_LIBVIRT_URI,
             libvirt_uri_explicit=uri is not None,
             data_dir=data_dir,
@@ -73,6 +130,83 @@ class Settings:
             libvirt_workers=int(workers_text),
             safety_snapshot=safety_text in ("true", "1", "yes"),
         )
+
+
+def _table(file: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = file.get(key, {})
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"[{key}] in SNAPBOT_CONFIG must be a table")
+    return value
+
+
+def _slack_settings(environ: Mapping[str, str], file: Mapping[str, object]) -> SlackSettings | None:
+    table = _table(file, "slack")
+
+    def get(env: str, key: str) -> str | None:
+        value = environ.get(env) or table.get(key)
+        return None if value in (None, "") else str(value)
+
+    bot_token = get("SLACK_BOT_TOKEN", "bot_token")
+    app_token = get("SLACK_APP_TOKEN", "app_token")
+    signing_secret = get("SLACK_SIGNING_SECRET", "signing_secret")
+    if bot_token is None:
+        if app_token or signing_secret:
+            raise InvalidInput(
+                "SLACK_BOT_TOKEN is missing: Slack needs the bot token (xoxb-...) from the "
+                "app's OAuth & Permissions page, besides the app token or signing secret"
+            )
+        return None
+    if not bot_token.startswith("xoxb-"):
+        raise InvalidInput("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+    if app_token is None and signing_secret is None:
+        raise InvalidInput(
+            "Slack needs a transport: set SLACK_APP_TOKEN (xapp-..., Socket Mode, no public "
+            "URL needed) or SLACK_SIGNING_SECRET (HTTP mode on PORT)"
+        )
+    if app_token is not None and not app_token.startswith("xapp-"):
+        raise InvalidInput("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+    port_text = get("PORT", "port") or "3000"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidInput(f"PORT must be a port number, not {port_text!r}")
+    commands = dict(DEFAULT_COMMANDS)
+    for name, value in _table(table, "commands").items():
+        if name not in commands:
+            raise InvalidInput(
+                f"[slack.commands] has {name!r}; the commands are {', '.join(commands)}"
+            )
+        commands[name] = str(value)
+    for name in commands:
+        commands[name] = environ.get(f"SNAPBOT_{name.upper()}_COMMAND") or commands[name]
+    for name, value in commands.items():
+        if not value.startswith("/") or len(value) > 32 or " " in value:
+            raise InvalidInput(
+                f"the {name} command {value!r} must start with / and be at most 32 characters "
+                "without spaces"
+            )
+    slow_text = get("SNAPBOT_SLOW_OPERATION_SECONDS", "slow_operation_seconds") or "120"
+    try:
+        slow = float(slow_text)
+    except ValueError:
+        raise InvalidInput(
+            f"SNAPBOT_SLOW_OPERATION_SECONDS must be a number of seconds, not {slow_text!r}"
+        ) from None
+    return SlackSettings(
+        bot_token=Secret(bot_token),
+        app_token=Secret(app_token) if app_token else None,
+        signing_secret=Secret(signing_secret) if signing_secret else None,
+        api_url=get("SLACK_API_URL", "api_url"),
+        port=int(port_text),
+        commands=commands,
+        slow_operation_seconds=slow,
+    )
+
+
+def _access_policy(environ: Mapping[str, str], file: Mapping[str, object]) -> AccessPolicy:
+    grants = _table(file, "access").get("grants", [])
+    if not isinstance(grants, list) or not all(isinstance(g, Mapping) for g in grants):
+        raise InvalidInput("[[access.grants]] in SNAPBOT_CONFIG must be a list of tables")
+    admins = environ.get("SNAPBOT_ADMINS", "").split(",")
+    return parse_grants(grants, admins)
 
 
 def load_settings() -> Settings:

@@ -15,7 +15,9 @@ wording lives in one place and the scheduler, Slack and the console say the same
     │   ├── VmBusy                   another snapbot operation holds the VM
     │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
     │   ├── LabelTaken
-    │   └── WrongVmState
+    │   ├── WrongVmState
+    │   └── ConfirmationSpent        a confirmation was already used, expired, or is someone else's
+    ├── Forbidden                    the requester lacks a role; says which
     ├── Unsupported                  this host cannot do it for this VM; says the way out
     ├── InsufficientSpace            pre-flight free-space check failed
     └── HypervisorError              libvirt failed
@@ -134,6 +136,31 @@ class WrongVmState(Conflict):
         self.vm = vm
         self.state = state
         self.need = need
+
+
+class ConfirmationSpent(Conflict):
+    """A confirmation (restore modal, Confirm button) cannot run its action: ``reason`` is
+    ``used`` (already ran: double click, replay), ``expired`` or ``not_yours``."""
+
+    def __init__(self, action: str, reason: str, used_by: str | None = None) -> None:
+        super().__init__(f"confirmation of {action} is {reason}")
+        self.action = action
+        self.reason = reason
+        self.used_by = used_by
+
+
+class Forbidden(CoreError):
+    """The requester lacks ``role`` for ``action`` (on ``vm``, in ``channel``, when limited)."""
+
+    def __init__(
+        self, user: str, action: str, role: str, vm: str | None = None, channel: str | None = None
+    ) -> None:
+        super().__init__(f"{user} may not {action}: needs role {role}")
+        self.user = user
+        self.action = action
+        self.role = role
+        self.vm = vm
+        self.channel = channel
 
 
 class Unsupported(CoreError):

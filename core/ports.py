@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from core.domain.confirmation import Confirmation
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.snapshot import CatalogueStatus, HypervisorSnapshot, Snapshot
 from core.domain.vm import FreeSpace, Vm, VmFacts, VmState
@@ -130,3 +131,12 @@ class Catalogue(Protocol):
     async def running_operations(self) -> list[RunningOperation]: ...
 
     async def operations(self, vm_uuid: str | None = None, limit: int = 50) -> list[Operation]: ...
+
+    async def add_confirmation(self, confirmation: Confirmation) -> None: ...
+
+    async def claim_confirmation(self, confirmation_id: str, user: str) -> Confirmation:
+        """Mark the confirmation used by ``user`` and return it, exactly once. Raise
+        ``ConfirmationSpent`` when it is unknown, expired, already used, or not ``user``'s."""
+        ...
+
+    async def get_confirmation(self, confirmation_id: str) -> Confirmation | None: ...

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from core.bootstrap import Core
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
+from core.config import Settings
 from core.domain.operation import Actor
 from core.domain.vm import Vm, VmState
+from core.services.confirmations import ConfirmationService
 from core.services.operations import OperationRunner, process_owner
+from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 from tests.fakes.hypervisor import FakeHypervisor
@@ -34,6 +39,7 @@ class Services:
     service: SnapshotService
     reconciler: Reconciler
     owner: str
+    runner: OperationRunner
 
 
 @pytest.fixture
@@ -52,4 +58,28 @@ async def services(catalogue: TortoiseCatalogue) -> Services:
         SnapshotService(hv, catalogue, runner, clock),
         Reconciler(hv, catalogue, clock, owner),
         owner,
+        runner,
+    )
+
+
+@pytest.fixture
+def core(services: Services, tmp_path: Path) -> Core:
+    """The wired core over the fake hypervisor, as front ends receive it."""
+    settings = Settings(
+        libvirt_uri="fake:///",
+        libvirt_uri_explicit=True,
+        data_dir=tmp_path,
+        database_url=f"sqlite://{tmp_path / 'catalogue.db'}",
+    )
+    clock = SystemClock()
+    return Core(
+        settings=settings,
+        snapshots=services.service,
+        pruning=PruneService(services.hv, services.catalogue, services.service, clock, UTC),
+        confirmations=ConfirmationService(services.catalogue, clock),
+        runner=services.runner,
+        reconciler=services.reconciler,
+        libvirt_uri="fake:///",
+        fallback_reason=None,
+        reconciled=(),
     )

@@ -67,3 +67,22 @@ class VmLockRow(Model):
 
     class Meta:
         table = "vm_lock"
+
+
+class ConfirmationRow(Model):
+    """A pending or used confirmation. ``used_at`` is set exactly once, by a conditional update."""
+
+    id = fields.CharField(max_length=32, primary_key=True)
+    kind = fields.CharField(max_length=16)
+    requested_by = fields.CharField(max_length=255)
+    team = fields.CharField(max_length=64, null=True)
+    channel = fields.CharField(max_length=64, null=True)
+    vm_name = fields.CharField(max_length=255, null=True)
+    payload: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    used_by = fields.CharField(max_length=255, null=True)
+
+    class Meta:
+        table = "confirmation"

@@ -15,6 +15,7 @@ class OperationKind(enum.Enum):
     RESTORE = "restore"
     DELETE = "delete"
     RENAME = "rename"
+    PRUNE = "prune"
 
 
 class OperationStatus(enum.Enum):

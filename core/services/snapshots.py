@@ -224,6 +224,7 @@ class SnapshotService:
         actor: Actor,
         safety_snapshot: bool = True,
         progress: ProgressCallback = no_progress,
+        libvirt_name: str | None = None,
     ) -> RestoreResult:
         """Bring the VM back to a snapshot: stop it, revert disk and memory, start it if the
         snapshot was taken running. A safety snapshot of the current state comes first unless
@@ -240,7 +241,7 @@ class SnapshotService:
             await op.stage(Stage.CHECKING)
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
-            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label)
+            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label, libvirt_name)
             hs = next((s for s in listing if s.libvirt_name == target.libvirt_name), None)
             if hs is None:
                 raise SnapshotMissing(vm.name, target.label)
@@ -276,6 +277,7 @@ class SnapshotService:
         *,
         actor: Actor,
         progress: ProgressCallback = no_progress,
+        libvirt_name: str | None = None,
     ) -> DeleteResult:
         """Delete a snapshot from libvirt and the catalogue; measure the space it gave back."""
         kind = OperationKind.DELETE
@@ -288,7 +290,7 @@ class SnapshotService:
         async with self._runner.run(kind, vm, actor, progress, label=label) as op:
             await op.stage(Stage.CHECKING)
             await sync_vm(self._hv, self._catalogue, vm)
-            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label)
+            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label, libvirt_name)
             await op.record(libvirt_name=target.libvirt_name)
             if target.status is CatalogueStatus.MISSING:
                 await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
@@ -330,6 +332,10 @@ class SnapshotService:
             await self._catalogue.relabel_snapshot(vm.uuid, target.libvirt_name, new_label)
             op.outcome = f"renamed {target.label} to {new_label}"
         return RenameResult(vm.name, target.label, new_label)
+
+    async def vm(self, name: str) -> Vm:
+        """The VM named ``name``; ``VmNotFound`` lists the closest names."""
+        return await self._vm(name)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -492,9 +498,13 @@ class SnapshotService:
             return "unknown"
 
 
-def _find(vm: Vm, snapshots: list[Snapshot], label: str) -> Snapshot:
+def _find(
+    vm: Vm, snapshots: list[Snapshot], label: str, libvirt_name: str | None = None
+) -> Snapshot:
+    """The snapshot labelled ``label``; with ``libvirt_name``, exactly that snapshot (a
+    confirmation pins what the person saw, even if it was renamed since)."""
     wanted = unicodedata.normalize("NFC", label)
     for snap in snapshots:
-        if snap.label == wanted:
+        if snap.libvirt_name == libvirt_name if libvirt_name else snap.label == wanted:
             return snap
     raise SnapshotNotFound(vm.name, label, closest(label, [s.label for s in snapshots]))

@@ -13,6 +13,7 @@ from bot.grammar import (
     Help,
     ListSnapshots,
     ListVms,
+    Prune,
     RenameSnapshot,
     Restore,
     UsageError,
@@ -45,6 +46,14 @@ from bot.grammar import (
         ("/restore web-01 pre", Restore("web-01", "pre", True)),
         ("/restore web-01 pre --no-safety-snapshot", Restore("web-01", "pre", False)),
         ("/restore", Help("restore")),
+        ("/restore web-01", Restore("web-01", None, True)),
+        (
+            "/prune web-01 --keep-daily 7 --keep-last=3",
+            Prune("web-01", (("last", 3), ("daily", 7)), False),
+        ),
+        ("/prune all --keep-weekly 4 --dry-run", Prune(None, (("weekly", 4),), True)),
+        ("/prune web-01", Prune("web-01", (), False)),
+        ("/prune", Help("prune")),
     ],
 )
 def test_grammar(line: str, expected: object) -> None:
@@ -62,7 +71,10 @@ def test_grammar(line: str, expected: object) -> None:
         ("/snapshot web-01 a --desc", "snapshot", "--desc needs a value"),
         ('/snapshot web-01 a --desc "open', "snapshot", "quotes do not match"),
         ("/snapshot list a b", "snapshot", "at most one"),
-        ("/restore web-01", "restore", "missing"),
+        ("/restore web-01 a b", "restore", "unexpected 'b'"),
+        ("/prune web-01 --keep-daily seven", "prune", "--keep-daily needs a whole number"),
+        ("/prune web-01 --keep-dialy 7", "prune", "unknown option --keep-dialy"),
+        ("/prune web-01 db-01", "prune", "unexpected 'db-01'"),
         ("/frobnicate x", None, "unknown command /frobnicate"),
         ("snapshot x y", None, "commands start with /"),
     ],
@@ -81,6 +93,6 @@ def test_wrong_usage_names_the_problem_and_shows_usage(
 
 @given(st.text(max_size=300))
 def test_parser_never_crashes(text: str) -> None:
-    for command in ("snapshot", "restore"):
+    for command in ("snapshot", "restore", "prune"):
         with contextlib.suppress(UsageError):
             parse(command, text)

@@ -1,0 +1,92 @@
+"""Access checks for front ends that serve many people (Slack), with every refusal audited.
+
+The console does not use this: whoever can run it on the host can already use virsh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from typing import Protocol
+
+from core.domain.access import AccessPolicy, Action
+from core.domain.operation import Actor, OperationKind
+from core.errors import CoreError, Forbidden
+from core.services.operations import OperationRunner
+
+logger = logging.getLogger(__name__)
+
+# Group membership changes rarely; Slack's usergroups.users.list is Tier 2 (20 a minute).
+GROUP_CACHE_SECONDS = 300.0
+
+_AUDITED_AS = {
+    Action.SNAPSHOT: OperationKind.SNAPSHOT,
+    Action.RENAME: OperationKind.RENAME,
+    Action.RESTORE: OperationKind.RESTORE,
+    Action.DELETE: OperationKind.DELETE,
+    Action.PRUNE: OperationKind.PRUNE,
+}
+
+
+class Directory(Protocol):
+    """Where user-group membership comes from (Slack's ``usergroups.users.list``)."""
+
+    async def members(self, usergroup: str) -> Collection[str]:
+        """User ids in the group; raise ``CoreError`` when it cannot be read."""
+        ...
+
+
+class AccessService:
+    """Deny by default; see ``core.domain.access`` for the roles."""
+
+    def __init__(self, policy: AccessPolicy, directory: Directory, runner: OperationRunner) -> None:
+        self._policy = policy
+        self._directory = directory
+        self._runner = runner
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def forget_groups(self) -> None:
+        """Drop cached memberships (Slack said a group changed)."""
+        self._groups.clear()
+
+    async def groups_of(self, user: str) -> frozenset[str]:
+        """The policy's user groups that ``user`` belongs to. A group that cannot be read
+        grants nothing (deny by default) and is logged."""
+        found = set()
+        now = time.monotonic()
+        for group in self._policy.usergroups:
+            cached = self._groups.get(group)
+            if cached is None or now - cached[0] > GROUP_CACHE_SECONDS:
+                try:
+                    members = frozenset(await self._directory.members(group))
+                except CoreError as exc:
+                    logger.warning("cannot read user group %s: %s", group, exc)
+                    continue
+                cached = (now, members)
+                self._groups[group] = cached
+            if user in cached[1]:
+                found.add(group)
+        return frozenset(found)
+
+    async def require(self, actor: Actor, action: Action, vm: str | None) -> None:
+        """Return if ``actor`` may do ``action`` on ``vm`` (None: all VMs) in its channel;
+        otherwise audit the refusal and raise ``Forbidden``."""
+        groups = await self.groups_of(actor.user)
+        if self._policy.allows(actor.user, groups, action, vm=vm, channel=actor.channel):
+            return
+        error = Forbidden(actor.user, action.description, action.role.label, vm, actor.channel)
+        kind = _AUDITED_AS.get(action)
+        if kind is not None:
+            await self._runner.reject(kind, actor, vm or "all", error)
+        logger.info("refused %s to %s on %s in %s", action.name, actor.user, vm, actor.channel)
+        raise error
+
+    async def visible(self, actor: Actor, vm_names: Collection[str]) -> list[str]:
+        """The VMs among ``vm_names`` that ``actor`` may see."""
+        groups = await self.groups_of(actor.user)
+        return [
+            name
+            for name in vm_names
+            if self._policy.visible(actor.user, groups, name, actor.channel)
+        ]

@@ -1,0 +1,40 @@
+"""Create and claim confirmations (see ``core.domain.confirmation``)."""
+
+from __future__ import annotations
+
+from core.domain.confirmation import Confirmation, ConfirmationKind, new_confirmation
+from core.domain.operation import Actor
+from core.ports import Catalogue, Clock
+
+
+class ConfirmationService:
+    def __init__(self, catalogue: Catalogue, clock: Clock) -> None:
+        self._catalogue = catalogue
+        self._clock = clock
+
+    async def create(
+        self,
+        kind: ConfirmationKind,
+        actor: Actor,
+        *,
+        payload: dict[str, object],
+        vm_name: str | None,
+    ) -> Confirmation:
+        confirmation = new_confirmation(
+            kind,
+            actor.user,
+            self._clock.now(),
+            payload=payload,
+            vm_name=vm_name,
+            team=actor.team,
+            channel=actor.channel,
+        )
+        await self._catalogue.add_confirmation(confirmation)
+        return confirmation
+
+    async def claim(self, confirmation_id: str, actor: Actor) -> Confirmation:
+        """Use the confirmation, once; ``ConfirmationSpent`` otherwise."""
+        return await self._catalogue.claim_confirmation(confirmation_id, actor.user)
+
+    async def get(self, confirmation_id: str) -> Confirmation | None:
+        return await self._catalogue.get_confirmation(confirmation_id)

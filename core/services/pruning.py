@@ -1,0 +1,184 @@
+"""Prune: preview what a retention policy keeps and deletes, then delete exactly that.
+
+The same pure engine (``core.domain.retention``) serves the preview and the deletion. Confirming
+a preview deletes only snapshots the preview listed for deletion *and* that a fresh plan still
+deletes, so a snapshot held or taken between preview and confirm is never lost to a stale page.
+Each deletion is an ordinary delete operation: locked, audited, measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from core.domain.operation import Actor, ProgressCallback, no_progress
+from core.domain.retention import RetentionPolicy, items_from_snapshots, plan_retention
+from core.domain.snapshot import CatalogueStatus, Snapshot
+from core.domain.vm import Vm
+from core.errors import CoreError, InvalidInput
+from core.ports import Catalogue, Clock, Hypervisor
+from core.services.reconcile import sync_vm
+from core.services.snapshots import DeleteResult, SnapshotService
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneDecision:
+    snapshot: Snapshot
+    keep: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VmPrunePlan:
+    """One VM's decisions, newest first. ``refused`` says why nothing will be deleted."""
+
+    vm: Vm
+    decisions: tuple[PruneDecision, ...]
+    refused: str | None = None
+
+    @property
+    def to_delete(self) -> tuple[Snapshot, ...]:
+        if self.refused:
+            return ()
+        return tuple(d.snapshot for d in self.decisions if not d.keep)
+
+    @property
+    def memory_bytes_freed(self) -> int:
+        """Saved memory states of the deleted snapshots: freed for sure. Disk blocks are freed
+        only where no other snapshot or the VM still uses them, which only deleting can tell."""
+        return sum(s.memory_bytes or 0 for s in self.to_delete)
+
+
+@dataclass(frozen=True, slots=True)
+class PrunePreview:
+    policy: RetentionPolicy
+    timezone: str
+    plans: tuple[VmPrunePlan, ...]
+
+    @property
+    def to_delete(self) -> dict[str, list[str]]:
+        """What a confirmation pins: VM uuid -> libvirt names shown for deletion."""
+        return {p.vm.uuid: [s.libvirt_name for s in p.to_delete] for p in self.plans if p.to_delete}
+
+
+@dataclass(slots=True)
+class VmPruneResult:
+    vm_name: str
+    deleted: list[DeleteResult] = field(default_factory=list)
+    kept_since_preview: list[str] = field(default_factory=list)
+    failed: list[tuple[str, CoreError]] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(r.freed_bytes or 0 for r in self.deleted)
+
+
+class PruneService:
+    """Retention previews and confirmed deletions."""
+
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        catalogue: Catalogue,
+        snapshots: SnapshotService,
+        clock: Clock,
+        timezone: tzinfo,
+    ) -> None:
+        self._hv = hypervisor
+        self._catalogue = catalogue
+        self._snapshots = snapshots
+        self._clock = clock
+        self._tz = timezone
+
+    async def preview(self, vm_name: str | None, policy: RetentionPolicy) -> PrunePreview:
+        """The plan for one VM, or for every VM (None), without changing anything."""
+        policy.validate()
+        if vm_name is not None:
+            vms = [await self._snapshots.vm(vm_name)]
+        else:
+            vms = await self._hv.list_vms()
+        plans = [await self._plan(vm, policy) for vm in vms]
+        return PrunePreview(policy, str(self._tz), tuple(p for p in plans if p.decisions))
+
+    async def apply(
+        self,
+        pinned: Mapping[str, Sequence[str]],
+        policy: RetentionPolicy,
+        *,
+        actor: Actor,
+        progress: ProgressCallback = no_progress,
+    ) -> list[VmPruneResult]:
+        """Delete the snapshots ``pinned`` (VM uuid -> libvirt names, from a preview) that a
+        fresh plan still deletes. One VM's failure does not stop the others."""
+        policy.validate()
+        results = []
+        for vm_uuid, names in pinned.items():
+            try:
+                vm = await self._hv.get_vm_by_uuid(vm_uuid)
+            except CoreError as exc:
+                results.append(VmPruneResult(vm_uuid, skipped=str(exc)))
+                continue
+            result = VmPruneResult(vm.name)
+            results.append(result)
+            plan = await self._plan(vm, policy)
+            if plan.refused:
+                result.skipped = plan.refused
+                continue
+            still = {s.libvirt_name: s for s in plan.to_delete}
+            for name in names:
+                snap = still.get(name)
+                if snap is None:
+                    result.kept_since_preview.append(name)
+                    continue
+                try:
+                    result.deleted.append(
+                        await self._snapshots.delete_snapshot(
+                            vm.name,
+                            snap.label,
+                            actor=actor,
+                            progress=progress,
+                            libvirt_name=snap.libvirt_name,
+                        )
+                    )
+                except CoreError as exc:
+                    logger.warning("prune of %s on %s failed: %s", snap.label, vm.name, exc)
+                    result.failed.append((snap.label, exc))
+        return results
+
+    async def _plan(self, vm: Vm, policy: RetentionPolicy) -> VmPrunePlan:
+        await sync_vm(self._hv, self._catalogue, vm)
+        present = [
+            s
+            for s in await self._catalogue.snapshots(vm.uuid)
+            if s.status is CatalogueStatus.PRESENT
+        ]
+        if not present:
+            return VmPrunePlan(vm, ())
+        by_name = {s.libvirt_name: s for s in present}
+        plan = plan_retention(
+            items_from_snapshots(present), policy, self._tz, now=self._clock.now()
+        )
+        decisions = tuple(PruneDecision(by_name[d.key], d.keep, d.reason) for d in plan.decisions)
+        return VmPrunePlan(vm, decisions, plan.refused)
+
+
+def policy_from_counts(counts: Mapping[str, int]) -> RetentionPolicy:
+    """A policy from ``/prune`` options (``last``, ``daily``, ...); refused when empty."""
+    if not counts:
+        raise InvalidInput(
+            "give a retention policy, e.g. --keep-last 3 --keep-daily 7 --keep-weekly 4"
+        )
+    c = dict(counts)
+    return RetentionPolicy.from_counts(
+        last=c.pop("last", 0),
+        hourly=c.pop("hourly", 0),
+        daily=c.pop("daily", 0),
+        weekly=c.pop("weekly", 0),
+        monthly=c.pop("monthly", 0),
+        yearly=c.pop("yearly", 0),
+    )
