@@ -29,7 +29,11 @@ def test_without_slack_settings_the_console_runs() -> None:
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2"}, "starting with xapp-"),
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "PORT": "http"}, "PORT"),
         (
-            {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SNAPBOT_PRUNE_COMMAND": "x"},
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "s",
+                "SNAPBOT_PRUNE_COMMAND": "x",
+            },
             "must start with /",
         ),
         ({"SNAPBOT_TIMEZONE": "Mars/Olympus"}, "is not a time zone"),

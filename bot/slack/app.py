@@ -1,0 +1,114 @@
+"""Build the Slack front end: the Web API client, the bolt ``AsyncApp`` and every surface.
+
+Surfaces live one per module, each with ``register(app, ctx)``:
+
+    commands          /snapshot, /restore, /prune (slash commands)
+    restore_modal     the typed-name confirmation and the snapshot picker
+    confirm_buttons   Confirm / Cancel under delete and prune previews
+    home              the App Home tab
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.dispatch import Dispatcher
+from bot.slack import commands, confirm_buttons, home, restore_modal
+from bot.slack.context import SlackContext, SlackDirectory
+from core.bootstrap import Core
+from core.config import SlackSettings
+from core.services.access import AccessService
+
+logger = logging.getLogger(__name__)
+
+# Events API deliveries are retried by Slack (and may arrive twice over Socket Mode): an event
+# id seen in this window is acknowledged and dropped.
+EVENT_DEDUPE_SECONDS = 600.0
+
+
+def build_client(settings: SlackSettings) -> AsyncWebClient:
+    """The Web API client: 429s wait for Retry-After, 5xx and connection errors retry."""
+    kwargs: dict[str, Any] = {}
+    if settings.api_url:
+        kwargs["base_url"] = settings.api_url
+    return AsyncWebClient(
+        token=settings.bot_token.reveal(),
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+        **kwargs,
+    )
+
+
+class _SeenEvents:
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        now = time.monotonic()
+        while self._seen and next(iter(self._seen.values())) < now - self._window:
+            self._seen.popitem(last=False)
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = now
+        return True
+
+
+def build_app(core: Core, settings: SlackSettings, client: AsyncWebClient) -> SlackContext:
+    """The bolt app with every surface registered; returned inside its ``SlackContext``."""
+    secret = settings.signing_secret.reveal() if settings.signing_secret else None
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret,
+        # Socket Mode alone has no signing secret; bolt skips verification there anyway.
+        request_verification_enabled=secret is not None,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("slack_bolt"),
+    )
+    access = AccessService(core.settings.access, SlackDirectory(client), core.runner)
+    ctx = SlackContext(
+        core=core,
+        settings=settings,
+        client=client,
+        access=access,
+        dispatcher=Dispatcher(core, access),
+        app=app,
+    )
+    seen = _SeenEvents(EVENT_DEDUPE_SECONDS)
+
+    @app.middleware
+    async def drop_redelivered_events(
+        body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse | None:
+        event_id = body.get("event_id")
+        if body.get("type") == "event_callback" and event_id and not seen.first_time(event_id):
+            logger.info("dropping redelivered event %s", event_id)
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    @app.event("subteam_members_changed")
+    async def on_group_change() -> None:
+        access.forget_groups()
+
+    commands.register(app, ctx)
+    restore_modal.register(app, ctx)
+    confirm_buttons.register(app, ctx)
+    home.register(app, ctx)
+    return ctx

@@ -1,0 +1,154 @@
+"""The slash commands: ``/snapshot``, ``/restore`` and ``/prune`` (names configurable).
+
+Every command is acknowledged at once; grammar errors and help are answered in the ack itself
+(parsing is pure and fast), everything else runs as a background job after the ack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot import messages
+from bot.dispatch import PROGRESSING, ConfirmDelete, ConfirmPrune, Reply
+from bot.grammar import (
+    Command,
+    CreateSnapshot,
+    Help,
+    Prune,
+    RenameSnapshot,
+    Restore,
+    UsageError,
+    parse,
+)
+from bot.slack import blocks, restore_modal
+from bot.slack.context import SlackContext, actor_from
+from bot.slack.progress import Where
+from core.domain.operation import Actor, ProgressCallback
+from core.errors import CoreError
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[..., Awaitable[None]]
+
+
+def register(app: AsyncApp, ctx: SlackContext) -> None:
+    for canonical, name in ctx.settings.commands.items():
+        app.command(name)(_listener(ctx, canonical))
+
+
+def localise(text: str, ctx: SlackContext) -> str:
+    """Usage texts name the default commands; show the names this workspace uses."""
+    for canonical, name in ctx.settings.commands.items():
+        if name != f"/{canonical}":
+            text = text.replace(f"/{canonical}", name)
+    return text
+
+
+def _listener(ctx: SlackContext, canonical: str) -> Listener:
+    async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        try:
+            command = parse(canonical, str(body.get("text") or ""))
+        except UsageError as exc:
+            await ack(text=localise(messages.usage_error_text(exc), ctx))
+            return
+        if isinstance(command, Help):
+            await ack(text=localise(messages.help_text(command.command), ctx))
+            return
+        actor = actor_from(body)
+        response_url = body.get("response_url")
+        if isinstance(command, Restore):
+            await ack()
+            # The trigger id expires 3 s after Slack sent it: open the modal before anything
+            # slow (libvirt, the database), then fill it in.
+            await restore_modal.open_for_command(ctx, command, actor, body)
+            return
+        await ack()
+
+        async def on_crash(reference: str) -> None:
+            await ctx.tell(actor, messages.internal_error(reference), response_url)
+
+        ctx.jobs.start(
+            f"{canonical}-{actor.user}",
+            _run(ctx, command, actor, body),
+            on_crash=on_crash,
+        )
+
+    return on_command
+
+
+async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str, Any]) -> None:
+    response_url = body.get("response_url")
+    where = Where(channel=str(body.get("channel_id")), response_url=response_url)
+    if isinstance(command, PROGRESSING):
+
+        async def work(progress: ProgressCallback) -> str:
+            outcome = await ctx.dispatcher.handle(command, actor, progress)
+            assert isinstance(outcome, Reply)
+            return outcome.text
+
+        await ctx.run_operation(actor, where, _title(command, actor), work)
+        return
+    try:
+        outcome = await ctx.dispatcher.handle(command, actor)
+    except CoreError as exc:
+        await ctx.tell(actor, localise(messages.error_text(exc), ctx), response_url)
+        return
+    if isinstance(outcome, Reply):
+        await ctx.tell(actor, localise(outcome.text, ctx), response_url)
+    elif isinstance(outcome, ConfirmDelete):
+        text = messages.delete_prompt(outcome.snapshot)
+        await _send_preview(
+            ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
+        )
+    elif isinstance(outcome, ConfirmPrune):
+        dry_run = outcome.confirmation is None
+        text = messages.prune_preview(outcome.preview, dry_run=dry_run)
+        if outcome.confirmation is None:
+            assert isinstance(command, Prune)
+            note = messages.prune_nothing_confirmed(dry_run=command.dry_run)
+            await ctx.tell(actor, f"{text}\n{note}", response_url)
+        else:
+            await _send_preview(
+                ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
+            )
+    else:  # pragma: no cover - restore is handled by the modal
+        logger.error("unexpected outcome %r", outcome)
+
+
+async def _send_preview(
+    ctx: SlackContext,
+    actor: Actor,
+    response_url: str | None,
+    text: str,
+    confirmation_id: str,
+    button: str,
+) -> None:
+    """A preview only the requester sees, with Confirm / Cancel."""
+    message_blocks = blocks.confirm_message(text, confirmation_id, danger_label=button)
+    fallback = text[:3900]
+    if response_url:
+        from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+        reply = await AsyncWebhookClient(response_url).send(
+            text=fallback, blocks=message_blocks, response_type="ephemeral"
+        )
+        if reply.status_code == 200:
+            return
+    await ctx.client.chat_postEphemeral(
+        channel=actor.channel or actor.user, user=actor.user, text=fallback, blocks=message_blocks
+    )
+
+
+def _title(command: Command, actor: Actor) -> str:
+    if isinstance(command, CreateSnapshot):
+        return (
+            messages.operation_title("Snapshot", command.vm, command.label) + f" by <@{actor.user}>"
+        )
+    assert isinstance(command, RenameSnapshot)
+    return (
+        messages.operation_title("Rename", command.vm, command.old_label) + f" by <@{actor.user}>"
+    )

@@ -1,0 +1,131 @@
+"""What every Slack surface shares: the services, the client, background jobs, and the one way
+an operation is shown (a live message in the channel, its outcome as the last edit)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot import messages
+from bot.dispatch import Dispatcher
+from bot.slack.jobs import Jobs
+from bot.slack.progress import LiveMessage, OperationProgress, Where
+from core.bootstrap import Core
+from core.config import SlackSettings
+from core.domain.operation import Actor, ProgressCallback
+from core.errors import CoreError, HypervisorError
+from core.services.access import AccessService
+
+logger = logging.getLogger(__name__)
+
+# Run an operation given a progress callback; return the outcome text.
+Work = Callable[[ProgressCallback], Awaitable[str]]
+
+
+def actor_from(body: dict[str, Any]) -> Actor:
+    """Who is asking, from a slash command body or an interaction payload."""
+    if "user_id" in body:  # slash command
+        return Actor(
+            user=str(body["user_id"]),
+            via="slack",
+            team=body.get("team_id"),
+            channel=body.get("channel_id"),
+        )
+    user = body.get("user") or {}
+    team = (body.get("team") or {}).get("id") or user.get("team_id")
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    return Actor(user=str(user.get("id")), via="slack", team=team, channel=channel)
+
+
+class SlackDirectory:
+    """User-group membership from Slack, for ``AccessService``."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+
+    async def members(self, usergroup: str) -> Collection[str]:
+        try:
+            reply = await self._client.usergroups_users_list(usergroup=usergroup)
+        except SlackApiError as exc:
+            raise CoreError(f"usergroups.users.list: {exc.response.get('error')}") from exc
+        return [str(u) for u in reply.get("users") or []]
+
+
+@dataclass
+class SlackContext:
+    core: Core
+    settings: SlackSettings
+    client: AsyncWebClient
+    access: AccessService
+    dispatcher: Dispatcher
+    app: AsyncApp
+    jobs: Jobs = field(default_factory=Jobs)
+    # Users who opened the Home tab: their view is refreshed after each operation.
+    home_viewers: set[str] = field(default_factory=set)
+    on_change: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def run_operation(
+        self, actor: Actor, where: Where, title: str, work: Work, *, public_errors: bool = False
+    ) -> None:
+        """Run ``work`` with a live message in ``where.channel``: posted when the first stage
+        starts, edited as stages pass, ending with the outcome. A request refused before any
+        stage (bad name, busy VM, no right) is answered privately to ``actor`` instead, unless
+        ``public_errors`` (a confirmed action whose requester already left the dialog)."""
+        message = LiveMessage(self.client, where)
+        progress = OperationProgress(
+            message, title, slow_after=self.settings.slow_operation_seconds
+        )
+        try:
+            outcome = await work(progress.stage)
+        except CoreError as exc:
+            if isinstance(exc, HypervisorError):
+                logger.warning("%s failed: %s", title, exc)
+            text = messages.error_text(exc)
+            if progress.posted or public_errors:
+                await progress.finish(messages.failed_text(title, text))
+            else:
+                await self.tell(actor, text, where.response_url)
+        except Exception:
+            if progress.posted:
+                await progress.finish(messages.failed_text(title, messages.internal_error("log")))
+            raise
+        else:
+            await progress.finish(messages.done_text(title, outcome))
+        finally:
+            await self.changed()
+
+    async def changed(self) -> None:
+        """Something may have changed: refresh what shows state (the Home tabs)."""
+        for hook in self.on_change:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("refresh after an operation failed")
+
+    async def tell(self, actor: Actor, text: str, response_url: str | None) -> None:
+        """A private note to the person who asked: through the response_url when there is one,
+        else an ephemeral message, else a DM."""
+        if response_url:
+            reply = await AsyncWebhookClient(response_url).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+            if reply.status_code == 200:
+                return
+        try:
+            if actor.channel:
+                await self.client.chat_postEphemeral(
+                    channel=actor.channel, user=actor.user, text=text
+                )
+                return
+        except SlackApiError as exc:
+            logger.info("ephemeral failed (%s); sending a DM", exc.response.get("error"))
+        await self.client.chat_postMessage(channel=actor.user, text=text)

@@ -1,0 +1,58 @@
+"""The App Home tab: the VMs the user may act on, their snapshots, storage totals.
+
+Published when the user opens the tab and again after every operation (for everyone who opened
+it recently), so it never shows a snapshot that was just deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot import messages
+from bot.slack import blocks
+from bot.slack.context import SlackContext
+from core.domain.operation import Actor
+from core.domain.snapshot import CatalogueStatus
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, ctx: SlackContext) -> None:
+    @app.event("app_home_opened")
+    async def on_home_opened(event: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user = str(event["user"])
+        ctx.home_viewers.add(user)
+        await publish(ctx, user)
+
+    async def refresh_all() -> None:
+        for user in list(ctx.home_viewers):
+            await publish(ctx, user)
+
+    ctx.on_change.append(refresh_all)
+
+
+async def publish(ctx: SlackContext, user: str) -> None:
+    """Build and publish ``user``'s Home tab."""
+    actor = Actor(user=user, via="slack")
+    groups = await ctx.core.snapshots.list_snapshots()
+    visible = set(await ctx.access.visible(actor, [g.vm_name for g in groups]))
+    mine = [g for g in groups if g.vm_name in visible]
+    present = [s for g in mine for s in g.snapshots if s.status is CatalogueStatus.PRESENT]
+    header = messages.home_header(
+        vm_count=sum(1 for g in mine if g.vm is not None),
+        snapshot_count=len(present),
+        disk_bytes=sum(g.disk_bytes or 0 for g in mine),
+        memory_bytes=sum(s.memory_bytes or 0 for s in present),
+    )
+    if not mine:
+        header = messages.home_nothing_visible()
+    try:
+        await ctx.client.views_publish(user_id=user, view=blocks.home_view(header, mine))
+    except SlackApiError as exc:
+        logger.warning("views.publish for %s failed: %s", user, exc.response.get("error"))

@@ -1,0 +1,168 @@
+"""``/restore``: the typed-name confirmation modal (and the snapshot picker before it).
+
+The modal opens at once with a loading view (a trigger id lives 3 s and libvirt may be slow),
+then is filled in. Submitting checks the typed name inside the modal (``response_action:
+errors``); a correct submission claims the stored confirmation, so a double submission or a
+replayed request restores once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot import messages
+from bot.dispatch import ConfirmRestore, PickSnapshot
+from bot.grammar import Restore
+from bot.slack import blocks
+from bot.slack.context import SlackContext, actor_from
+from bot.slack.progress import Where
+from core.domain.operation import Actor, ProgressCallback
+from core.errors import ConfirmationSpent, CoreError
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, ctx: SlackContext) -> None:
+    @app.view(blocks.RESTORE_CALLBACK)
+    async def on_restore_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await _submit_restore(ctx, ack, body)
+
+    @app.view_closed(blocks.RESTORE_CALLBACK)
+    async def on_restore_closed(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        meta = _metadata(body)
+        actor = _actor(body, meta)
+        # Already used or expired: nothing to cancel.
+        with contextlib.suppress(ConfirmationSpent):
+            await ctx.dispatcher.cancel(meta.get("id", ""), actor)
+
+    @app.view(blocks.PICK_CALLBACK)
+    async def on_pick_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        view = body["view"]
+        meta = _metadata(body)
+        picked = view["state"]["values"][blocks.PICK_BLOCK][blocks.PICK_INPUT]
+        label = str((picked.get("selected_option") or {}).get("value") or "")
+        await ack(response_action="update", view=blocks.loading_view())
+        actor = _actor(body, meta)
+        command = Restore(meta["vm"], label, meta.get("safety") != "off")
+        ctx.jobs.start(
+            f"restore-pick-{actor.user}",
+            _fill(ctx, str(view["id"]), command, actor, meta),
+        )
+
+
+async def open_for_command(
+    ctx: SlackContext, command: Restore, actor: Actor, body: dict[str, Any]
+) -> None:
+    """Open the loading modal on the slash command's trigger, then fill it in the background."""
+    response_url = body.get("response_url")
+    try:
+        opened = await ctx.client.views_open(
+            trigger_id=str(body.get("trigger_id")), view=blocks.loading_view()
+        )
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        logger.warning("views.open failed: %s", error)
+        await ctx.tell(actor, messages.modal_failed(str(error)), response_url)
+        return
+    meta = {
+        "channel": str(body.get("channel_id") or ""),
+        "response_url": str(response_url or ""),
+        "team": str(body.get("team_id") or ""),
+    }
+    ctx.jobs.start(
+        f"restore-open-{actor.user}",
+        _fill(ctx, str(opened["view"]["id"]), command, actor, meta),
+    )
+
+
+async def _fill(
+    ctx: SlackContext, view_id: str, command: Restore, actor: Actor, meta: dict[str, str]
+) -> None:
+    try:
+        outcome = await ctx.dispatcher.handle(command, actor)
+    except CoreError as exc:
+        view = blocks.notice_view(messages.modal_refusal(messages.error_text(exc)))
+        await ctx.client.views_update(view_id=view_id, view=view)
+        return
+    if isinstance(outcome, PickSnapshot):
+        if not outcome.vm.snapshots:
+            view = blocks.notice_view(messages.pick_snapshot(outcome.vm))
+        else:
+            safety = "on" if outcome.safety_snapshot else "off"
+            view = blocks.pick_view(
+                outcome.vm, {**meta, "vm": outcome.vm.vm_name, "safety": safety}
+            )
+        await ctx.client.views_update(view_id=view_id, view=view)
+        return
+    assert isinstance(outcome, ConfirmRestore)
+    metadata = {**meta, "id": outcome.confirmation.id}
+    await ctx.client.views_update(
+        view_id=view_id,
+        view=blocks.restore_view(outcome.preview, metadata, outcome.safety_snapshot),
+    )
+
+
+async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]) -> None:
+    view = body["view"]
+    meta = _metadata(body)
+    values = view["state"]["values"]
+    typed = str(
+        (values.get(blocks.CONFIRM_BLOCK, {}).get(blocks.CONFIRM_INPUT) or {}).get("value") or ""
+    )
+    selected = (values.get(blocks.SAFETY_BLOCK, {}).get(blocks.SAFETY_INPUT) or {}).get(
+        "selected_options"
+    ) or []
+    safety = any(o.get("value") == blocks.SAFETY_VALUE for o in selected)
+    confirmation = await ctx.core.confirmations.get(meta.get("id", ""))
+    if confirmation is None or confirmation.vm_name is None:
+        await ack(
+            response_action="errors",
+            errors={blocks.CONFIRM_BLOCK: messages.restore_request_unknown()},
+        )
+        return
+    vm = confirmation.vm_name
+    if typed != vm:
+        await ack(
+            response_action="errors", errors={blocks.CONFIRM_BLOCK: messages.typed_name_error(vm)}
+        )
+        return
+    await ack()
+    actor = _actor(body, meta)
+    label = str(confirmation.payload.get("label", ""))
+    title = messages.operation_title("Restore", vm, label) + f" by <@{actor.user}>"
+    where = Where(
+        channel=meta.get("channel") or actor.user, response_url=meta.get("response_url") or None
+    )
+
+    async def work(progress: ProgressCallback) -> str:
+        return await ctx.dispatcher.confirm(
+            confirmation.id, actor, progress, safety_snapshot=safety
+        )
+
+    ctx.jobs.start(f"restore-{vm}", ctx.run_operation(actor, where, title, work))
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, str]:
+    try:
+        raw = json.loads(body["view"].get("private_metadata") or "{}")
+    except (json.JSONDecodeError, KeyError):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _actor(body: dict[str, Any], meta: dict[str, str]) -> Actor:
+    """A view payload has no channel: it travels in the modal's metadata."""
+    base = actor_from(body)
+    return Actor(
+        user=base.user,
+        via=base.via,
+        team=base.team or meta.get("team") or None,
+        channel=meta.get("channel") or None,
+    )

@@ -1,0 +1,43 @@
+"""Run the Slack front end until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot import messages
+from bot.slack.app import build_app, build_client
+from bot.slack.transport import HttpTransport, SocketModeTransport
+from core.bootstrap import Core
+from core.config import SlackSettings
+
+logger = logging.getLogger(__name__)
+
+# On shutdown, running operations get this long to finish before they are cancelled (and left
+# for the next start's reconciliation).
+DRAIN_SECONDS = 60.0
+
+
+async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) -> None:
+    client = build_client(settings)
+    ctx = build_app(core, settings, client)
+    transports: list[HttpTransport | SocketModeTransport] = []
+    if settings.signing_secret is not None:
+        transports.append(HttpTransport(ctx.app, port=settings.port))
+    if settings.app_token is not None:
+        transports.append(SocketModeTransport(ctx.app, settings.app_token.reveal(), client))
+    for transport in transports:
+        await transport.start()
+    print(messages.slack_banner(core.libvirt_uri, settings), flush=True)
+    if core.fallback_reason:
+        print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
+    if core.reconciled:
+        print(messages.reconciled_text(core.reconciled), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for transport in transports:
+            await transport.stop()
+        await ctx.jobs.drain(DRAIN_SECONDS)
+        if client.session is not None:
+            await client.session.close()

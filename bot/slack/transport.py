@@ -1,0 +1,132 @@
+"""How Slack reaches the app: HTTP (``POST /slack/events``) and/or Socket Mode, both inside
+snapbot's own event loop (bolt's ``app.start()`` would take the loop over).
+
+Socket Mode connections die quietly at times (bolt-python#417, python-slack-sdk#1110): a
+watchdog checks the connection and replaces the whole client when it stays down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+
+
+class HttpTransport:
+    """bolt's aiohttp application on ``host:port``, plus ``GET /healthz``."""
+
+    def __init__(self, app: AsyncApp, *, host: str = "0.0.0.0", port: int = 3000) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def web_application(self) -> web.Application:
+        application = self._app.web_app(path=EVENTS_PATH, port=self._port)
+        application.router.add_get(HEALTH_PATH, self._health)
+        return application
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.web_application(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        logger.info("listening for Slack on %s:%s%s", self._host, self.port, EVENTS_PATH)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class SocketModeTransport:
+    """A Socket Mode connection kept alive by a watchdog."""
+
+    def __init__(
+        self,
+        app: AsyncApp,
+        app_token: str,
+        client: AsyncWebClient,
+        *,
+        check_every: float = 10.0,
+        dead_after: float = 30.0,
+    ) -> None:
+        self._app = app
+        self._app_token = app_token
+        self._client = client
+        self._check_every = check_every
+        self._dead_after = dead_after
+        self._handler: AsyncSocketModeHandler | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    def _new_handler(self) -> AsyncSocketModeHandler:
+        return AsyncSocketModeHandler(self._app, app_token=self._app_token, web_client=self._client)
+
+    async def start(self) -> None:
+        self._handler = self._new_handler()
+        await self._handler.connect_async()  # type: ignore[no-untyped-call]
+        self._watchdog = asyncio.create_task(self._watch(), name="socket-mode-watchdog")
+
+    async def is_connected(self) -> bool:
+        return self._handler is not None and await self._handler.client.is_connected()
+
+    async def _watch(self) -> None:
+        down_since: float | None = None
+        while True:
+            await asyncio.sleep(self._check_every)
+            try:
+                connected = await self.is_connected()
+            except Exception:
+                logger.exception("socket mode health check failed")
+                connected = False
+            if connected:
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = down_since or now
+            if now - down_since < self._dead_after:
+                continue
+            # The SDK's own reconnect did not bring it back: start over with a fresh client.
+            logger.warning("socket mode down for %.0f s; reconnecting", now - down_since)
+            await self._replace_handler()
+            down_since = None
+
+    async def _replace_handler(self) -> None:
+        old = self._handler
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close_async()  # type: ignore[no-untyped-call]
+        self._handler = self._new_handler()
+        try:
+            await self._handler.connect_async()  # type: ignore[no-untyped-call]
+            self.reconnects += 1
+        except Exception:
+            logger.exception("socket mode reconnect failed; retrying at the next check")
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._handler is not None:
+            with contextlib.suppress(Exception):
+                await self._handler.close_async()  # type: ignore[no-untyped-call]
