@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from core.adapters.libvirt.connection import LibvirtConnection
@@ -15,6 +15,7 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.domain.operation import Operation
 from core.errors import HypervisorUnavailable
+from core.ports import Catalogue, Clock, Hypervisor
 from core.services.confirmations import ConfirmationService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
@@ -67,25 +68,34 @@ async def build_core(settings: Settings, *, allow_fallback: bool = True) -> Asyn
     try:
         async with open_database(settings.database_url):
             clock = SystemClock()
-            catalogue = TortoiseCatalogue(clock)
-            owner = process_owner()
-            runner = OperationRunner(catalogue, clock, owner)
-            reconciler = Reconciler(hypervisor, catalogue, clock, owner)
-            reconciled = await reconciler.recover_interrupted()
-            await reconciler.sync_all()
-            snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
-            yield Core(
-                settings=settings,
-                snapshots=snapshots,
-                pruning=PruneService(
-                    hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)
-                ),
-                confirmations=ConfirmationService(catalogue, clock),
-                runner=runner,
-                reconciler=reconciler,
-                libvirt_uri=conn.uri,
-                fallback_reason=fallback_reason,
-                reconciled=tuple(reconciled),
-            )
+            core = wire(settings, hypervisor, TortoiseCatalogue(clock), clock, libvirt_uri=conn.uri)
+            reconciled = await core.reconciler.recover_interrupted()
+            await core.reconciler.sync_all()
+            yield replace(core, fallback_reason=fallback_reason, reconciled=tuple(reconciled))
     finally:
         await hypervisor.close()
+
+
+def wire(
+    settings: Settings,
+    hypervisor: Hypervisor,
+    catalogue: Catalogue,
+    clock: Clock,
+    *,
+    libvirt_uri: str,
+) -> Core:
+    """Connect the services to a hypervisor and a catalogue (tests pass fakes here)."""
+    owner = process_owner()
+    runner = OperationRunner(catalogue, clock, owner)
+    snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
+    return Core(
+        settings=settings,
+        snapshots=snapshots,
+        pruning=PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)),
+        confirmations=ConfirmationService(catalogue, clock),
+        runner=runner,
+        reconciler=Reconciler(hypervisor, catalogue, clock, owner),
+        libvirt_uri=libvirt_uri,
+        fallback_reason=None,
+        reconciled=(),
+    )

@@ -60,6 +60,8 @@ class SlackSettings:
     commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMMANDS))
     # An operation still running after this long says so in its thread.
     slow_operation_seconds: float = 120.0
+    # How often a running operation's message refreshes its elapsed time.
+    progress_refresh_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

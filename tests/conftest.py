@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 
 import pytest
 
-from core.bootstrap import Core
+from core.bootstrap import Core, wire
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import Settings
 from core.domain.operation import Actor
 from core.domain.vm import Vm, VmState
-from core.services.confirmations import ConfirmationService
 from core.services.operations import OperationRunner, process_owner
-from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 from tests.fakes.hypervisor import FakeHypervisor
@@ -71,15 +68,4 @@ def core(services: Services, tmp_path: Path) -> Core:
         data_dir=tmp_path,
         database_url=f"sqlite://{tmp_path / 'catalogue.db'}",
     )
-    clock = SystemClock()
-    return Core(
-        settings=settings,
-        snapshots=services.service,
-        pruning=PruneService(services.hv, services.catalogue, services.service, clock, UTC),
-        confirmations=ConfirmationService(services.catalogue, clock),
-        runner=services.runner,
-        reconciler=services.reconciler,
-        libvirt_uri="fake:///",
-        fallback_reason=None,
-        reconciled=(),
-    )
+    return wire(settings, services.hv, services.catalogue, SystemClock(), libvirt_uri="fake:///")

@@ -63,8 +63,12 @@ def _listener(ctx: SlackContext, canonical: str) -> Listener:
         if isinstance(command, Restore):
             await ack()
             # The trigger id expires 3 s after Slack sent it: open the modal before anything
-            # slow (libvirt, the database), then fill it in.
-            await restore_modal.open_for_command(ctx, command, actor, body)
+            # slow (libvirt, the database), then fill it in. Nothing may raise out of a
+            # listener right after its ack: bolt 1.30 then drops the ack (404 to Slack).
+            try:
+                await restore_modal.open_for_command(ctx, command, actor, body)
+            except Exception:
+                logger.exception("opening the restore modal failed")
             return
         await ack()
 

@@ -82,7 +82,10 @@ class SlackContext:
         ``public_errors`` (a confirmed action whose requester already left the dialog)."""
         message = LiveMessage(self.client, where)
         progress = OperationProgress(
-            message, title, slow_after=self.settings.slow_operation_seconds
+            message,
+            title,
+            slow_after=self.settings.slow_operation_seconds,
+            tick_every=self.settings.progress_refresh_seconds,
         )
         try:
             outcome = await work(progress.stage)

@@ -51,6 +51,11 @@ class Jobs:
     def running(self) -> int:
         return len(self._tasks)
 
+    async def wait_idle(self) -> None:
+        """Return once no job runs (jobs started meanwhile are waited for too)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self, grace_seconds: float) -> None:
         """Wait for running jobs; cancel what is still running after ``grace_seconds`` (the start-up
         reconciliation of the next run settles operations cut short)."""

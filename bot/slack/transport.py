@@ -68,18 +68,26 @@ class SocketModeTransport:
         *,
         check_every: float = 10.0,
         dead_after: float = 30.0,
+        ping_interval: float = 5.0,
     ) -> None:
         self._app = app
         self._app_token = app_token
         self._client = client
         self._check_every = check_every
         self._dead_after = dead_after
+        # The SDK notices a silent peer after about two ping intervals (its default is 10 s).
+        self._ping_interval = ping_interval
         self._handler: AsyncSocketModeHandler | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.reconnects = 0
 
     def _new_handler(self) -> AsyncSocketModeHandler:
-        return AsyncSocketModeHandler(self._app, app_token=self._app_token, web_client=self._client)
+        return AsyncSocketModeHandler(
+            self._app,
+            app_token=self._app_token,
+            web_client=self._client,
+            ping_interval=self._ping_interval,
+        )
 
     async def start(self) -> None:
         self._handler = self._new_handler()
