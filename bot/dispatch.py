@@ -146,45 +146,35 @@ class Dispatcher:
         assert isinstance(command, Prune)
         return await self._request_prune(command, actor)
 
-    async def request_restore(
-        self, vm: str, label: str, actor: Actor, *, safety_snapshot: bool = True
-    ) -> ConfirmRestore:
-        """The restore confirmation for a snapshot picked after ``/restore <vm>``."""
-        await self._require(actor, Action.RESTORE, vm)
-        outcome = await self._request_restore(Restore(vm, label, safety_snapshot), actor)
-        assert isinstance(outcome, ConfirmRestore)
-        return outcome
+    async def _pin_snapshot(
+        self, kind: ConfirmationKind, actor: Actor, preview: RestorePreview, **extra: object
+    ) -> Confirmation:
+        """A confirmation naming the exact snapshot shown (its libvirt name never changes)."""
+        return await self._core.confirmations.create(
+            kind,
+            actor,
+            vm_name=preview.vm.name,
+            payload={
+                "vm": preview.vm.name,
+                "label": preview.snapshot.label,
+                "libvirt_name": preview.snapshot.libvirt_name,
+                **extra,
+            },
+        )
 
     async def _request_restore(self, command: Restore, actor: Actor) -> Outcome:
         if command.label is None:
             (group,) = await self._core.snapshots.list_snapshots(command.vm)
             return PickSnapshot(group, command.safety_snapshot)
         preview = await self._core.snapshots.restore_preview(command.vm, command.label)
-        confirmation = await self._core.confirmations.create(
-            ConfirmationKind.RESTORE,
-            actor,
-            vm_name=preview.vm.name,
-            payload={
-                "vm": preview.vm.name,
-                "label": preview.snapshot.label,
-                "libvirt_name": preview.snapshot.libvirt_name,
-                "safety_snapshot": command.safety_snapshot,
-            },
+        confirmation = await self._pin_snapshot(
+            ConfirmationKind.RESTORE, actor, preview, safety_snapshot=command.safety_snapshot
         )
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
         preview = await self._core.snapshots.restore_preview(command.vm, command.label)
-        confirmation = await self._core.confirmations.create(
-            ConfirmationKind.DELETE,
-            actor,
-            vm_name=preview.vm.name,
-            payload={
-                "vm": preview.vm.name,
-                "label": preview.snapshot.label,
-                "libvirt_name": preview.snapshot.libvirt_name,
-            },
-        )
+        confirmation = await self._pin_snapshot(ConfirmationKind.DELETE, actor, preview)
         return ConfirmDelete(confirmation, preview.snapshot)
 
     async def _request_prune(self, command: Prune, actor: Actor) -> Outcome:
