@@ -406,6 +406,11 @@ def progress_text(
     return "\n".join(lines)
 
 
+def stage_summary(stages: Sequence[tuple[Stage, float]]) -> str:
+    """The stages an operation went through, with their times, on one line."""
+    return "Stages: " + " → ".join(f"{stage_text(s)} ({human_seconds(t)})" for s, t in stages)
+
+
 def slow_operation(elapsed: float, stage: Stage | None) -> str:
     now = f" It is at: {stage_text(stage)}." if stage else ""
     return (

@@ -215,7 +215,12 @@ class OperationProgress:
             await self._message.post(outcome)
             return
         await self._stop_ticker()
-        await self._message.finish(outcome)
+        # Fast stages may have been coalesced away; the final text keeps their record.
+        now = time.monotonic()
+        stages = list(self._done)
+        if self._current is not None:
+            stages.append((self._current, now - self._stage_started))
+        await self._message.finish(f"{outcome}\n{messages.stage_summary(stages)}")
 
     async def _stop_ticker(self) -> None:
         if self._ticker is not None:

@@ -5,18 +5,20 @@ refusals by role."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from bot.slack import blocks
+from bot.slack.transport import SocketModeTransport
 from core.bootstrap import Core, wire
 from core.catalogue.store import SystemClock
 from core.config import Settings
 from core.domain.snapshot import Origin
 from tests.conftest import ALICE
 from tests.fakes import slack_requests as req
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeMessage, FakeSlack
 from tests.slack.harness import ADMIN, CHANNEL, OPERATOR, SECRET, VIEWER, SlackBot, running_bot
 from tests.slack.test_confirmations import typed
 from tests.system.conftest import SYSTEM_URI, Guest, RealCore
@@ -39,11 +41,15 @@ async def slack_bot(real: RealCore, tmp_path: object) -> AsyncIterator[SlackBot]
 
 
 async def finished(bot: SlackBot, needle: str) -> str:
+    return (await finished_message(bot, needle)).text
+
+
+async def finished_message(bot: SlackBot, needle: str) -> FakeMessage:
     message = await bot.slack.wait_for_message(
         lambda m: needle in m.text and m.text.startswith(("✅", "❌")), channel=CHANNEL, timeout=90
     )
     assert message.text.startswith("✅"), message.text
-    return message.text
+    return message
 
 
 async def test_snapshot_then_restore_through_the_modal_brings_the_counter_back(
@@ -94,10 +100,10 @@ async def test_snapshot_then_restore_through_the_modal_brings_the_counter_back(
 
     offset = guest.log_size()
     assert await bot.submit(view, typed(guest.name), user=ADMIN) is None
-    text = await finished(bot, "restored to `before-upgrade`")
-    assert "Safety snapshot of the state before" in text
-    history = bot.slack.history(CHANNEL, bot.slack.messages(CHANNEL)[-1].ts)
-    assert any("Replacing disk · Restoring memory" in t for t in history)
+    message = await finished_message(bot, "restored to `before-upgrade`")
+    assert "Safety snapshot of the state before" in message.text
+    history = bot.slack.history(CHANNEL, message.ts)
+    assert any("Replacing disk · Restoring memory" in t for t in history), history
     back = await asyncio.to_thread(
         wait_for_counter, guest.serial_log, after_offset=offset, timeout=60
     )
@@ -133,3 +139,27 @@ async def test_prune_preview_then_confirm_deletes_in_libvirt(
     )
     status, _, _ = await bot.post(forged, req.sign(SECRET + "x", forged))
     assert status == 401
+    stale = req.sign(SECRET, forged, timestamp=int(time.time()) - 301)
+    status, _, _ = await bot.post(forged, stale)
+    assert status == 401
+
+
+async def test_socket_mode_envelope_snapshots_the_guest(slack_bot: SlackBot, guest: Guest) -> None:
+    bot = slack_bot
+    socket = SocketModeTransport(bot.ctx.app, "xapp-1-test", bot.ctx.client, ping_interval=1)
+    await socket.start()
+    try:
+        await bot.slack.wait_for_socket()
+        payload = req.slash_command_payload(
+            "/snapshot",
+            f"{guest.name} via-socket",
+            response_url=bot.slack.new_response_url(),
+            trigger_id=bot.slack.new_trigger_id(),
+            user_id=OPERATOR,
+        )
+        ack = await bot.slack.send_envelope("slash_commands", payload)
+        assert ack["envelope_id"]
+        text = await finished(bot, "via-socket")
+        assert "disk + memory + configuration" in text
+    finally:
+        await socket.stop()
