@@ -7,7 +7,7 @@ GUEST_DIR ?= .build/guest
 # What libvirt-python needs to build, and what the bot needs to run.
 BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest.
-TEST_PACKAGES := libvirt-daemon-system libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd
+TEST_PACKAGES := libvirt-daemon-system libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
 
 .PHONY: run console test lint typecheck unit system deps test-deps clean
 
@@ -41,13 +41,15 @@ unit: $(VENV)/.installed
 
 system: test-deps $(VENV)/.installed
 	bash tests/system/host/start-libvirtd.sh
+	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
-	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) $(VENV)/bin/pytest tests/system
+	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest tests/system
 
 test: test-deps $(VENV)/.installed lint typecheck
 	bash tests/system/host/start-libvirtd.sh
+	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
-	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) $(VENV)/bin/pytest
+	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest
 
 clean:
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache

@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from core.catalogue.models import ConfirmationRow, OperationRow, SnapshotRow, VmLockRow
+from core.catalogue.models import (
+    ConfirmationRow,
+    LeaseRow,
+    OperationRow,
+    ScheduleRow,
+    ScheduleRunRow,
+    SnapshotRow,
+    VmLockRow,
+)
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
-from core.domain.snapshot import CapturedState, CatalogueStatus, Origin, Snapshot, SnapshotKind
-from core.errors import ConfirmationSpent, LockHolder, VmBusy
+from core.domain.retention import RetentionPolicy
+from core.domain.schedule import Cadence, Schedule, When
+from core.domain.snapshot import (
+    CapturedState,
+    CatalogueStatus,
+    Hold,
+    HoldKind,
+    Origin,
+    Snapshot,
+    SnapshotKind,
+)
+from core.errors import ConfirmationSpent, InvalidInput, LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
 
 
@@ -33,6 +54,9 @@ def _snapshot(row: SnapshotRow) -> Snapshot:
         status=CatalogueStatus(row.status),
         memory_bytes=row.memory_bytes,
         held=row.held,
+        hold=None
+        if row.hold_kind is None
+        else Hold(HoldKind(row.hold_kind), row.hold_until, row.hold_reminded_at),
     )
 
 
@@ -59,21 +83,29 @@ def _operation(row: OperationRow) -> Operation:
     )
 
 
+def _fit(text: str | None, limit: int) -> str | None:
+    """Audit fields hold what people typed; a long paste is cut, never refused (the refusal
+    of the request itself must still be recorded)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
 def _operation_fields(op: Operation) -> dict[str, Any]:
     return {
         "id": op.id,
         "kind": op.kind.value,
-        "vm_uuid": op.vm_uuid,
-        "vm_name": op.vm_name,
-        "requested_by": op.requested_by,
+        "vm_uuid": _fit(op.vm_uuid, 36),
+        "vm_name": _fit(op.vm_name, 255),
+        "requested_by": _fit(op.requested_by, 255),
         "via": op.via,
-        "team": op.team,
-        "channel": op.channel,
+        "team": _fit(op.team, 64),
+        "channel": _fit(op.channel, 64),
         "status": op.status.value,
         "started_at": op.started_at,
         "finished_at": op.finished_at,
-        "snapshot_label": op.snapshot_label,
-        "libvirt_name": op.libvirt_name,
+        "snapshot_label": _fit(op.snapshot_label, 255),
+        "libvirt_name": _fit(op.libvirt_name, 255),
         "stage": op.stage.value if op.stage else None,
         "error": op.error,
         "outcome": op.outcome,
@@ -95,6 +127,39 @@ def _confirmation(row: ConfirmationRow) -> Confirmation:
         used_at=row.used_at,
         used_by=row.used_by,
     )
+
+
+def _schedule(row: ScheduleRow) -> Schedule:
+    policy = None
+    if row.policy:
+        policy = RetentionPolicy(**{str(k): v for k, v in row.policy.items()})  # type: ignore[arg-type]
+    return Schedule(
+        id=row.id,
+        name=row.name,
+        vms=row.vms,
+        when=When(
+            Cadence(row.cadence),
+            row.minute,
+            row.hour,
+            row.day,
+            row.month,
+            row.day_of_week,
+            row.timezone,
+        ),
+        policy=policy,
+        channel=row.channel,
+        owner=row.owner,
+        created_at=row.created_at,
+        grace=timedelta(seconds=row.grace_seconds),
+        enabled=row.enabled,
+        last_fire=row.last_fire,
+    )
+
+
+def _aware(value: object) -> datetime:
+    """A timestamp from the database server, as an aware UTC datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class SystemClock:
@@ -131,6 +196,8 @@ class TortoiseCatalogue:
             status=snapshot.status.value,
             memory_bytes=snapshot.memory_bytes,
             held=snapshot.held,
+            hold_kind=snapshot.hold.kind.value if snapshot.hold else None,
+            hold_until=snapshot.hold.until if snapshot.hold else None,
         )
 
     async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None:
@@ -273,3 +340,119 @@ class TortoiseCatalogue:
     async def get_confirmation(self, confirmation_id: str) -> Confirmation | None:
         row = await ConfirmationRow.get_or_none(id=confirmation_id)
         return None if row is None else _confirmation(row)
+
+    # -- holds -----------------------------------------------------------------------------
+
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            held=hold is not None,
+            hold_kind=hold.kind.value if hold else None,
+            hold_until=hold.until if hold else None,
+            hold_reminded_at=hold.reminded_at if hold else None,
+        )
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        w = schedule.when
+        try:
+            row = await ScheduleRow.create(
+                name=schedule.name,
+                vms=schedule.vms,
+                cadence=w.cadence.value,
+                minute=w.minute,
+                hour=w.hour,
+                day=w.day,
+                month=w.month,
+                day_of_week=w.day_of_week,
+                timezone=w.timezone,
+                policy=asdict(schedule.policy) if schedule.policy else None,
+                channel=schedule.channel,
+                owner=schedule.owner,
+                created_at=schedule.created_at,
+                grace_seconds=int(schedule.grace.total_seconds()),
+                enabled=schedule.enabled,
+                last_fire=schedule.last_fire,
+            )
+        except IntegrityError:
+            raise InvalidInput(
+                f"a schedule named {schedule.name!r} exists already; choose another name"
+            ) from None
+        return _schedule(row)
+
+    async def schedules(self) -> list[Schedule]:
+        return [_schedule(r) for r in await ScheduleRow.all().order_by("id")]
+
+    async def remove_schedule(self, schedule_id: int) -> bool:
+        return bool(await ScheduleRow.filter(id=schedule_id).delete())
+
+    async def set_last_fire(self, schedule_id: int, fire_time: datetime) -> None:
+        # Only forwards: a late, slower process must not move the mark back.
+        await ScheduleRow.filter(id=schedule_id, last_fire__isnull=True).update(last_fire=fire_time)
+        await ScheduleRow.filter(id=schedule_id, last_fire__lt=fire_time).update(
+            last_fire=fire_time
+        )
+
+    async def begin_run(self, schedule_id: int, fire_time: datetime, owner: str) -> int | None:
+        """Claim a schedule's slot; None when another run (of any process) has it."""
+        try:
+            row = await ScheduleRunRow.create(
+                schedule_id=schedule_id,
+                fire_time=fire_time,
+                owner=owner,
+                started_at=self._clock.now(),
+                status="running",
+            )
+        except IntegrityError:
+            return None
+        return row.id
+
+    async def finish_run(self, run_id: int, status: str, report: dict[str, object]) -> None:
+        await ScheduleRunRow.filter(id=run_id).update(
+            status=status, report=report, finished_at=self._clock.now()
+        )
+
+    async def running_run(self, schedule_id: int) -> datetime | None:
+        """The fire time of this schedule's run still in progress, if any."""
+        row = await ScheduleRunRow.filter(schedule_id=schedule_id, status="running").first()
+        return None if row is None else row.fire_time
+
+    async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]:
+        query = (
+            ScheduleRunRow.all()
+            if schedule_id is None
+            else ScheduleRunRow.filter(schedule_id=schedule_id)
+        )
+        return [(r.schedule_id, r.fire_time, r.status) for r in await query.order_by("fire_time")]
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def _db_now(self) -> datetime:
+        # The database's clock, not ours: processes on hosts with skewed clocks still agree
+        # on when a lease expires.
+        conn = connections.get("default")
+        rows = await conn.execute_query_dict("SELECT CURRENT_TIMESTAMP AS now")
+        return _aware(rows[0]["now"])
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None:
+        """Take or renew the lease; return its fencing token, or None if another holds it."""
+        now = await self._db_now()
+        expires = now + ttl
+        if await LeaseRow.filter(name=name, holder=holder, expires_at__gte=now).update(
+            expires_at=expires
+        ):
+            row = await LeaseRow.get(name=name)
+            return int(row.token)
+        if await LeaseRow.filter(name=name, expires_at__lt=now).update(
+            holder=holder, expires_at=expires, token=F("token") + 1
+        ):
+            row = await LeaseRow.get(name=name)
+            return int(row.token) if row.holder == holder else None
+        try:
+            await LeaseRow.create(name=name, holder=holder, expires_at=expires, token=1)
+        except IntegrityError:
+            return None
+        return 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await LeaseRow.filter(name=name, holder=holder).delete()

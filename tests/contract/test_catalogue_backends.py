@@ -1,0 +1,495 @@
+"""The ``Catalogue`` contract, run against every database snapbot supports.
+
+SQLite runs everywhere. PostgreSQL (production's database) runs when
+``SNAPBOT_TEST_POSTGRES_URL`` names a server whose role may create databases; ``make test``
+starts one (tests/system/host/start-postgres.sh) and sets the variable. Each PostgreSQL test
+gets a database of its own, created from scratch and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from core.catalogue.db import open_database
+from core.catalogue.store import TortoiseCatalogue
+from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
+from core.domain.snapshot import CapturedState, CatalogueStatus, Origin, Snapshot, SnapshotKind
+from core.errors import ConfirmationSpent, VmBusy
+
+POSTGRES_URL_VARIABLE = "SNAPBOT_TEST_POSTGRES_URL"
+VM_A = "11111111-1111-1111-1111-111111111111"
+VM_B = "22222222-2222-2222-2222-222222222222"
+# Microseconds on purpose: a backend that truncates them breaks round-trip equality.
+T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+
+
+class ManualClock:
+    """A clock the test moves by hand, so stored times can be asserted exactly."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+
+async def _admin_connection(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=5)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        problem = exc
+    # Fail, not skip: the variable says PostgreSQL is meant to be tested here.
+    pytest.fail(
+        f"{POSTGRES_URL_VARIABLE}={url} is set but the server cannot be used: {problem!r}. "
+        "Start it with `bash tests/system/host/start-postgres.sh`.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'catalogue.db'}"
+        return
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        pytest.skip(
+            f"{POSTGRES_URL_VARIABLE} is unset: `make test` starts PostgreSQL and sets it "
+            "(by hand: bash tests/system/host/start-postgres.sh, then "
+            f"{POSTGRES_URL_VARIABLE}=postgres://snapbot@127.0.0.1:55432/snapbot)"
+        )
+    name = f"snapbot_test_{secrets.token_hex(6)}"
+    admin = await _admin_connection(url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+        finally:
+            # FORCE: a test that failed mid-way may leave a pooled connection behind.
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0 + timedelta(hours=1))
+
+
+@pytest.fixture
+async def catalogue(database_url: str, clock: ManualClock) -> AsyncIterator[TortoiseCatalogue]:
+    # tortoise caches each table's INSERT/DELETE SQL process-wide, keyed by connection name
+    # ("default") and table only, not by dialect: after a SQLite test a PostgreSQL test would
+    # send SQLite's `?` placeholders, and the reverse. One process only ever opens one backend
+    # in production; this suite alternates, so it starts and leaves the cache empty.
+    EXECUTOR_CACHE.clear()
+    try:
+        async with open_database(database_url):
+            yield TortoiseCatalogue(clock)
+    finally:
+        EXECUTOR_CACHE.clear()
+
+
+def snapshot(
+    label: str,
+    created_at: datetime,
+    *,
+    vm_uuid: str = VM_A,
+    libvirt_name: str | None = None,
+    memory_bytes: int | None = 256 * 2**20,
+) -> Snapshot:
+    return Snapshot(
+        vm_uuid=vm_uuid,
+        vm_name="web-01" if vm_uuid == VM_A else "web-02",
+        libvirt_name=libvirt_name or f"sb-{label}",
+        label=label,
+        description=f"before {label} — ünïcode",
+        kind=SnapshotKind.FULL,
+        captured_state=CapturedState.RUNNING,
+        has_memory=True,
+        created_at=created_at,
+        created_by="U_ALICE",
+        origin=Origin.MANUAL,
+        status=CatalogueStatus.PRESENT,
+        memory_bytes=memory_bytes,
+    )
+
+
+def operation(
+    op_id: str,
+    *,
+    vm_uuid: str = VM_A,
+    kind: OperationKind = OperationKind.SNAPSHOT,
+    user: str = "U_ALICE",
+    started_at: datetime = T0,
+    status: OperationStatus = OperationStatus.RUNNING,
+) -> Operation:
+    return Operation(
+        id=op_id,
+        kind=kind,
+        vm_uuid=vm_uuid,
+        vm_name="web-01" if vm_uuid == VM_A else "web-02",
+        requested_by=user,
+        via="slack",
+        status=status,
+        started_at=started_at,
+        snapshot_label="before-upgrade",
+        details={"nested": {"list": [1, 2.5, "three", None, True]}, "size": 2**40},
+        channel="C_OPS",
+        team="T_ACME",
+    )
+
+
+def confirmation(
+    conf_id: str, *, user: str = "U_ALICE", expires_at: datetime | None = None
+) -> Confirmation:
+    return Confirmation(
+        id=conf_id,
+        kind=ConfirmationKind.RESTORE,
+        requested_by=user,
+        created_at=T0,
+        expires_at=expires_at or T0 + timedelta(days=1),
+        payload={"vm": "web-01", "snapshots": ["sb-a", "sb-b"], "paused": False},
+        vm_name="web-01",
+        team="T_ACME",
+        channel="C_OPS",
+    )
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+async def test_opens_the_url_spellings_people_use(database_url: str) -> None:
+    parts = urlsplit(database_url)
+    if parts.scheme == "postgres":
+        spellings = [
+            urlunsplit(parts._replace(scheme=s)) for s in ("postgresql", "postgresql+asyncpg")
+        ]
+    else:
+        spellings = [f"sqlite://{parts.netloc}{parts.path}"]  # no query: pragmas get added
+    for n, url in enumerate(spellings):
+        EXECUTOR_CACHE.clear()
+        try:
+            async with open_database(url):
+                catalogue = TortoiseCatalogue(ManualClock(T0))
+                await catalogue.add_snapshot(snapshot(f"via-{n}", T0 + timedelta(seconds=n)))
+                assert [s.label for s in await catalogue.snapshots()] == [
+                    f"via-{i}" for i in range(n + 1)
+                ]
+                if parts.scheme == "sqlite":
+                    async with in_transaction() as conn:
+                        [row] = await conn.execute_query_dict("PRAGMA journal_mode")
+                    assert row["journal_mode"] == "wal"
+        finally:
+            EXECUTOR_CACHE.clear()
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+async def test_snapshots_round_trip_in_creation_order(catalogue: TortoiseCatalogue) -> None:
+    later = snapshot("later", T0 + timedelta(minutes=5))
+    earlier = snapshot("earlier", T0, memory_bytes=None)
+    other_vm = snapshot("other", T0 + timedelta(minutes=1), vm_uuid=VM_B)
+    for s in (later, earlier, other_vm):
+        await catalogue.add_snapshot(s)
+
+    assert await catalogue.snapshots() == [earlier, other_vm, later]
+    assert await catalogue.snapshots(VM_A) == [earlier, later]
+    assert await catalogue.snapshots(VM_B) == [other_vm]
+    assert await catalogue.snapshots("no-such-vm") == []
+    listed = (await catalogue.snapshots(VM_A))[0]
+    assert listed.created_at.utcoffset() == timedelta(0)
+
+
+async def test_snapshots_with_equal_times_keep_insertion_order(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    labels = ["c", "a", "b"]
+    for label in labels:
+        await catalogue.add_snapshot(snapshot(f"snap-{label}", T0))
+    assert [s.label for s in await catalogue.snapshots()] == [f"snap-{x}" for x in labels]
+
+
+async def test_relabel_changes_only_that_snapshot(catalogue: TortoiseCatalogue) -> None:
+    await catalogue.add_snapshot(snapshot("first", T0))
+    await catalogue.add_snapshot(snapshot("second", T0 + timedelta(seconds=1)))
+
+    await catalogue.relabel_snapshot(VM_A, "sb-first", "renamed")
+
+    by_name = {s.libvirt_name: s.label for s in await catalogue.snapshots()}
+    assert by_name == {"sb-first": "renamed", "sb-second": "second"}
+
+
+async def test_status_memory_and_removal(catalogue: TortoiseCatalogue) -> None:
+    await catalogue.add_snapshot(snapshot("keep", T0))
+    await catalogue.add_snapshot(snapshot("gone", T0 + timedelta(seconds=1)))
+
+    await catalogue.set_snapshot_status(VM_A, "sb-keep", CatalogueStatus.MISSING)
+    await catalogue.set_memory_bytes(VM_A, "sb-keep", 5 * 2**40)
+    await catalogue.remove_snapshot(VM_A, "sb-gone")
+
+    [kept] = await catalogue.snapshots()
+    assert kept.libvirt_name == "sb-keep"
+    assert kept.status is CatalogueStatus.MISSING
+    assert kept.memory_bytes == 5 * 2**40  # beyond 32 bits: needs a BIGINT column
+    await catalogue.set_memory_bytes(VM_A, "sb-keep", None)
+    assert (await catalogue.snapshots())[0].memory_bytes is None
+
+
+async def test_label_and_libvirt_name_are_unique_per_vm(catalogue: TortoiseCatalogue) -> None:
+    # The store does not translate the violation: the service checks labels first and turns a
+    # race it loses into LabelTaken; the constraint is the last line of defence.
+    await catalogue.add_snapshot(snapshot("daily", T0))
+
+    with pytest.raises(IntegrityError):
+        await catalogue.add_snapshot(snapshot("daily", T0, libvirt_name="sb-other"))
+    with pytest.raises(IntegrityError):
+        await catalogue.add_snapshot(snapshot("weekly", T0, libvirt_name="sb-daily"))
+    await catalogue.add_snapshot(snapshot("daily", T0, vm_uuid=VM_B))  # another VM may
+
+    await catalogue.add_snapshot(snapshot("weekly", T0 + timedelta(seconds=1)))
+    with pytest.raises(IntegrityError):
+        await catalogue.relabel_snapshot(VM_A, "sb-weekly", "daily")
+    labels = sorted((s.vm_uuid, s.label) for s in await catalogue.snapshots())
+    assert labels == [(VM_A, "daily"), (VM_A, "weekly"), (VM_B, "daily")]
+
+
+# --- operations and locks ----------------------------------------------------------------------
+
+
+async def test_second_operation_on_a_vm_is_busy_with_the_holder(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    await catalogue.begin_operation(operation("op1", user="U_ALICE"), owner="host-1:42")
+
+    with pytest.raises(VmBusy) as busy:
+        await catalogue.begin_operation(
+            operation(
+                "op2", kind=OperationKind.RESTORE, user="U_BOB", started_at=T0 + timedelta(1)
+            ),
+            owner="host-2:7",
+        )
+    holder = busy.value.holder
+    assert (holder.operation_kind, holder.requested_by, holder.since) == ("snapshot", "U_ALICE", T0)
+    assert busy.value.vm == "web-01"
+    assert [o.id for o in await catalogue.operations()] == ["op1"]  # the loser recorded nothing
+
+    await catalogue.begin_operation(operation("op3", vm_uuid=VM_B), owner="host-1:42")
+    assert {o.id for o in await catalogue.operations()} == {"op1", "op3"}
+
+
+async def test_concurrent_begins_on_one_vm_have_exactly_one_winner(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    ops = [operation(f"op{i}", user=f"U_{i}") for i in range(10)]
+    results = await asyncio.gather(
+        *(catalogue.begin_operation(op, owner=f"worker-{op.id}") for op in ops),
+        return_exceptions=True,
+    )
+
+    winners = [op for op, result in zip(ops, results, strict=True) if result is None]
+    losers = [result for result in results if result is not None]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, VmBusy) for r in losers), losers
+    assert {r.holder.requested_by for r in losers if isinstance(r, VmBusy)} == {
+        winners[0].requested_by
+    }
+    running = await catalogue.running_operations()
+    assert [(r.operation.id, r.owner) for r in running] == [
+        (winners[0].id, f"worker-{winners[0].id}")
+    ]
+    assert [o.id for o in await catalogue.operations()] == [winners[0].id]
+
+
+async def test_finish_releases_the_lock_and_records_the_outcome(
+    catalogue: TortoiseCatalogue, clock: ManualClock
+) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    clock.current = T0 + timedelta(minutes=3, microseconds=7)
+
+    finished = await catalogue.finish_operation(
+        "op1", OperationStatus.FAILED, outcome="left shut off", error="disk full"
+    )
+
+    assert finished == replace(
+        operation("op1"),
+        status=OperationStatus.FAILED,
+        finished_at=clock.current,
+        outcome="left shut off",
+        error="disk full",
+    )
+    assert finished.duration_seconds == pytest.approx(180.000007)
+    assert await catalogue.running_operations() == []
+    await catalogue.begin_operation(operation("op2", started_at=clock.current), owner="host-1:42")
+    assert [r.operation.id for r in await catalogue.running_operations()] == ["op2"]
+
+
+async def test_running_operations_report_owner_heartbeat_stage_and_details(
+    catalogue: TortoiseCatalogue, clock: ManualClock
+) -> None:
+    started = clock.current
+    await catalogue.begin_operation(operation("op-a", started_at=started), owner="host-1:42")
+    await catalogue.begin_operation(operation("op-b", vm_uuid=VM_B), owner="host-2:7")
+    await catalogue.finish_operation("op-b", OperationStatus.SUCCEEDED)
+
+    clock.current = started + timedelta(seconds=30)
+    await catalogue.heartbeat("op-a")
+    await catalogue.set_stage("op-a", Stage.SAVING_MEMORY_AND_DISK)
+    await catalogue.update_details("op-a", {"libvirt_name": "sb-x", "size": 3})
+
+    [running] = await catalogue.running_operations()
+    assert running.owner == "host-1:42"
+    assert running.heartbeat_at == clock.current
+    op = running.operation
+    assert (op.id, op.status, op.stage, op.libvirt_name) == (
+        "op-a",
+        OperationStatus.RUNNING,
+        Stage.SAVING_MEMORY_AND_DISK,
+        "sb-x",
+    )
+    assert op.details == {
+        "nested": {"list": [1, 2.5, "three", None, True]},
+        "size": 3,
+        "libvirt_name": "sb-x",
+    }
+
+
+async def test_rejected_requests_are_audited_without_taking_the_lock(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    rejected = replace(
+        operation("op-r", user="U_BOB"),
+        status=OperationStatus.REJECTED,
+        finished_at=T0,
+        error="U_BOB may not restore",
+    )
+    await catalogue.record_rejected(rejected)
+
+    assert await catalogue.operations() == [rejected]
+    assert await catalogue.running_operations() == []
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")  # VM still free
+
+
+async def test_operations_audit_is_newest_first_and_keeps_channel_and_team(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    times = [T0 + timedelta(minutes=m) for m in (2, 0, 9, 5)]
+    for n, started in enumerate(times):
+        rejected = replace(
+            operation(f"op{n}", vm_uuid=VM_A if n % 2 == 0 else VM_B, started_at=started),
+            status=OperationStatus.REJECTED,
+        )
+        await catalogue.record_rejected(rejected)
+
+    audit = await catalogue.operations()
+    assert [o.id for o in audit] == ["op2", "op3", "op0", "op1"]
+    assert [o.started_at for o in audit] == sorted(times, reverse=True)
+    assert {(o.channel, o.team, o.via) for o in audit} == {("C_OPS", "T_ACME", "slack")}
+    assert [o.id for o in await catalogue.operations(VM_A)] == ["op2", "op0"]
+    assert [o.id for o in await catalogue.operations(limit=2)] == ["op2", "op3"]
+
+
+async def test_operations_accept_whatever_the_user_typed(catalogue: TortoiseCatalogue) -> None:
+    typed_vm = "web-" + "x" * 296  # a paste gone wrong: no such VM, but the refusal is audited
+    rejected = replace(
+        operation("op-r"), vm_name=typed_vm, status=OperationStatus.REJECTED, finished_at=T0
+    )
+    await catalogue.record_rejected(rejected)
+    [audited] = await catalogue.operations()
+    assert audited.id == "op-r"
+    assert audited.vm_name.startswith(typed_vm[:64])
+
+    # restore and delete take the lock before looking the label up, so it is unvalidated here
+    typed_label = "l" * 300
+    await catalogue.begin_operation(
+        replace(operation("op-l"), snapshot_label=typed_label), owner="host-1:42"
+    )
+    [running] = await catalogue.running_operations()
+    assert (running.operation.snapshot_label or "").startswith(typed_label[:64])
+
+
+# --- confirmations -----------------------------------------------------------------------------
+
+
+async def test_confirmation_round_trips_and_is_claimed_once(
+    catalogue: TortoiseCatalogue, clock: ManualClock
+) -> None:
+    pending = confirmation("c1")
+    await catalogue.add_confirmation(pending)
+    assert await catalogue.get_confirmation("c1") == pending
+    assert await catalogue.get_confirmation("nope") is None
+
+    claimed = await catalogue.claim_confirmation("c1", "U_ALICE")
+
+    assert claimed == replace(pending, used_at=clock.current, used_by="U_ALICE")
+    assert await catalogue.get_confirmation("c1") == claimed
+    with pytest.raises(ConfirmationSpent) as again:
+        await catalogue.claim_confirmation("c1", "U_ALICE")
+    assert (again.value.reason, again.value.used_by, again.value.action) == (
+        "used",
+        "U_ALICE",
+        "restore",
+    )
+
+
+async def test_concurrent_claims_succeed_exactly_once(catalogue: TortoiseCatalogue) -> None:
+    await catalogue.add_confirmation(confirmation("c1"))
+
+    results = await asyncio.gather(
+        *(catalogue.claim_confirmation("c1", "U_ALICE") for _ in range(20)),
+        return_exceptions=True,
+    )
+
+    wins = [r for r in results if isinstance(r, Confirmation)]
+    spent = [r for r in results if isinstance(r, ConfirmationSpent)]
+    assert len(wins) == 1, results
+    assert len(spent) == 19, results
+    assert {(s.reason, s.used_by) for s in spent} == {("used", "U_ALICE")}
+
+
+async def test_someone_elses_confirmation_is_refused_and_stays_claimable(
+    catalogue: TortoiseCatalogue,
+) -> None:
+    await catalogue.add_confirmation(confirmation("c1", user="U_ALICE"))
+
+    with pytest.raises(ConfirmationSpent) as refused:
+        await catalogue.claim_confirmation("c1", "U_BOB")
+
+    assert (refused.value.reason, refused.value.used_by) == ("not_yours", "U_ALICE")
+    unclaimed = await catalogue.get_confirmation("c1")
+    assert unclaimed is not None
+    assert unclaimed.used_at is None
+    assert (await catalogue.claim_confirmation("c1", "U_ALICE")).used_by == "U_ALICE"
+
+
+async def test_expired_and_unknown_confirmations_are_refused(
+    catalogue: TortoiseCatalogue, clock: ManualClock
+) -> None:
+    await catalogue.add_confirmation(
+        confirmation("old", expires_at=clock.current - timedelta(microseconds=1))
+    )
+    await catalogue.add_confirmation(confirmation("fresh", expires_at=clock.current))
+
+    with pytest.raises(ConfirmationSpent) as expired:
+        await catalogue.claim_confirmation("old", "U_ALICE")
+    assert expired.value.reason == "expired"
+    with pytest.raises(ConfirmationSpent) as unknown:
+        await catalogue.claim_confirmation("never-issued", "U_ALICE")
+    assert unknown.value.reason == "expired"
+    # expiry is exclusive: at exactly expires_at it may still be claimed
+    assert (await catalogue.claim_confirmation("fresh", "U_ALICE")).used_at == clock.current
