@@ -15,11 +15,11 @@ from core.config import Settings
 from core.errors import CoreError
 
 
-async def _console(settings: Settings) -> int:
+async def _console(settings: Settings, *, with_scheduler: bool) -> int:
     from bot.console import run_console
 
     async with build_core(settings) as core:
-        return await run_console(core)
+        return await run_console(core, with_scheduler=with_scheduler)
 
 
 async def _slack(settings: Settings) -> int:
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.load(os.environ)
         if args.mode == "run" and settings.slack is not None:
             return asyncio.run(_slack(settings))
-        return asyncio.run(_console(settings))
+        # `run` is the service: schedules run too; `console` is an interactive session only.
+        return asyncio.run(_console(settings, with_scheduler=args.mode == "run"))
     except CoreError as exc:
         print(messages.error_text(exc), file=sys.stderr)
         return 2

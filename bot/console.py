@@ -28,7 +28,10 @@ from bot.dispatch import (
 from bot.grammar import PRUNE_ALL, UsageError, parse_line
 from core.bootstrap import Core
 from core.domain.operation import Actor, ProgressCallback, Stage
+from core.domain.snapshot import Snapshot
 from core.errors import CoreError
+from scheduler.runs import RunReport
+from scheduler.service import SchedulerService, build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +39,20 @@ logger = logging.getLogger(__name__)
 class Console:
     """Reads lines, runs commands, writes replies and progress."""
 
-    def __init__(self, core: Core, stdin: TextIO, stdout: TextIO) -> None:
+    def __init__(
+        self,
+        core: Core,
+        stdin: TextIO,
+        stdout: TextIO,
+        scheduler: SchedulerService | None = None,
+    ) -> None:
         self._core = core
         self._stdin = stdin
         self._stdout = stdout
         # Reading a terminal blocks; it gets its own thread, not the loop and not libvirt's pool.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stdin")
         self._actor = Actor(user=f"console:{getpass.getuser()}", via="console")
-        self._dispatcher = Dispatcher(core, access=None)
+        self._dispatcher = Dispatcher(core, access=None, scheduler=scheduler)
 
     def _say(self, text: str) -> None:
         self._stdout.write(text + "\n")
@@ -142,12 +151,34 @@ def interactive_echo(stream: TextIO) -> bool:
     return stream.isatty()
 
 
-async def run_console(core: Core) -> int:
-    """Print the banner and serve stdin."""
+class ConsoleReporter:
+    """Scheduler reports and hold reminders, printed where the console prints."""
+
+    def __init__(self, stdout: TextIO) -> None:
+        self._stdout = stdout
+
+    async def run_report(self, report: RunReport) -> None:
+        self._stdout.write(messages.run_report(report) + "\n")
+        self._stdout.flush()
+
+    async def hold_reminder(self, snapshot: Snapshot) -> None:
+        self._stdout.write(messages.hold_reminder(snapshot) + "\n")
+        self._stdout.flush()
+
+
+async def run_console(core: Core, *, with_scheduler: bool = False) -> int:
+    """Print the banner and serve stdin; with the scheduler, schedules run meanwhile."""
     if core.fallback_reason:
         print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
     else:
         print(messages.connected_banner(core.libvirt_uri), flush=True)
     if core.reconciled:
         print(messages.reconciled_text(core.reconciled), flush=True)
-    return await Console(core, sys.stdin, sys.stdout).run()
+    scheduler = build_scheduler(core, ConsoleReporter(sys.stdout)) if with_scheduler else None
+    if scheduler is not None:
+        await scheduler.start()
+    try:
+        return await Console(core, sys.stdin, sys.stdout, scheduler).run()
+    finally:
+        if scheduler is not None:
+            await scheduler.stop()

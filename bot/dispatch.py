@@ -9,30 +9,40 @@ confirmation (roles can change in between).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from bot import messages
 from bot.grammar import (
+    AddSchedule,
     Command,
     CreateSnapshot,
     DeleteSnapshot,
     Help,
+    HoldSnapshot,
+    ListSchedules,
     ListSnapshots,
     ListVms,
     Prune,
+    ReleaseHold,
+    RemoveSchedule,
     RenameSnapshot,
     Restore,
+    RunSchedule,
 )
 from core.bootstrap import Core
 from core.domain.access import Action
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
-from core.domain.snapshot import Snapshot
+from core.domain.schedule import parse_when
+from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import InvalidInput
 from core.services.access import AccessService
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
+from scheduler.service import SchedulerService
+from scheduler.timing import next_fire
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,10 @@ PROGRESSING = (CreateSnapshot, RenameSnapshot)
 
 def required_action(command: Command) -> tuple[Action, str | None]:
     """The action a command needs, and the VM it is about (None: every VM or none)."""
+    if isinstance(command, (AddSchedule, RemoveSchedule, RunSchedule)):
+        return Action.SCHEDULE, None
+    if isinstance(command, (HoldSnapshot, ReleaseHold)):
+        return Action.SNAPSHOT, command.vm
     if isinstance(command, CreateSnapshot):
         return Action.SNAPSHOT, command.vm
     if isinstance(command, RenameSnapshot):
@@ -97,9 +111,15 @@ def required_action(command: Command) -> tuple[Action, str | None]:
 class Dispatcher:
     """Runs commands for one front end. ``access`` None means the local operator (console)."""
 
-    def __init__(self, core: Core, access: AccessService | None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        access: AccessService | None,
+        scheduler: SchedulerService | None = None,
+    ) -> None:
         self._core = core
         self._access = access
+        self._scheduler = scheduler
 
     async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:
         if self._access is not None:
@@ -133,7 +153,25 @@ class Dispatcher:
                 description=command.description,
                 progress=progress,
             )
+            if command.hold:
+                held = await self._core.holds.hold(
+                    command.vm, created.snapshot.label, HoldKind.VERIFIED, None, actor
+                )
+                created = replace(created, snapshot=held)
             return Reply(messages.created(created))
+        if isinstance(command, HoldSnapshot):
+            kind = HoldKind.VERIFIED if command.verified else HoldKind.INDEFINITE
+            until = None
+            if command.until is not None:
+                kind, until = HoldKind.UNTIL, parse_date(command.until)
+            held = await self._core.holds.hold(command.vm, command.label, kind, until, actor)
+            return Reply(messages.held(held))
+        if isinstance(command, ReleaseHold):
+            return Reply(
+                messages.released(await self._core.holds.release(command.vm, command.label, actor))
+            )
+        if isinstance(command, (AddSchedule, ListSchedules, RemoveSchedule, RunSchedule)):
+            return await self._schedule_command(command, actor)
         if isinstance(command, RenameSnapshot):
             renamed = await snapshots.rename_snapshot(
                 command.vm, command.old_label, command.new_label, actor=actor
@@ -265,6 +303,29 @@ class Dispatcher:
         confirmation = await self._core.confirmations.claim(confirmation_id, actor)
         return messages.cancelled(confirmation.kind.value, confirmation.vm_name)
 
+    async def _schedule_command(
+        self, command: AddSchedule | ListSchedules | RemoveSchedule | RunSchedule, actor: Actor
+    ) -> Reply:
+        schedules = self._core.schedules
+        if isinstance(command, ListSchedules):
+            return Reply(messages.schedules_table(await schedules.list()))
+        if isinstance(command, RemoveSchedule):
+            return Reply(messages.schedule_removed(await schedules.remove(command.key)))
+        if isinstance(command, RunSchedule):
+            schedule = await schedules.find(command.key)
+            if self._scheduler is None:
+                raise InvalidInput("the scheduler does not run in this mode; use `snapbot run`")
+            report = await self._scheduler.run_now(schedule)
+            if report is None:
+                return Reply(messages.run_taken(schedule))
+            return Reply(messages.run_report(report))
+        timezone = command.timezone or self._core.settings.timezone
+        when = parse_when(list(command.when), timezone)
+        policy = policy_from_counts(dict(command.keep)) if command.keep else None
+        channel = command.channel or actor.channel
+        added = await schedules.add(command.name, command.vms, when, policy, channel, actor)
+        return Reply(messages.schedule_added(added, next_fire(added.when, added.created_at)))
+
     async def _visible(self, actor: Actor, names: list[str]) -> list[str]:
         if self._access is None:
             return names
@@ -279,3 +340,16 @@ def _policy(raw: object) -> RetentionPolicy:
     if not isinstance(raw, dict):
         raise InvalidInput("this prune confirmation is damaged; run /prune again")
     return policy_from_counts({str(k): int(v) for k, v in raw.items()})
+
+
+def parse_date(text: str) -> datetime:
+    """``2026-12-31`` (end of that day, UTC) or an ISO timestamp."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{text!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-12-31"
+        ) from None
+    if len(text) == 10:
+        moment = moment.replace(hour=23, minute=59, second=59)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

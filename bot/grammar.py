@@ -51,6 +51,48 @@ class CreateSnapshot:
     vm: str
     label: str
     description: str
+    hold: bool = False  # held until verified (a before-change snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSnapshot:
+    """No ``until`` and not ``verified``: held until released."""
+
+    vm: str
+    label: str
+    until: str | None
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHold:
+    vm: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddSchedule:
+    name: str
+    vms: str
+    when: tuple[str, ...]
+    timezone: str | None
+    keep: tuple[tuple[str, int], ...]
+    channel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListSchedules:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSchedule:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunSchedule:
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +136,12 @@ Command = (
     | RenameSnapshot
     | Restore
     | Prune
+    | HoldSnapshot
+    | ReleaseHold
+    | AddSchedule
+    | ListSchedules
+    | RemoveSchedule
+    | RunSchedule
 )
 
 
@@ -164,10 +212,46 @@ def parse_line(line: str) -> Command:
     return parse(head, rest)
 
 
+_KEEP = {f"keep-{rule}": True for rule in KEEP_OPTIONS}
+_SNAPSHOT_OPTIONS = {
+    "desc": True,
+    "description": True,
+    "hold": False,
+    "until": True,
+    "until-verified": False,
+    "tz": True,
+    "channel": True,
+} | _KEEP
+# Which options each /snapshot form accepts (the key None: creating a snapshot).
+_ALLOWED: dict[str | None, set[str]] = {
+    None: {"desc", "description", "hold"},
+    "hold": {"until", "until-verified"},
+    "schedule add": {"tz", "channel", *_KEEP},
+}
+
+
+def _keep(command: str, options: dict[str, str]) -> tuple[tuple[str, int], ...]:
+    keep: list[tuple[str, int]] = []
+    for rule in KEEP_OPTIONS:
+        value = options.get(f"keep-{rule}")
+        if value is None:
+            continue
+        if not value.isdigit():
+            raise UsageError(command, f"--keep-{rule} needs a whole number, not {value!r}")
+        keep.append((rule, int(value)))
+    return tuple(keep)
+
+
+def _check_options(form: str | None, options: dict[str, str]) -> None:
+    extra = sorted(set(options) - _ALLOWED.get(form, set()))
+    if extra:
+        where = f"/snapshot {form}" if form else "taking a snapshot"
+        raise UsageError(SNAPSHOT, f"--{extra[0]} does not go with {where}")
+
+
 def _parse_snapshot(text: str) -> Command:
     cmd = SNAPSHOT
-    words, options = _options(cmd, _tokens(cmd, text), {"desc": True, "description": True})
-    description = options.get("desc", options.get("description", ""))
+    words, options = _options(cmd, _tokens(cmd, text), _SNAPSHOT_OPTIONS)
     if not words:
         if options:
             raise UsageError(cmd, "missing the VM and the snapshot name")
@@ -175,8 +259,10 @@ def _parse_snapshot(text: str) -> Command:
     sub, rest = words[0], words[1:]
     if sub in ("help", "usage") and not rest:
         return Help(cmd)
-    if description and sub in ("list", "vms", "delete", "rename"):
-        raise UsageError(cmd, f"--desc only goes with creating a snapshot, not with {sub}")
+    if sub == "schedule":
+        return _parse_schedule(rest, options)
+    if sub in ("list", "vms", "delete", "rename", "hold", "release"):
+        _check_options(sub, options)
     if sub == "list":
         if len(rest) > 1:
             raise UsageError(cmd, f"list takes at most one VM name, not {len(rest)}")
@@ -190,10 +276,40 @@ def _parse_snapshot(text: str) -> Command:
     if sub == "rename":
         vm, old, new = _expect(cmd, rest, 3, "the VM, the current name and the new name")
         return RenameSnapshot(vm, old, new)
+    if sub == "hold":
+        vm, label = _expect(cmd, rest, 2, "the VM and the snapshot name")
+        if "until" in options and "until-verified" in options:
+            raise UsageError(cmd, "use --until DATE or --until-verified, not both")
+        return HoldSnapshot(vm, label, options.get("until"), "until-verified" in options)
+    if sub == "release":
+        vm, label = _expect(cmd, rest, 2, "the VM and the snapshot name")
+        return ReleaseHold(vm, label)
     if sub == "create":
         words = rest
+    _check_options(None, options)
     vm, label = _expect(cmd, words, 2, "the VM and the snapshot name")
-    return CreateSnapshot(vm, label, description)
+    description = options.get("desc", options.get("description", ""))
+    return CreateSnapshot(vm, label, description, hold="hold" in options)
+
+
+def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
+    cmd = SNAPSHOT
+    sub, rest = (words[0], words[1:]) if words else ("", [])
+    _check_options(f"schedule {sub}", options)
+    if sub == "list":
+        _expect(cmd, rest, 0, "schedule list")
+        return ListSchedules()
+    if sub in ("remove", "run"):
+        (key,) = _expect(cmd, rest, 1, "the schedule's id or name")
+        return RemoveSchedule(key) if sub == "remove" else RunSchedule(key)
+    if sub == "add":
+        if len(rest) < 3:
+            raise UsageError(cmd, "schedule add needs a name, the VMs and when it runs")
+        name, vms, when = rest[0], rest[1], tuple(rest[2:])
+        return AddSchedule(
+            name, vms, when, options.get("tz"), _keep(cmd, options), options.get("channel")
+        )
+    raise UsageError(cmd, "schedule takes add, list, remove or run")
 
 
 def _parse_restore(text: str) -> Command:
@@ -210,17 +326,11 @@ def _parse_restore(text: str) -> Command:
 
 def _parse_prune(text: str) -> Command:
     cmd = PRUNE
-    known = {f"keep-{rule}": True for rule in KEEP_OPTIONS} | {"dry-run": False}
+    known = _KEEP | {"dry-run": False}
     words, options = _options(cmd, _tokens(cmd, text), known)
     if words in (["help"], ["usage"]) or (not words and not options):
         return Help(cmd)
     (target,) = _expect(cmd, words, 1, f"the VM (or {PRUNE_ALL})")
-    keep: list[tuple[str, int]] = []
-    for rule in KEEP_OPTIONS:
-        value = options.get(f"keep-{rule}")
-        if value is None:
-            continue
-        if not value.isdigit():
-            raise UsageError(cmd, f"--keep-{rule} needs a whole number, not {value!r}")
-        keep.append((rule, int(value)))
-    return Prune(None if target == PRUNE_ALL else target, tuple(keep), dry_run="dry-run" in options)
+    return Prune(
+        None if target == PRUNE_ALL else target, _keep(cmd, options), dry_run="dry-run" in options
+    )

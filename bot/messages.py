@@ -7,11 +7,12 @@ a terminal and in Slack.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.grammar import PRUNE, RESTORE, SNAPSHOT, UsageError
 from core.config import SlackSettings
 from core.domain.operation import Operation, Recovery, Stage
+from core.domain.schedule import Schedule
 from core.domain.snapshot import LABEL_MAX_LENGTH, CatalogueStatus, Snapshot
 from core.errors import (
     ConfirmationSpent,
@@ -25,6 +26,7 @@ from core.errors import (
     InvalidLabel,
     LabelTaken,
     RestoreFailed,
+    ScheduleNotFound,
     SnapshotMissing,
     SnapshotNotFound,
     Unsupported,
@@ -42,6 +44,7 @@ from core.services.snapshots import (
     VmSnapshots,
     VmSummary,
 )
+from scheduler.runs import RunReport
 
 CONFIRM_PROMPT = "Type VM name to confirm: "
 
@@ -53,6 +56,14 @@ USAGE = {
         "  /snapshot vms                             list VMs and their state\n"
         "  /snapshot delete <vm> <name>              delete a snapshot\n"
         "  /snapshot rename <vm> <old> <new>         change a snapshot's name\n"
+        "  /snapshot <vm> <name> --hold              keep it until you say the change is verified\n"
+        "  /snapshot hold <vm> <name> [--until YYYY-MM-DD | --until-verified]\n"
+        "  /snapshot release <vm> <name>             end a hold (retention may then prune it)\n"
+        "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
+        "        [--keep-last N --keep-daily N --keep-weekly N --keep-monthly N ...]\n"
+        "      when: daily HH:MM | weekly <mon..sun> HH:MM | monthly <1-28> HH:MM\n"
+        "            | cron '<min> <hour> <day> <month> <weekday>'\n"
+        "  /snapshot schedule list | remove <id|name> | run <id|name>\n"
         "  /snapshot help                            this text"
     ),
     RESTORE: (
@@ -184,6 +195,9 @@ def error_text(error: CoreError) -> str:
             "(it was deleted outside snapbot). It cannot be restored; "
             f"`/snapshot delete {error.vm} {error.label}` removes the record."
         )
+    if isinstance(error, ScheduleNotFound):
+        names = ", ".join(error.existing) or "none yet"
+        return f"No schedule `{error.key}`. Schedules: {names}."
     if isinstance(error, SnapshotNotFound):
         return f"{error.vm} has no snapshot `{error.label}`. " + _suggest(
             "snapshot", error.suggestions
@@ -256,6 +270,7 @@ def _snapshot_line(s: Snapshot) -> str:
     what = "disk+memory" if s.has_memory else "disk"
     memory = f" · memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
     missing = " · MISSING from libvirt" if s.status is CatalogueStatus.MISSING else ""
+    missing += f" · {s.hold.describe()}" if s.hold else ""
     desc = f"\n      {s.description}" if s.description else ""
     return (
         f"  {s.label:<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
@@ -607,3 +622,147 @@ def slack_banner(uri: str, settings: SlackSettings) -> str:
         modes.append("Socket Mode")
     names = ", ".join(settings.commands.values())
     return f"snapbot: connected to {uri}; Slack via {' and '.join(modes)}; commands {names}."
+
+
+# --- schedules, holds, reports ---------------------------------------------------------------
+
+
+def held(snapshot: Snapshot) -> str:
+    hold = snapshot.hold.describe() if snapshot.hold else "held"
+    return (
+        f"`{snapshot.label}` of {snapshot.vm_name} is now {hold}: retention will not delete "
+        f"it. End it with /snapshot release {snapshot.vm_name} {snapshot.label}."
+    )
+
+
+def released(snapshot: Snapshot) -> str:
+    return (
+        f"`{snapshot.label}` of {snapshot.vm_name} is no longer held; retention rules apply "
+        "to it again."
+    )
+
+
+def hold_reminder(snapshot: Snapshot) -> str:
+    return (
+        f"Reminder: `{snapshot.label}` of {snapshot.vm_name} (taken {when(snapshot.created_at)}) "
+        "is held until you verify the change it guards. Is the change good? *Verified* ends "
+        "the hold; *Restore* goes back to the snapshot."
+    )
+
+
+def verified(snapshot: Snapshot, user: str) -> str:
+    return f"<@{user}> verified the change: `{snapshot.label}` of {snapshot.vm_name} is released."
+
+
+def schedule_line(s: Schedule) -> str:
+    policy = s.policy.describe() if s.policy else "no pruning"
+    where = f"<#{s.channel}>" if s.channel else "no channel"
+    last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
+    return (
+        f"  #{s.id} {s.name}: {s.vms} {s.when.describe()}; keep {policy}; reports to {where}; "
+        f"owner {s.owner}{last}"
+    )
+
+
+def schedules_table(schedules: Sequence[Schedule]) -> str:
+    if not schedules:
+        return (
+            "No schedules. Add one: /snapshot schedule add nightly all daily 02:00 --keep-daily 7"
+        )
+    return "Schedules:\n" + "\n".join(schedule_line(s) for s in schedules)
+
+
+def schedule_added(s: Schedule, first: datetime | None) -> str:
+    nxt = f" First run {when(first)}." if first else ""
+    return f"Schedule added:\n{schedule_line(s)}.{nxt}"
+
+
+def schedule_removed(s: Schedule) -> str:
+    return f"Schedule #{s.id} {s.name} removed; its snapshots stay (prune them with /prune)."
+
+
+def run_taken(s: Schedule) -> str:
+    return f"Schedule {s.name} is being run by another process right now; nothing more to do."
+
+
+def _missed_text(report: RunReport) -> str:
+    times = ", ".join(when(m) for m in report.missed)
+    return f"⚠️ Missed {len(report.missed)} run(s) while snapbot was down or stalled: {times}."
+
+
+def run_report(report: RunReport) -> str:
+    """The message a scheduled run posts in its channel."""
+    s = report.schedule
+    mention = f" <@{s.owner}>" if report.failed or report.stale else ""
+    if report.fire_time is None:
+        return (
+            f"*Schedule {s.name}*: {_missed_text(report)} It ran no catch-up: the newest slot "
+            f"is older than the {human_seconds(s.grace.total_seconds())} grace window.{mention}"
+        )
+    kind = "catch-up run" if report.catch_up else "run"
+    icon = "❌" if report.failed else "✅"
+    lines = [
+        f"{icon} *Schedule {s.name}* {kind} for {when(report.fire_time)} finished in "
+        f"{human_seconds(report.seconds)}{mention}"
+    ]
+    if report.missed:
+        lines.append(_missed_text(report))
+    if report.no_vms:
+        lines.append(f"No VM matches `{s.vms}`.")
+    for o in report.outcomes:
+        if o.skipped and o.error is not None:
+            lines.append(f"• {o.vm}: skipped — {error_text(o.error)}")
+            continue
+        if o.error is not None:
+            state = f" The VM is {o.vm_state}." if o.vm_state else ""
+            lines.append(f"• {o.vm}: FAILED — {error_text(o.error)}{state}")
+            continue
+        memory = f", memory {human_bytes(o.memory_bytes)}" if o.memory_bytes else ""
+        lines.append(f"• {o.vm}: `{o.label}` in {human_seconds(o.seconds)}{memory}")
+        if o.prune is not None:
+            if o.prune.skipped:
+                lines.append(f"    not pruned: {o.prune.skipped}")
+            elif o.prune.deleted:
+                pruned = ", ".join(f"`{d.snapshot.label}`" for d in o.prune.deleted)
+                lines.append(
+                    f"    pruned {len(o.prune.deleted)} ({pruned}), freed "
+                    f"{human_bytes(o.prune.freed_bytes)}"
+                )
+        if o.prune_error is not None:
+            lines.append(f"    prune failed: {error_text(o.prune_error)}")
+    free = (
+        f"; {human_bytes(report.free.available_bytes)} free in {report.free.path}"
+        if report.free
+        else ""
+    )
+    lines.append(f"Storage: disk images {human_bytes(report.disk_bytes)}{free}.")
+    for f in report.stale:
+        level = "CRITICAL" if f.critical else "warning"
+        age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
+        lines.append(f"{level}: {f.vm} {age} (this schedule promises {s.when.describe()}).")
+    return "\n".join(lines)
+
+
+def _age(age: timedelta) -> str:
+    hours = age.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} h"
+
+
+VERIFIED_BUTTON = "Verified"
+RESTORE_BUTTON = "Restore"
+
+
+def verify_prompt(snapshot: Snapshot) -> str:
+    return (
+        f"`{snapshot.label}` of {snapshot.vm_name} is held until you verify the change it "
+        "guards. When the change is good, press *Verified* (the hold ends and retention may "
+        "prune it later); if it went wrong, *Restore* goes back to it. You will be reminded "
+        "every 24 h until then."
+    )
+
+
+def report_undeliverable(channel: str, error: str) -> str:
+    return (
+        f"Could not post this schedule report in <#{channel}> ({error}); invite the bot there "
+        "or change the schedule's channel."
+    )

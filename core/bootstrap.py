@@ -15,11 +15,12 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.domain.operation import Operation
 from core.errors import HypervisorUnavailable
-from core.ports import Catalogue, Clock, Hypervisor
+from core.ports import Clock, Hypervisor
 from core.services.confirmations import ConfirmationService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
+from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,12 @@ class Core:
     snapshots: SnapshotService
     pruning: PruneService
     confirmations: ConfirmationService
+    schedules: ScheduleService
+    holds: HoldService
     runner: OperationRunner
     reconciler: Reconciler
+    catalogue: TortoiseCatalogue
+    clock: Clock
     libvirt_uri: str
     fallback_reason: str | None
     reconciled: tuple[Operation, ...]
@@ -79,7 +84,7 @@ async def build_core(settings: Settings, *, allow_fallback: bool = True) -> Asyn
 def wire(
     settings: Settings,
     hypervisor: Hypervisor,
-    catalogue: Catalogue,
+    catalogue: TortoiseCatalogue,
     clock: Clock,
     *,
     libvirt_uri: str,
@@ -93,7 +98,11 @@ def wire(
         snapshots=snapshots,
         pruning=PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)),
         confirmations=ConfirmationService(catalogue, clock),
+        schedules=ScheduleService(catalogue, clock),
+        holds=HoldService(snapshots, catalogue, clock),
         runner=runner,
+        catalogue=catalogue,
+        clock=clock,
         reconciler=Reconciler(hypervisor, catalogue, clock, owner),
         libvirt_uri=libvirt_uri,
         fallback_reason=None,

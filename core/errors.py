@@ -10,6 +10,7 @@ wording lives in one place and the scheduler, Slack and the console say the same
     ├── NotFound
     │   ├── VmNotFound               carries the closest existing names
     │   ├── SnapshotNotFound         carries the closest existing labels
+    │   ├── ScheduleNotFound         carries the existing schedules
     │   └── SnapshotMissing          catalogued, but gone from libvirt
     ├── Conflict                     the request is fine but the VM's state forbids it now
     │   ├── VmBusy                   another snapbot operation holds the VM
@@ -74,6 +75,15 @@ class SnapshotNotFound(NotFound):
         self.vm = vm
         self.label = label
         self.suggestions = tuple(suggestions)
+
+
+class ScheduleNotFound(NotFound):
+    """No schedule with that id or name; ``existing`` lists them."""
+
+    def __init__(self, key: str, existing: Sequence[str]) -> None:
+        super().__init__(f"no schedule {key}")
+        self.key = key
+        self.existing = list(existing)
 
 
 class SnapshotMissing(NotFound):

@@ -6,6 +6,7 @@ Surfaces live one per module, each with ``register(app, ctx)``:
     restore_modal     the typed-name confirmation and the snapshot picker
     confirm_buttons   Confirm / Cancel under delete and prune previews
     home              the App Home tab
+    holds             Verified / Restore under a before-change hold
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dispatch import Dispatcher
-from bot.slack import commands, confirm_buttons, home, restore_modal
+from bot.slack import commands, confirm_buttons, holds, home, restore_modal
 from bot.slack.context import SlackContext, SlackDirectory
 from core.bootstrap import Core
 from core.config import SlackSettings
 from core.services.access import AccessService
+from scheduler.service import SchedulerService
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,12 @@ class _SeenEvents:
         return True
 
 
-def build_app(core: Core, settings: SlackSettings, client: AsyncWebClient) -> SlackContext:
+def build_app(
+    core: Core,
+    settings: SlackSettings,
+    client: AsyncWebClient,
+    scheduler: SchedulerService | None = None,
+) -> SlackContext:
     """The bolt app with every surface registered; returned inside its ``SlackContext``."""
     secret = settings.signing_secret.reveal() if settings.signing_secret else None
     app = AsyncApp(
@@ -88,7 +95,7 @@ def build_app(core: Core, settings: SlackSettings, client: AsyncWebClient) -> Sl
         settings=settings,
         client=client,
         access=access,
-        dispatcher=Dispatcher(core, access),
+        dispatcher=Dispatcher(core, access, scheduler),
         app=app,
     )
     seen = _SeenEvents(EVENT_DEDUPE_SECONDS)
@@ -111,4 +118,5 @@ def build_app(core: Core, settings: SlackSettings, client: AsyncWebClient) -> Sl
     restore_modal.register(app, ctx)
     confirm_buttons.register(app, ctx)
     home.register(app, ctx)
+    holds.register(app, ctx)
     return ctx

@@ -24,7 +24,7 @@ from bot.grammar import (
     UsageError,
     parse,
 )
-from bot.slack import blocks, restore_modal
+from bot.slack import blocks, holds, restore_modal
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.progress import Where
 from core.domain.operation import Actor, ProgressCallback
@@ -95,6 +95,8 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
             return outcome.text
 
         await ctx.run_operation(actor, where, _title(command, actor), work)
+        if isinstance(command, CreateSnapshot) and command.hold:
+            await _prompt_verification(ctx, command, actor)
         return
     try:
         outcome = await ctx.dispatcher.handle(command, actor)
@@ -121,6 +123,20 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
             )
     else:  # pragma: no cover - restore is handled by the modal
         logger.error("unexpected outcome %r", outcome)
+
+
+async def _prompt_verification(ctx: SlackContext, command: CreateSnapshot, actor: Actor) -> None:
+    """A before-change snapshot: ask its creator, privately, to verify the change later."""
+    try:
+        snapshot = await ctx.core.snapshots.find(command.vm, command.label)
+    except CoreError:
+        return  # the snapshot was not taken; its failure was already reported
+    if snapshot.hold is None:
+        return
+    text = messages.verify_prompt(snapshot)
+    await ctx.client.chat_postMessage(
+        channel=actor.user, text=text, blocks=holds.prompt_blocks(text, snapshot)
+    )
 
 
 async def _send_preview(

@@ -7,9 +7,11 @@ import logging
 
 from bot import messages
 from bot.slack.app import build_app, build_client
+from bot.slack.reports import SlackReporter
 from bot.slack.transport import HttpTransport, SocketModeTransport
 from core.bootstrap import Core
 from core.config import SlackSettings
+from scheduler.service import build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,8 @@ DRAIN_SECONDS = 60.0
 
 async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) -> None:
     client = build_client(settings)
-    ctx = build_app(core, settings, client)
+    scheduler = build_scheduler(core, SlackReporter(client))
+    ctx = build_app(core, settings, client, scheduler)
     transports: list[HttpTransport | SocketModeTransport] = []
     if settings.signing_secret is not None:
         transports.append(HttpTransport(ctx.app, port=settings.port))
@@ -28,6 +31,7 @@ async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) ->
         transports.append(SocketModeTransport(ctx.app, settings.app_token.reveal(), client))
     for transport in transports:
         await transport.start()
+    await scheduler.start()
     print(messages.slack_banner(core.libvirt_uri, settings), flush=True)
     if core.fallback_reason:
         print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
@@ -36,6 +40,7 @@ async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) ->
     try:
         await stop.wait()
     finally:
+        await scheduler.stop()
         for transport in transports:
             await transport.stop()
         await ctx.jobs.drain(DRAIN_SECONDS)

@@ -24,6 +24,10 @@ class SnapshotRow(Model):
     status = fields.CharField(max_length=16)
     memory_bytes = fields.BigIntField(null=True)
     held = fields.BooleanField(default=False)
+    # "until" (hold_until) or "verified" (until its creator says the change is verified).
+    hold_kind = fields.CharField(max_length=16, null=True)
+    hold_until = fields.DatetimeField(null=True)
+    hold_reminded_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "snapshot"
@@ -86,3 +90,60 @@ class ConfirmationRow(Model):
 
     class Meta:
         table = "confirmation"
+
+
+class ScheduleRow(Model):
+    """A schedule: the source of truth the scheduler's jobs are rebuilt from."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=40, unique=True)
+    vms = fields.CharField(max_length=255)
+    cadence = fields.CharField(max_length=16)
+    minute = fields.CharField(max_length=64)
+    hour = fields.CharField(max_length=64)
+    day = fields.CharField(max_length=64)
+    month = fields.CharField(max_length=64)
+    day_of_week = fields.CharField(max_length=64)
+    timezone = fields.CharField(max_length=64)
+    policy: fields.Field[dict[str, object] | None] = fields.JSONField(null=True)
+    channel = fields.CharField(max_length=64, null=True)
+    owner = fields.CharField(max_length=255)
+    created_at = fields.DatetimeField()
+    grace_seconds = fields.IntField()
+    enabled = fields.BooleanField(default=True)
+    # The newest fire time handled (run, or reported missed): misses are counted from here.
+    last_fire = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "schedule"
+
+
+class ScheduleRunRow(Model):
+    """One run of a schedule. Unique per (schedule, fire time): of two processes that both try
+    to run the same slot, the database lets exactly one in."""
+
+    id = fields.IntField(primary_key=True)
+    schedule_id = fields.IntField(db_index=True)
+    fire_time = fields.DatetimeField()
+    owner = fields.CharField(max_length=255)
+    started_at = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    status = fields.CharField(max_length=16)
+    report: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "schedule_run"
+        unique_together = (("schedule_id", "fire_time"),)
+
+
+class LeaseRow(Model):
+    """Leadership among bot processes sharing one database: the holder runs the schedules
+    until ``expires_at``; ``token`` grows with every change of holder (a fencing token)."""
+
+    name = fields.CharField(max_length=64, primary_key=True)
+    holder = fields.CharField(max_length=255)
+    expires_at = fields.DatetimeField()
+    token = fields.BigIntField()
+
+    class Meta:
+        table = "lease"

@@ -90,6 +90,29 @@ class Snapshot:
     status: CatalogueStatus
     memory_bytes: int | None
     held: bool = False
+    hold: Hold | None = None
+
+
+class HoldKind(enum.Enum):
+    """Why a snapshot is kept whatever the retention policy says."""
+
+    UNTIL = "until"  # until a date
+    VERIFIED = "verified"  # until its creator says the change it guards is verified
+    INDEFINITE = "indefinite"  # until released
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    kind: HoldKind
+    until: datetime | None = None
+    reminded_at: datetime | None = None
+
+    def describe(self) -> str:
+        if self.kind is HoldKind.UNTIL and self.until is not None:
+            return f"held until {self.until:%Y-%m-%d %H:%M} UTC"
+        if self.kind is HoldKind.VERIFIED:
+            return "held until verified"
+        return "held"
 
 
 def validate_label(raw: str) -> str:

@@ -27,7 +27,7 @@ from core.domain.snapshot import (
     new_libvirt_name,
     validate_label,
 )
-from core.domain.vm import Vm, VmState
+from core.domain.vm import FreeSpace, Vm, VmState
 from core.errors import (
     CoreError,
     HypervisorError,
@@ -332,6 +332,16 @@ class SnapshotService:
             await self._catalogue.relabel_snapshot(vm.uuid, target.libvirt_name, new_label)
             op.outcome = f"renamed {target.label} to {new_label}"
         return RenameResult(vm.name, target.label, new_label)
+
+    async def storage(self, vm: Vm) -> tuple[int | None, FreeSpace | None]:
+        """The VM's disk-image allocation and the free space where its snapshots go."""
+        facts = await self._hv.vm_facts(vm)
+        return await self._hv.disk_allocation(vm), await self._hv.free_space(facts)
+
+    async def find(self, vm_name: str, label: str) -> Snapshot:
+        """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""
+        vm = await self._vm(vm_name)
+        return _find(vm, await self._catalogue.snapshots(vm.uuid), label)
 
     async def vm(self, name: str) -> Vm:
         """The VM named ``name``; ``VmNotFound`` lists the closest names."""

@@ -1,0 +1,42 @@
+"""Where the scheduler's reports and reminders go in Slack."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import messages
+from bot.slack.blocks import sections
+from bot.slack.holds import prompt_blocks
+from core.domain.snapshot import Snapshot
+from scheduler.runs import RunReport
+
+logger = logging.getLogger(__name__)
+
+
+class SlackReporter:
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+
+    async def run_report(self, report: RunReport) -> None:
+        channel = report.schedule.channel or report.schedule.owner
+        text = messages.run_report(report)
+        try:
+            await self._client.chat_postMessage(
+                channel=channel, text=text[:3900], blocks=sections(text)
+            )
+        except SlackApiError as exc:
+            # A report that cannot reach its channel goes to the schedule's owner instead.
+            logger.warning("report to %s failed: %s", channel, exc.response.get("error"))
+            fallback = messages.report_undeliverable(channel, str(exc.response.get("error")))
+            await self._client.chat_postMessage(
+                channel=report.schedule.owner, text=f"{fallback}\n{text}"[:3900]
+            )
+
+    async def hold_reminder(self, snapshot: Snapshot) -> None:
+        text = messages.hold_reminder(snapshot)
+        await self._client.chat_postMessage(
+            channel=snapshot.created_by, text=text, blocks=prompt_blocks(text, snapshot)
+        )

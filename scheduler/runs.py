@@ -1,0 +1,202 @@
+"""One run of a schedule: snapshot every VM it covers, prune by its policy, measure, report.
+
+A VM that is busy (a restore is running) is skipped with the reason; a VM whose snapshot failed
+is not pruned (its old snapshots are the fallback); one VM's failure never stops the others.
+The slot is claimed in the database first, so a slot runs once whatever the number of bot
+processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from core.domain.operation import Actor
+from core.domain.schedule import Schedule
+from core.domain.snapshot import CatalogueStatus, Origin
+from core.domain.vm import FreeSpace
+from core.errors import CoreError, HypervisorError
+from core.ports import Clock
+from core.services.pruning import PruneService, VmPruneResult
+from core.services.snapshots import SnapshotService
+
+logger = logging.getLogger(__name__)
+
+
+class RunStore(Protocol):
+    """The part of the catalogue runs need."""
+
+    async def begin_run(self, schedule_id: int, fire_time: datetime, owner: str) -> int | None: ...
+
+    async def finish_run(self, run_id: int, status: str, report: dict[str, object]) -> None: ...
+
+
+@dataclass(slots=True)
+class VmOutcome:
+    """What a run did to one VM. ``error`` is set for failures and skips."""
+
+    vm: str
+    label: str | None = None
+    seconds: float = 0.0
+    memory_bytes: int | None = None
+    skipped: bool = False
+    error: CoreError | None = None
+    vm_state: str | None = None
+    prune: VmPruneResult | None = None
+    prune_error: CoreError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    vm: str
+    age: timedelta | None  # None: the VM has no snapshot at all
+    critical: bool
+
+
+@dataclass(slots=True)
+class RunReport:
+    schedule: Schedule
+    fire_time: datetime | None
+    catch_up: bool = False
+    missed: tuple[datetime, ...] = ()
+    outcomes: list[VmOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    disk_bytes: int = 0
+    free: FreeSpace | None = None
+    stale: list[Freshness] = field(default_factory=list)
+    no_vms: bool = False
+
+    @property
+    def failed(self) -> list[VmOutcome]:
+        return [o for o in self.outcomes if o.error is not None and not o.skipped]
+
+    @property
+    def status(self) -> str:
+        if self.fire_time is None:
+            return "missed"
+        return "failed" if self.failed else "succeeded"
+
+    def summary(self) -> dict[str, object]:
+        """What the run row keeps (the audit of scheduled work)."""
+        return {
+            "catch_up": self.catch_up,
+            "missed": [m.isoformat() for m in self.missed],
+            "vms": {
+                o.vm: {
+                    "label": o.label,
+                    "seconds": round(o.seconds, 3),
+                    "skipped": o.skipped,
+                    "error": str(o.error) if o.error else None,
+                    "pruned": [d.snapshot.label for d in o.prune.deleted] if o.prune else [],
+                    "freed_bytes": o.prune.freed_bytes if o.prune else 0,
+                }
+                for o in self.outcomes
+            },
+        }
+
+
+class ScheduleRunner:
+    def __init__(
+        self,
+        snapshots: SnapshotService,
+        pruning: PruneService,
+        store: RunStore,
+        clock: Clock,
+        owner: str,
+    ) -> None:
+        self._snapshots = snapshots
+        self._pruning = pruning
+        self._store = store
+        self._clock = clock
+        self._owner = owner
+
+    def actor(self, schedule: Schedule) -> Actor:
+        return Actor(user=f"schedule:{schedule.name}", via="scheduler", channel=schedule.channel)
+
+    async def run(
+        self,
+        schedule: Schedule,
+        fire_time: datetime,
+        *,
+        catch_up: bool = False,
+        missed: tuple[datetime, ...] = (),
+    ) -> RunReport | None:
+        """Run the slot ``fire_time``; None when another run (any process) has claimed it."""
+        run_id = await self._store.begin_run(schedule.id, fire_time, self._owner)
+        if run_id is None:
+            logger.info("slot %s of %s is taken", fire_time, schedule.name)
+            return None
+        started = time.monotonic()
+        report = RunReport(schedule, fire_time, catch_up, missed)
+        try:
+            vms = [v for v in await self._snapshots.list_vms() if schedule.covers(v.vm.name)]
+            report.no_vms = not vms
+            for summary in vms:
+                report.outcomes.append(await self._one_vm(schedule, fire_time, summary.vm.name))
+            await self._measure(schedule, report)
+        finally:
+            report.seconds = time.monotonic() - started
+            await self._store.finish_run(run_id, report.status, report.summary())
+        return report
+
+    async def _one_vm(self, schedule: Schedule, fire_time: datetime, vm: str) -> VmOutcome:
+        label = schedule.snapshot_label(fire_time)
+        outcome = VmOutcome(vm, label)
+        started = time.monotonic()
+        try:
+            created = await self._snapshots.create_snapshot(
+                vm,
+                label,
+                actor=self.actor(schedule),
+                description=f"scheduled by {schedule.name}",
+                origin=Origin.SCHEDULED,
+            )
+        except CoreError as exc:
+            outcome.error = exc
+            outcome.skipped = not isinstance(exc, HypervisorError)
+            outcome.vm_state = getattr(exc, "vm_state", None)
+            outcome.seconds = time.monotonic() - started
+            logger.warning("scheduled snapshot of %s by %s: %s", vm, schedule.name, exc)
+            return outcome
+        outcome.seconds = time.monotonic() - started
+        outcome.memory_bytes = created.snapshot.memory_bytes
+        outcome.vm_state = created.vm_state.value
+        if schedule.policy is not None:
+            # Only after a good new snapshot: when it failed, old points are the fallback.
+            try:
+                preview = await self._pruning.preview(vm, schedule.policy)
+                (outcome.prune,) = await self._pruning.apply(
+                    preview.to_delete or {created.snapshot.vm_uuid: []},
+                    schedule.policy,
+                    actor=self.actor(schedule),
+                )
+            except CoreError as exc:
+                outcome.prune_error = exc
+                logger.warning("scheduled prune of %s by %s: %s", vm, schedule.name, exc)
+        return outcome
+
+    async def _measure(self, schedule: Schedule, report: RunReport) -> None:
+        """Storage totals, free space, and VMs whose newest snapshot is older than promised."""
+        warn, critical = schedule.freshness_limits
+        now = self._clock.now()
+        for group in await self._snapshots.list_snapshots():
+            if group.vm is None or not schedule.covers(group.vm_name):
+                continue
+            report.disk_bytes += group.disk_bytes or 0
+            if report.free is None:
+                try:
+                    _, report.free = await self._snapshots.storage(group.vm)
+                except CoreError as exc:
+                    logger.info("free space of %s unknown: %s", group.vm_name, exc)
+            present = [s for s in group.snapshots if s.status is CatalogueStatus.PRESENT]
+            newest = max((s.created_at for s in present), default=None)
+            age = None if newest is None else now - newest
+            if age is None or age > warn:
+                report.stale.append(Freshness(group.vm_name, age, age is None or age > critical))

@@ -1,0 +1,263 @@
+"""The scheduler: apscheduler 3 jobs rebuilt from the database, run by one leader at a time.
+
+The database is the source of truth. Jobs live in apscheduler's memory store and are rebuilt
+at start and on every change (no pickled job store that could disagree with it). Each job only
+wakes ``tick``, which decides from the stored marks what is due, missed or to catch up, so a
+restart, a blocked loop or a missed wake-up all end in the same, reported, state.
+
+Several bot processes may share one database: only the holder of the ``scheduler`` lease runs
+schedules; a slot is also claimed by a unique row before it runs, so even two leaders (a lease
+lost mid-run) cannot run it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from core.bootstrap import Core
+from core.domain.schedule import Schedule
+from core.domain.snapshot import Hold, HoldKind, Snapshot
+from core.ports import Clock
+from scheduler.runs import RunReport, ScheduleRunner
+from scheduler.timing import due, trigger_for
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+# A verified-hold is reminded this long after it was taken, then again every such period.
+HOLD_REMINDER = timedelta(hours=24)
+
+
+class ScheduleStore(Protocol):
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def set_last_fire(self, schedule_id: int, fire_time: datetime) -> None: ...
+
+    async def running_run(self, schedule_id: int) -> datetime | None: ...
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None: ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+class HoldStore(Protocol):
+    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
+
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
+
+
+class Reporter(Protocol):
+    """Where the scheduler reports: a Slack channel, or the console."""
+
+    async def run_report(self, report: RunReport) -> None: ...
+
+    async def hold_reminder(self, snapshot: Snapshot) -> None: ...
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        store: ScheduleStore,
+        holds: HoldStore,
+        runner: ScheduleRunner,
+        reporter: Reporter,
+        clock: Clock,
+        owner: str,
+        *,
+        lease_ttl: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._store = store
+        self._holds = holds
+        self._runner = runner
+        self._reporter = reporter
+        self._clock = clock
+        self._owner = owner
+        self._lease_ttl = lease_ttl
+        self._scheduler: AsyncIOScheduler | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.token: int | None = None  # the lease's fencing token while leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self.token is not None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self._scheduler.start()
+        await self._campaign()
+        self._lease_task = asyncio.create_task(self._keep_lease(), name="scheduler-lease")
+
+    async def stop(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+        if self.is_leader:
+            await self._store.release_lease(LEASE_NAME, self._owner)
+            self.token = None
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl.total_seconds() / 3)
+            try:
+                await self._campaign()
+            except Exception:
+                logger.exception("scheduler lease renewal failed")
+                self._step_down()
+
+    async def _campaign(self) -> None:
+        token = await self._store.acquire_lease(LEASE_NAME, self._owner, self._lease_ttl)
+        if token is not None and not self.is_leader:
+            logger.warning("this process now runs the schedules (lease token %s)", token)
+            self.token = token
+            await self.rebuild()
+            self._spawn(self.tick())
+        elif token is None and self.is_leader:
+            logger.warning("another process took over the schedules")
+            self._step_down()
+        self.token = token if token is not None else None
+
+    def _step_down(self) -> None:
+        self.token = None
+        if self._scheduler is not None:
+            self._scheduler.remove_all_jobs()
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Replace every job with one per enabled schedule, plus the hourly hold check."""
+        if self._scheduler is None or not self.is_leader:
+            return
+        self._scheduler.remove_all_jobs()
+        for schedule in await self._store.schedules():
+            if not schedule.enabled:
+                continue
+            self._scheduler.add_job(
+                self._wake,
+                trigger_for(schedule.when),
+                args=[schedule.id],
+                id=f"schedule-{schedule.id}",
+                name=schedule.name,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=int(schedule.grace.total_seconds()),
+                replace_existing=True,
+            )
+        self._scheduler.add_job(
+            self.check_holds, "interval", hours=1, id="holds", replace_existing=True
+        )
+
+    async def _wake(self, schedule_id: int) -> None:
+        await self.tick(only=schedule_id)
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        # The loop was blocked past a job's grace: tick settles and reports the miss.
+        logger.warning("apscheduler missed %s at %s", event.job_id, event.scheduled_run_time)
+        self._spawn(self.tick())
+
+    # -- decisions -----------------------------------------------------------------------
+
+    async def tick(
+        self, now: datetime | None = None, *, only: int | None = None
+    ) -> list[RunReport]:
+        """Run what is due now, report what was missed. Only the leader acts."""
+        if not self.is_leader:
+            return []
+        moment = now or self._clock.now()
+        reports = []
+        for schedule in await self._store.schedules():
+            if not schedule.enabled or (only is not None and schedule.id != only):
+                continue
+            report = await self._settle(schedule, moment)
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    async def _settle(self, schedule: Schedule, now: datetime) -> RunReport | None:
+        lock = self._locks.setdefault(schedule.id, asyncio.Lock())
+        if lock.locked():
+            return None  # one run per schedule at a time; the running one moves the mark
+        async with lock:
+            decision = due(schedule, now)
+            if decision.settled is None:
+                return None
+            report: RunReport | None
+            if decision.run is not None:
+                report = await self._runner.run(
+                    schedule, decision.run, catch_up=decision.catch_up, missed=decision.missed
+                )
+                if report is None and decision.missed:
+                    report = RunReport(schedule, None, missed=decision.missed)
+            else:
+                report = RunReport(schedule, None, missed=decision.missed)
+            await self._store.set_last_fire(schedule.id, decision.settled)
+            if report is not None:
+                await self._reporter.run_report(report)
+            return report
+
+    async def run_now(self, schedule: Schedule) -> RunReport | None:
+        """``/snapshot schedule run``: a run at this moment, outside the timetable."""
+        report = await self._runner.run(schedule, self._clock.now().replace(microsecond=0))
+        if report is not None:
+            await self._reporter.run_report(report)
+        return report
+
+    async def check_holds(self) -> None:
+        """Release holds whose date passed; remind creators of unverified holds."""
+        now = self._clock.now()
+        for snap in await self._holds.snapshots():
+            hold = snap.hold
+            if hold is None:
+                continue
+            if hold.kind is HoldKind.UNTIL and hold.until is not None and hold.until <= now:
+                await self._holds.set_hold(snap.vm_uuid, snap.libvirt_name, None)
+                logger.info("hold on %s of %s expired", snap.label, snap.vm_name)
+            elif hold.kind is HoldKind.VERIFIED:
+                last = hold.reminded_at or snap.created_at
+                if now - last >= HOLD_REMINDER:
+                    await self._reporter.hold_reminder(snap)
+                    await self._holds.set_hold(
+                        snap.vm_uuid, snap.libvirt_name, replace(hold, reminded_at=now)
+                    )
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("scheduler task failed", exc_info=task.exception())
+
+
+def build_scheduler(
+    core: Core, reporter: Reporter, *, lease_ttl: timedelta = timedelta(seconds=30)
+) -> SchedulerService:
+    """The scheduler over the wired core; schedule changes rebuild its jobs."""
+    owner = core.runner.owner
+    runner = ScheduleRunner(core.snapshots, core.pruning, core.catalogue, core.clock, owner)
+    service = SchedulerService(
+        core.catalogue, core.catalogue, runner, reporter, core.clock, owner, lease_ttl=lease_ttl
+    )
+    core.schedules.on_change.append(service.rebuild)
+    return service
