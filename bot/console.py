@@ -30,7 +30,7 @@ from core.bootstrap import Core
 from core.domain.operation import Actor, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
-from scheduler.runs import RunReport
+from scheduler.runs import Digest, RunReport
 from scheduler.service import SchedulerService, build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,10 @@ class ConsoleReporter:
 
     async def hold_reminder(self, snapshot: Snapshot) -> None:
         self._stdout.write(messages.hold_reminder(snapshot) + "\n")
+        self._stdout.flush()
+
+    async def digest(self, digest: Digest) -> None:
+        self._stdout.write(messages.digest_text(digest) + "\n")
         self._stdout.flush()
 
 

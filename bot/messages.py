@@ -44,7 +44,7 @@ from core.services.snapshots import (
     VmSnapshots,
     VmSummary,
 )
-from scheduler.runs import RunReport
+from scheduler.runs import Digest, RunReport
 
 CONFIRM_PROMPT = "Type VM name to confirm: "
 
@@ -723,7 +723,10 @@ def run_report(report: RunReport) -> str:
             if o.prune.skipped:
                 lines.append(f"    not pruned: {o.prune.skipped}")
             elif o.prune.deleted:
-                pruned = ", ".join(f"`{d.snapshot.label}`" for d in o.prune.deleted)
+                pruned = ", ".join(
+                    f"`{d.snapshot.label}` ({o.prune_reasons.get(d.snapshot.label, 'policy')})"
+                    for d in o.prune.deleted
+                )
                 lines.append(
                     f"    pruned {len(o.prune.deleted)} ({pruned}), freed "
                     f"{human_bytes(o.prune.freed_bytes)}"
@@ -766,3 +769,28 @@ def report_undeliverable(channel: str, error: str) -> str:
         f"Could not post this schedule report in <#{channel}> ({error}); invite the bot there "
         "or change the schedule's channel."
     )
+
+
+def digest_text(digest: Digest) -> str:
+    """The daily overview."""
+    lines = ["*snapbot daily digest*"]
+    for line in digest.lines:
+        newest = "no snapshot" if line.newest_age is None else f"newest {_age(line.newest_age)} ago"
+        held = f", {line.held} held" if line.held else ""
+        flag = ""
+        if line.stale is not None:
+            flag = " — CRITICAL: too old" if line.stale.critical else " — warning: getting old"
+        lines.append(
+            f"• {line.vm}: {line.snapshots} snapshot(s){held}, {newest}, disk images "
+            f"{human_bytes(line.disk_bytes)}{flag}"
+        )
+    for schedule, status in digest.schedules:
+        lines.append(f"Schedule {schedule.name}: last run {status or 'not yet'}")
+    total = sum(line.disk_bytes or 0 for line in digest.lines)
+    free = (
+        f"; {human_bytes(digest.free.available_bytes)} free in {digest.free.path}"
+        if digest.free
+        else ""
+    )
+    lines.append(f"Storage: disk images {human_bytes(total)}{free}.")
+    return "\n".join(lines)

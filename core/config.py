@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class Settings:
     slack: SlackSettings | None = None
     # Retention periods (which day, week, month a snapshot belongs to) are counted here.
     timezone: str = "UTC"
+    # The optional daily digest: a Slack channel id and a time of day (in ``timezone``).
+    digest_channel: str | None = None
+    digest_at: str = "08:00"
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy(()))
 
     @classmethod
@@ -121,8 +125,13 @@ class Settings:
                 f"SNAPBOT_TIMEZONE {timezone!r} is not a time zone; use a name such as "
                 "UTC or Europe/Berlin"
             ) from None
+        digest_at = get("SNAPBOT_DIGEST_AT", "digest_at") or "08:00"
+        if not re.match(r"^([01]?\d|2[0-3]):[0-5]\d$", digest_at):
+            raise InvalidInput(f"SNAPBOT_DIGEST_AT must be a time of day HH:MM, not {digest_at!r}")
         return cls(
             timezone=timezone,
+            digest_channel=get("SNAPBOT_DIGEST_CHANNEL", "digest_channel"),
+            digest_at=digest_at,
             slack=_slack_settings(environ, file),
             access=_access_policy(environ, file),
             libvirt_uri=uri or DEFAULT_LIBVIRT_URI,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from core.domain.operation import Actor
+from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Origin
 from core.domain.vm import FreeSpace
@@ -47,6 +47,8 @@ class VmOutcome:
     vm_state: str | None = None
     prune: VmPruneResult | None = None
     prune_error: CoreError | None = None
+    # Why each pruned snapshot went (label -> the engine's reason).
+    prune_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -118,7 +120,7 @@ class ScheduleRunner:
         self._owner = owner
 
     def actor(self, schedule: Schedule) -> Actor:
-        return Actor(user=f"schedule:{schedule.name}", via="scheduler", channel=schedule.channel)
+        return Actor(user=f"schedule:{schedule.name}", via=SCHEDULER_VIA, channel=schedule.channel)
 
     async def run(
         self,
@@ -172,6 +174,12 @@ class ScheduleRunner:
             # Only after a good new snapshot: when it failed, old points are the fallback.
             try:
                 preview = await self._pruning.preview(vm, schedule.policy)
+                outcome.prune_reasons = {
+                    d.snapshot.label: d.reason
+                    for plan in preview.plans
+                    for d in plan.decisions
+                    if not d.keep
+                }
                 (outcome.prune,) = await self._pruning.apply(
                     preview.to_delete or {created.snapshot.vm_uuid: []},
                     schedule.policy,
@@ -200,3 +208,65 @@ class ScheduleRunner:
             age = None if newest is None else now - newest
             if age is None or age > warn:
                 report.stale.append(Freshness(group.vm_name, age, age is None or age > critical))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestLine:
+    vm: str
+    snapshots: int
+    held: int
+    newest_age: timedelta | None
+    disk_bytes: int | None
+    stale: Freshness | None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """The daily overview: every VM's newest snapshot, holds, storage, and each schedule's
+    latest run."""
+
+    channel: str
+    lines: tuple[DigestLine, ...]
+    schedules: tuple[tuple[Schedule, str | None], ...]  # (schedule, status of its latest run)
+    free: FreeSpace | None
+
+
+async def build_digest(
+    snapshots: SnapshotService,
+    schedules: list[Schedule],
+    latest_status: dict[int, str],
+    now: datetime,
+    channel: str,
+) -> Digest:
+    lines = []
+    free = None
+    for group in await snapshots.list_snapshots():
+        if group.vm is None:
+            continue
+        present = [s for s in group.snapshots if s.status is CatalogueStatus.PRESENT]
+        newest = max((s.created_at for s in present), default=None)
+        age = None if newest is None else now - newest
+        stale = None
+        for schedule in schedules:
+            if schedule.covers(group.vm_name):
+                warn, critical = schedule.freshness_limits
+                if age is None or age > warn:
+                    stale = Freshness(group.vm_name, age, age is None or age > critical)
+        if free is None:
+            try:
+                _, free = await snapshots.storage(group.vm)
+            except CoreError:
+                free = None
+        lines.append(
+            DigestLine(
+                group.vm_name,
+                len(present),
+                sum(1 for s in present if s.hold is not None),
+                age,
+                group.disk_bytes,
+                stale,
+            )
+        )
+    return Digest(
+        channel, tuple(lines), tuple((s, latest_status.get(s.id)) for s in schedules), free
+    )

@@ -24,10 +24,11 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.bootstrap import Core
-from core.domain.schedule import Schedule
+from core.domain.schedule import Schedule, When, parse_when
 from core.domain.snapshot import Hold, HoldKind, Snapshot
 from core.ports import Clock
-from scheduler.runs import RunReport, ScheduleRunner
+from core.services.snapshots import SnapshotService
+from scheduler.runs import Digest, RunReport, ScheduleRunner, build_digest
 from scheduler.timing import due, trigger_for
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class ScheduleStore(Protocol):
     async def set_last_fire(self, schedule_id: int, fire_time: datetime) -> None: ...
 
     async def running_run(self, schedule_id: int) -> datetime | None: ...
+
+    async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]: ...
 
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None: ...
 
@@ -62,6 +65,8 @@ class Reporter(Protocol):
 
     async def hold_reminder(self, snapshot: Snapshot) -> None: ...
 
+    async def digest(self, digest: Digest) -> None: ...
+
 
 class SchedulerService:
     def __init__(
@@ -74,7 +79,11 @@ class SchedulerService:
         owner: str,
         *,
         lease_ttl: timedelta = timedelta(seconds=30),
+        snapshots: SnapshotService | None = None,
+        digest: tuple[str, When] | None = None,
     ) -> None:
+        self._snapshots = snapshots
+        self._digest = digest  # (channel, when) of the daily overview, if wanted
         self._store = store
         self._holds = holds
         self._runner = runner
@@ -170,6 +179,10 @@ class SchedulerService:
         self._scheduler.add_job(
             self.check_holds, "interval", hours=1, id="holds", replace_existing=True
         )
+        if self._digest is not None:
+            self._scheduler.add_job(
+                self.send_digest, trigger_for(self._digest[1]), id="digest", replace_existing=True
+            )
 
     async def _wake(self, schedule_id: int) -> None:
         await self.tick(only=schedule_id)
@@ -226,6 +239,22 @@ class SchedulerService:
             await self._reporter.run_report(report)
         return report
 
+    async def send_digest(self) -> None:
+        """The optional daily overview, into the digest channel."""
+        if self._digest is None or self._snapshots is None:
+            return
+        latest: dict[int, str] = {}
+        for schedule_id, _fire, status in await self._store.runs():
+            latest[schedule_id] = status  # runs come oldest first: the last one wins
+        digest = await build_digest(
+            self._snapshots,
+            await self._store.schedules(),
+            latest,
+            self._clock.now(),
+            self._digest[0],
+        )
+        await self._reporter.digest(digest)
+
     async def check_holds(self) -> None:
         """Release holds whose date passed; remind creators of unverified holds."""
         now = self._clock.now()
@@ -256,8 +285,23 @@ def build_scheduler(
     """The scheduler over the wired core; schedule changes rebuild its jobs."""
     owner = core.runner.owner
     runner = ScheduleRunner(core.snapshots, core.pruning, core.catalogue, core.clock, owner)
+    settings = core.settings
+    digest = None
+    if settings.digest_channel:
+        digest = (
+            settings.digest_channel,
+            parse_when(["daily", settings.digest_at], settings.timezone),
+        )
     service = SchedulerService(
-        core.catalogue, core.catalogue, runner, reporter, core.clock, owner, lease_ttl=lease_ttl
+        core.catalogue,
+        core.catalogue,
+        runner,
+        reporter,
+        core.clock,
+        owner,
+        lease_ttl=lease_ttl,
+        snapshots=core.snapshots,
+        digest=digest,
     )
     core.schedules.on_change.append(service.rebuild)
     return service

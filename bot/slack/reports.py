@@ -11,7 +11,7 @@ from bot import messages
 from bot.slack.blocks import sections
 from bot.slack.holds import prompt_blocks
 from core.domain.snapshot import Snapshot
-from scheduler.runs import RunReport
+from scheduler.runs import Digest, RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -39,4 +39,10 @@ class SlackReporter:
         text = messages.hold_reminder(snapshot)
         await self._client.chat_postMessage(
             channel=snapshot.created_by, text=text, blocks=prompt_blocks(text, snapshot)
+        )
+
+    async def digest(self, digest: Digest) -> None:
+        text = messages.digest_text(digest)
+        await self._client.chat_postMessage(
+            channel=digest.channel, text=text[:3900], blocks=sections(text)
         )

@@ -60,6 +60,9 @@ class Actor:
     channel: str | None = None
 
 
+# ``Actor.via`` of scheduled work.
+SCHEDULER_VIA = "scheduler"
+
 ProgressCallback = Callable[[Stage], Awaitable[None]]
 
 

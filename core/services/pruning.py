@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from core.domain.operation import Actor, ProgressCallback, no_progress
+from core.domain.operation import (
+    SCHEDULER_VIA,
+    Actor,
+    OperationKind,
+    OperationStatus,
+    ProgressCallback,
+    no_progress,
+)
 from core.domain.retention import RetentionPolicy, items_from_snapshots, plan_retention
 from core.domain.snapshot import CatalogueStatus, Snapshot
 from core.domain.vm import Vm
@@ -164,7 +171,20 @@ class PruneService:
             items_from_snapshots(present), policy, self._tz, now=self._clock.now()
         )
         decisions = tuple(PruneDecision(by_name[d.key], d.keep, d.reason) for d in plan.decisions)
-        return VmPrunePlan(vm, decisions, plan.refused)
+        return VmPrunePlan(vm, decisions, plan.refused or await self._failed_schedule(vm))
+
+    async def _failed_schedule(self, vm: Vm) -> str | None:
+        """Old snapshots are the fallback while the newest scheduled snapshot is failing."""
+        for op in await self._catalogue.operations(vm.uuid, limit=50):
+            if op.kind is OperationKind.SNAPSHOT and op.via == SCHEDULER_VIA:
+                if op.status is OperationStatus.FAILED:
+                    return (
+                        f"its newest scheduled snapshot failed at "
+                        f"{op.started_at:%Y-%m-%d %H:%M} UTC; old snapshots are kept as the "
+                        "fallback until a scheduled snapshot succeeds"
+                    )
+                return None
+        return None
 
 
 def policy_from_counts(counts: Mapping[str, int]) -> RetentionPolicy:

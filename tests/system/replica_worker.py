@@ -18,7 +18,7 @@ from pathlib import Path
 from core.bootstrap import build_core
 from core.config import Settings
 from core.domain.snapshot import Snapshot
-from scheduler.runs import RunReport
+from scheduler.runs import Digest, RunReport
 from scheduler.service import build_scheduler
 
 
@@ -44,7 +44,10 @@ class PrintingReporter:
         )
 
     async def hold_reminder(self, snapshot: Snapshot) -> None:
-        pass
+        emit(event="reminder", snapshot=snapshot.label)
+
+    async def digest(self, digest: Digest) -> None:
+        emit(event="digest", vms=len(digest.lines))
 
 
 async def main(database_url: str, libvirt_uri: str, t0: str, epoch: float, seconds: float) -> None:

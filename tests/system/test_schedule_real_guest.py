@@ -86,6 +86,6 @@ async def test_a_schedule_snapshots_prunes_and_reports_to_its_channel(
         f"snapbot label: nightly-{slot:%Y%m%d-%H%M}",
     ]
     assert f"`nightly-{slot:%Y%m%d-%H%M}`" in message.text
-    assert "pruned 1 (`earlier-0`)" in message.text
+    assert "pruned 1 (`earlier-0` (beyond last=2))" in message.text
     assert "Storage: disk images" in message.text
     assert "free in" in message.text

@@ -16,7 +16,7 @@ from core.domain.retention import RetentionPolicy
 from core.domain.schedule import Schedule, parse_when
 from core.domain.snapshot import Hold, HoldKind, Origin, Snapshot
 from core.errors import InvalidInput, OperationFailed
-from scheduler.runs import RunReport
+from scheduler.runs import Digest, RunReport
 from scheduler.service import SchedulerService, build_scheduler
 from scheduler.timing import due, fire_times
 from tests.conftest import ALICE, Services
@@ -36,12 +36,16 @@ class FakeClock:
 class Reports:
     runs: list[RunReport] = field(default_factory=list)
     reminders: list[Snapshot] = field(default_factory=list)
+    digests: list[Digest] = field(default_factory=list)
 
     async def run_report(self, report: RunReport) -> None:
         self.runs.append(report)
 
     async def hold_reminder(self, snapshot: Snapshot) -> None:
         self.reminders.append(snapshot)
+
+    async def digest(self, digest: Digest) -> None:
+        self.digests.append(digest)
 
 
 def nightly(**overrides: object) -> Schedule:
@@ -180,6 +184,12 @@ async def test_a_busy_vm_is_skipped_and_reported_and_a_failed_one_is_not_pruned(
         assert "web-01: skipped — web-01 is busy: restore by U_ALICE" in text
         assert "web-02: FAILED" in text
         assert "<@U_OWNER>" in text, "failures mention the schedule's owner"
+        # a manual prune of that VM is refused while its scheduled snapshots fail
+        preview = await core.pruning.preview("web-02", RetentionPolicy.from_counts(last=1))
+        (plan,) = preview.plans
+        assert plan.to_delete == ()
+        assert plan.refused is not None
+        assert "newest scheduled snapshot failed" in plan.refused
     finally:
         await service.stop()
 
@@ -247,3 +257,26 @@ def replace_owner(core: Core):  # type: ignore[no-untyped-def]
 
 async def _no_progress(stage: object) -> None:
     return None
+
+
+async def test_the_daily_digest_lists_every_vm_and_flags_stale_ones(
+    clocked: tuple[Core, FakeClock], services: Services
+) -> None:
+    core, clock = clocked
+    await services.service.create_snapshot("web-01", "base", actor=ALICE)
+    (snap,) = await services.catalogue.snapshots()
+    await core.catalogue.add_schedule(nightly())
+    core = replace(core, settings=replace(core.settings, digest_channel="C_DIGEST"))
+    reports = Reports()
+    service = build_scheduler(core, reports)
+    clock.moment = snap.created_at + timedelta(days=2)
+    await service.send_digest()
+    (digest,) = reports.digests
+    assert digest.channel == "C_DIGEST"
+    text = messages.digest_text(digest)
+    assert "web-01: 1 snapshot(s), newest 2.0 days ago" in text
+    assert "warning: getting old" in text, "a daily schedule promised a day; 2 days is stale"
+    assert "web-02: 0 snapshot(s), no snapshot" in text
+    assert "CRITICAL" in text
+    assert "db-01" in text
+    assert "Schedule nightly: last run not yet" in text
