@@ -178,11 +178,12 @@ async def run_console(core: Core, *, with_scheduler: bool = False) -> int:
         print(messages.connected_banner(core.libvirt_uri), flush=True)
     if core.reconciled:
         print(messages.reconciled_text(core.reconciled), flush=True)
-    scheduler = build_scheduler(core, ConsoleReporter(sys.stdout)) if with_scheduler else None
-    if scheduler is not None:
+    # Without with_scheduler the timetable does not run here, but `schedule run` still can.
+    scheduler = build_scheduler(core, ConsoleReporter(sys.stdout))
+    if with_scheduler:
         await scheduler.start()
     try:
         return await Console(core, sys.stdin, sys.stdout, scheduler).run()
     finally:
-        if scheduler is not None:
+        if with_scheduler:
             await scheduler.stop()
