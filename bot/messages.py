@@ -199,7 +199,13 @@ def error_text(error: CoreError) -> str:
         names = ", ".join(error.existing) or "none yet"
         return f"No schedule `{error.key}`. Schedules: {names}."
     if isinstance(error, SnapshotNotFound):
-        return f"{error.vm} has no snapshot `{error.label}`. " + _suggest(
+        deleted = ""
+        if error.deleted_by and error.deleted_at:
+            deleted = (
+                f"It was deleted by {error.deleted_by} at {when(error.deleted_at)} "
+                "(see the audit trail). "
+            )
+        return f"{error.vm} has no snapshot `{error.label}`. {deleted}" + _suggest(
             "snapshot", error.suggestions
         )
     if isinstance(error, InvalidLabel):

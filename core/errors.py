@@ -70,11 +70,22 @@ class VmNotFound(NotFound):
 class SnapshotNotFound(NotFound):
     """No snapshot of that label on the VM; ``suggestions`` are its labels, closest first."""
 
-    def __init__(self, vm: str, label: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        vm: str,
+        label: str,
+        suggestions: Sequence[str] = (),
+        *,
+        deleted_by: str | None = None,
+        deleted_at: datetime | None = None,
+    ) -> None:
         super().__init__(f"VM {vm!r} has no snapshot {label!r}")
         self.vm = vm
         self.label = label
         self.suggestions = tuple(suggestions)
+        # From the audit trail: who deleted a snapshot of that name, and when.
+        self.deleted_by = deleted_by
+        self.deleted_at = deleted_at
 
 
 class ScheduleNotFound(NotFound):

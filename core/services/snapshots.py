@@ -11,6 +11,7 @@ from core.domain.names import closest
 from core.domain.operation import (
     Actor,
     OperationKind,
+    OperationStatus,
     ProgressCallback,
     Recovery,
     Stage,
@@ -179,7 +180,7 @@ class SnapshotService:
         if not snaps:
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
-        target = _find(vm, snaps, label)
+        target = await self._lookup(vm, snaps, label)
         if target.status is CatalogueStatus.MISSING:
             raise SnapshotMissing(vm.name, target.label)
         newer = tuple(s for s in snaps if s.created_at > target.created_at and s is not target)
@@ -241,7 +242,8 @@ class SnapshotService:
             await op.stage(Stage.CHECKING)
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
-            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label, libvirt_name)
+            snaps = await self._catalogue.snapshots(vm.uuid)
+            target = await self._lookup(vm, snaps, label, libvirt_name)
             hs = next((s for s in listing if s.libvirt_name == target.libvirt_name), None)
             if hs is None:
                 raise SnapshotMissing(vm.name, target.label)
@@ -290,7 +292,8 @@ class SnapshotService:
         async with self._runner.run(kind, vm, actor, progress, label=label) as op:
             await op.stage(Stage.CHECKING)
             await sync_vm(self._hv, self._catalogue, vm)
-            target = _find(vm, await self._catalogue.snapshots(vm.uuid), label, libvirt_name)
+            snaps = await self._catalogue.snapshots(vm.uuid)
+            target = await self._lookup(vm, snaps, label, libvirt_name)
             await op.record(libvirt_name=target.libvirt_name)
             if target.status is CatalogueStatus.MISSING:
                 await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
@@ -325,7 +328,7 @@ class SnapshotService:
         async with self._runner.run(kind, vm, actor, no_progress, label=old_label) as op:
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
-            target = _find(vm, snaps, old_label)
+            target = await self._lookup(vm, snaps, old_label)
             if any(s.label == new_label and s is not target for s in snaps):
                 raise LabelTaken(vm.name, new_label)
             await op.record(libvirt_name=target.libvirt_name, new_label=new_label)
@@ -341,13 +344,36 @@ class SnapshotService:
     async def find(self, vm_name: str, label: str) -> Snapshot:
         """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""
         vm = await self._vm(vm_name)
-        return _find(vm, await self._catalogue.snapshots(vm.uuid), label)
+        return await self._lookup(vm, await self._catalogue.snapshots(vm.uuid), label)
 
     async def vm(self, name: str) -> Vm:
         """The VM named ``name``; ``VmNotFound`` lists the closest names."""
         return await self._vm(name)
 
     # -- internals ---------------------------------------------------------------------------
+
+    async def _lookup(
+        self, vm: Vm, snapshots: list[Snapshot], label: str, libvirt_name: str | None = None
+    ) -> Snapshot:
+        """``_find``, and when it fails, whether the audit trail saw it deleted (by a person or
+        by a schedule's prune): the first question of someone missing a snapshot."""
+        try:
+            return _find(vm, snapshots, label, libvirt_name)
+        except SnapshotNotFound as exc:
+            for op in await self._catalogue.operations(vm.uuid, limit=500):
+                if (
+                    op.kind is OperationKind.DELETE
+                    and op.status is OperationStatus.SUCCEEDED
+                    and op.snapshot_label == label
+                ):
+                    raise SnapshotNotFound(
+                        exc.vm,
+                        exc.label,
+                        exc.suggestions,
+                        deleted_by=op.requested_by,
+                        deleted_at=op.finished_at or op.started_at,
+                    ) from None
+            raise
 
     async def _vm(self, name: str) -> Vm:
         try:

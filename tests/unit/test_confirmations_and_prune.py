@@ -14,7 +14,7 @@ from core.bootstrap import Core
 from core.catalogue.models import ConfirmationRow, SnapshotRow
 from core.domain.operation import OperationKind, OperationStatus
 from core.domain.snapshot import Origin
-from core.errors import ConfirmationSpent, InvalidInput
+from core.errors import ConfirmationSpent, InvalidInput, SnapshotNotFound
 from tests.conftest import ALICE, BOB, Services
 
 DAY = 86_400
@@ -153,3 +153,17 @@ async def test_restore_without_a_snapshot_offers_the_vms_snapshots(core: Core) -
     text = messages.pick_snapshot(outcome.vm)  # type: ignore[union-attr]
     assert text.index("two") < text.index("one"), "newest first"
     assert "Then: /restore web-01 <name>" in text
+
+
+async def test_a_missing_snapshot_says_who_deleted_it(core: Core, services: Services) -> None:
+    await take_dailies(services, "web-01", 3)
+    dispatcher = Dispatcher(core, access=None)
+    request = await dispatcher.handle(Prune("web-01", (("last", 1),), False), ALICE)
+    assert isinstance(request, ConfirmPrune)
+    assert request.confirmation is not None
+    await dispatcher.confirm(request.confirmation.id, ALICE)
+    with pytest.raises(SnapshotNotFound) as info:
+        await dispatcher.handle(Restore("web-01", "daily-000", True), BOB)
+    text = messages.error_text(info.value)
+    assert "It was deleted by U_ALICE at" in text
+    assert "`daily-002`" in text
