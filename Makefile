@@ -9,7 +9,7 @@ BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest.
 TEST_PACKAGES := libvirt-daemon-system libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
 
-.PHONY: run console test lint typecheck unit system deps test-deps clean
+.PHONY: run console test lint typecheck unit system bench deps test-deps clean
 
 deps:
 	@bash scripts/ensure-packages.sh $(BUILD_PACKAGES)
@@ -50,6 +50,12 @@ test: test-deps $(VENV)/.installed lint typecheck
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest
+
+# Figures, not pass/fail: snapbot against raw virsh, event-loop lag, Slack ack latency.
+bench: test-deps $(VENV)/.installed
+	bash tests/system/host/start-libvirtd.sh
+	bash tests/system/guest/build.sh $(GUEST_DIR)
+	$(VENV)/bin/python bench/snapshot_latency.py $(GUEST_DIR)
 
 clean:
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache
