@@ -67,8 +67,12 @@ class LiveMessage:
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def posted(self) -> bool:
+        return self.ts is not None or self._via_response_url
+
     async def post(self, text: str) -> None:
-        """Post the first version of the message."""
+        """Post the first version of the message (raises if Slack refuses)."""
         try:
             reply = await self._client.chat_postMessage(
                 channel=self._where.channel, text=text, thread_ts=self._where.thread_ts
@@ -89,7 +93,9 @@ class LiveMessage:
         self._last_sent_at = self._clock()
 
     def update(self, text: str) -> None:
-        """Ask for an edit; it is sent within about ``min_interval``, coalesced with later ones."""
+        """Show ``text``: posted or edited in the background within about ``min_interval``,
+        coalesced with later texts. Never waits for Slack: the operation this message follows
+        must not wait on a slow or rate-limited Slack between its stages."""
         if self._via_response_url:
             return  # five posts in all: keep them for the outcome
         self._pending = text
@@ -97,7 +103,7 @@ class LiveMessage:
             self._flusher = asyncio.create_task(self._flush_soon(), name="slack-edit")
 
     async def finish(self, text: str) -> None:
-        """The final edit: sent even if earlier edits were refused."""
+        """The final text: an edit of the message, or a new message if none could be posted."""
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,6 +111,9 @@ class LiveMessage:
         self._pending = None
         if self._via_response_url:
             await self._respond(text, replace=True)
+            return
+        if self.ts is None:
+            await self.post(text)
             return
         async with self._lock:
             await self._edit(text, final=True)
@@ -119,16 +128,29 @@ class LiveMessage:
             logger.warning("thread reply failed: %s", exc.response.get("error"))
 
     async def _flush_soon(self) -> None:
+        failed_posts = 0
         while self._pending is not None:
             wait = self._last_sent_at + self._min_interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
             async with self._lock:
                 text, self._pending = self._pending, None
-                if text is not None and not await self._edit(text, final=False):
+                if text is None:
+                    continue
+                if not self.posted:
+                    try:
+                        await self.post(text)
+                    except Exception:
+                        failed_posts += 1
+                        logger.warning("posting progress failed (%d)", failed_posts, exc_info=True)
+                        if failed_posts >= 3:
+                            return  # finish() tries once more with the outcome
+                        self._pending = self._pending or text
+                        self._last_sent_at = self._clock()
+                    continue
+                if not await self._edit(text, final=False):
                     # Refused (rate limited past the retries): keep the newest text for later.
                     self._pending = self._pending or text
-                    await asyncio.sleep(self._min_interval)
 
     async def _edit(self, text: str, *, final: bool) -> bool:
         assert self.ts is not None
@@ -193,33 +215,31 @@ class OperationProgress:
 
     @property
     def posted(self) -> bool:
-        return self._ticker is not None
+        """Has a stage started (so the message belongs in the channel)?"""
+        return self._current is not None
 
     async def stage(self, stage: Stage) -> None:
-        """A ``ProgressCallback`` for the services. The message is posted at the first stage,
-        so a request refused before any work (bad name, busy VM) is answered privately."""
+        """A ``ProgressCallback`` for the services; returns at once. The message appears at the
+        first stage, so a request refused before any work (bad name, busy VM) is answered
+        privately instead."""
         now = time.monotonic()
         if self._current is not None:
             self._done.append((self._current, now - self._stage_started))
         self._current, self._stage_started = stage, now
+        self._message.update(self._render())
         if self._ticker is None:
-            await self._message.post(self._render())
             self._ticker = asyncio.create_task(self._tick(), name="slack-progress-tick")
-        else:
-            self._message.update(self._render())
 
     async def finish(self, outcome: str) -> None:
-        """The outcome: the last edit of the live message, or a new message if none was
-        posted (an operation without stages, such as a rename)."""
-        if self._ticker is None:
+        """The outcome: the last edit of the live message, or a new message if no stage ran
+        (an operation without stages, such as a rename)."""
+        if self._current is None:
             await self._message.post(outcome)
             return
         await self._stop_ticker()
         # Fast stages may have been coalesced away; the final text keeps their record.
         now = time.monotonic()
-        stages = list(self._done)
-        if self._current is not None:
-            stages.append((self._current, now - self._stage_started))
+        stages = [*self._done, (self._current, now - self._stage_started)]
         await self._message.finish(f"{outcome}\n{messages.stage_summary(stages)}")
 
     async def _stop_ticker(self) -> None:

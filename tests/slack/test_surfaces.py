@@ -141,3 +141,16 @@ async def test_socket_mode_serves_the_same_app(core: Core, services: Services) -
             )
         finally:
             await socket.stop()
+
+
+async def test_a_slow_slack_never_holds_up_the_operation(bot: SlackBot, services: Services) -> None:
+    """Progress is shown in the background: a VM is not left stopped waiting for Slack."""
+    bot.slack.delay("chat.postMessage", 3.0)
+    bot.slack.delay("chat.update", 3.0)
+    await bot.command("/snapshot web-01 while-slack-lags", user=ADMIN)
+    await bot.slack.wait_for_message(
+        lambda m: "while-slack-lags" in m.text and m.text.startswith("✅"), timeout=20
+    )
+    (op,) = [o for o in await services.catalogue.operations() if o.snapshot_label]
+    assert op.duration_seconds is not None
+    assert op.duration_seconds < 1.0, "the snapshot did not wait for Slack's slow answers"
