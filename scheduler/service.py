@@ -47,6 +47,8 @@ class ScheduleStore(Protocol):
 
     async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]: ...
 
+    async def interrupt_runs(self, owner: str) -> int: ...
+
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None: ...
 
     async def release_lease(self, name: str, holder: str) -> None: ...
@@ -137,6 +139,9 @@ class SchedulerService:
         if token is not None and not self.is_leader:
             logger.warning("this process now runs the schedules (lease token %s)", token)
             self.token = token
+            interrupted = await self._store.interrupt_runs(self._owner)
+            if interrupted:
+                logger.warning("%d run(s) of a previous leader were interrupted", interrupted)
             await self.rebuild()
             self._spawn(self.tick())
         elif token is None and self.is_leader:

@@ -412,6 +412,15 @@ class TortoiseCatalogue:
             status=status, report=report, finished_at=self._clock.now()
         )
 
+    async def interrupt_runs(self, owner: str) -> int:
+        """Runs left 'running' by other processes (a leader that died mid-run) are marked
+        'interrupted'; a run that was merely slow still records its real end when it finishes."""
+        return (
+            await ScheduleRunRow.filter(status="running")
+            .exclude(owner=owner)
+            .update(status="interrupted", finished_at=self._clock.now())
+        )
+
     async def running_run(self, schedule_id: int) -> datetime | None:
         """The fire time of this schedule's run still in progress, if any."""
         row = await ScheduleRunRow.filter(schedule_id=schedule_id, status="running").first()

@@ -280,3 +280,18 @@ async def test_the_daily_digest_lists_every_vm_and_flags_stale_ones(
     assert "CRITICAL" in text
     assert "db-01" in text
     assert "Schedule nightly: last run not yet" in text
+
+
+async def test_runs_left_running_by_a_dead_leader_are_marked_interrupted(
+    clocked: tuple[Core, FakeClock],
+) -> None:
+    core, clock = clocked
+    schedule = await core.catalogue.add_schedule(nightly())
+    await core.catalogue.begin_run(schedule.id, DAY1 + timedelta(hours=2), "deadhost:1:x")
+    service = await started(core, Reports())
+    try:
+        assert await core.catalogue.runs() == [
+            (schedule.id, DAY1 + timedelta(hours=2), "interrupted")
+        ]
+    finally:
+        await service.stop()
