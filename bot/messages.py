@@ -14,6 +14,7 @@ from core.config import SlackSettings
 from core.domain.operation import Operation, Recovery, Stage
 from core.domain.schedule import Schedule
 from core.domain.snapshot import LABEL_MAX_LENGTH, CatalogueStatus, Snapshot
+from core.domain.vm import FreeSpace
 from core.errors import (
     ConfirmationSpent,
     CoreError,
@@ -739,17 +740,17 @@ def run_report(report: RunReport) -> str:
                 )
         if o.prune_error is not None:
             lines.append(f"    prune failed: {error_text(o.prune_error)}")
-    free = (
-        f"; {human_bytes(report.free.available_bytes)} free in {report.free.path}"
-        if report.free
-        else ""
-    )
-    lines.append(f"Storage: disk images {human_bytes(report.disk_bytes)}{free}.")
+    lines.append(_storage(report.disk_bytes, report.free))
     for f in report.stale:
         level = "CRITICAL" if f.critical else "warning"
         age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
         lines.append(f"{level}: {f.vm} {age} (this schedule promises {s.when.describe()}).")
     return "\n".join(lines)
+
+
+def _storage(disk_bytes: int, free: FreeSpace | None) -> str:
+    where = f"; {human_bytes(free.available_bytes)} free in {free.path}" if free else ""
+    return f"Storage: disk images {human_bytes(disk_bytes)}{where}."
 
 
 def _age(age: timedelta) -> str:
@@ -793,10 +794,5 @@ def digest_text(digest: Digest) -> str:
     for schedule, status in digest.schedules:
         lines.append(f"Schedule {schedule.name}: last run {status or 'not yet'}")
     total = sum(line.disk_bytes or 0 for line in digest.lines)
-    free = (
-        f"; {human_bytes(digest.free.available_bytes)} free in {digest.free.path}"
-        if digest.free
-        else ""
-    )
-    lines.append(f"Storage: disk images {human_bytes(total)}{free}.")
+    lines.append(_storage(total, digest.free))
     return "\n".join(lines)
