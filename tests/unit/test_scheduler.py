@@ -285,7 +285,7 @@ async def test_the_daily_digest_lists_every_vm_and_flags_stale_ones(
 async def test_runs_left_running_by_a_dead_leader_are_marked_interrupted(
     clocked: tuple[Core, FakeClock],
 ) -> None:
-    core, clock = clocked
+    core, _ = clocked
     schedule = await core.catalogue.add_schedule(nightly())
     await core.catalogue.begin_run(schedule.id, DAY1 + timedelta(hours=2), "deadhost:1:x")
     service = await started(core, Reports())
