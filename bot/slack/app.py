@@ -72,6 +72,16 @@ class _SeenEvents:
         return True
 
 
+def _delivery_key(body: dict[str, Any]) -> str | None:
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return f"event:{body['event_id']}"
+    # Slash commands and block actions carry a trigger id Slack issues once per user action.
+    # View submissions are left alone: their repeats are settled by the stored confirmation.
+    if body.get("type") in (None, "block_actions") and body.get("trigger_id"):
+        return f"trigger:{body['trigger_id']}"
+    return None
+
+
 def build_app(
     core: Core,
     settings: SlackSettings,
@@ -101,12 +111,15 @@ def build_app(
     seen = _SeenEvents(EVENT_DEDUPE_SECONDS)
 
     @app.middleware
-    async def drop_redelivered_events(
+    async def drop_redeliveries(
         body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]
     ) -> BoltResponse | None:
-        event_id = body.get("event_id")
-        if body.get("type") == "event_callback" and event_id and not seen.first_time(event_id):
-            logger.info("dropping redelivered event %s", event_id)
+        """A request seen before is acknowledged and dropped: Events API retries by event id,
+        and replays of a command or a click (a proxy retrying, a captured signed request
+        re-sent inside Slack's 5-minute window) by their single-use trigger id."""
+        key = _delivery_key(body)
+        if key is not None and not seen.first_time(key):
+            logger.info("dropping a repeated delivery (%s)", key)
             return BoltResponse(status=200, body="")
         return await next()
 

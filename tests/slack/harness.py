@@ -98,6 +98,7 @@ class SlackBot:
             channel_id=CHANNEL,
             message_ts="1700000000.000001",
             response_url=response_url,
+            trigger_id=self.slack.new_trigger_id(user_id=user),  # Slack issues one per click
         )
         status, text, _ = await self.signed(body)
         assert status == 200, text

@@ -96,3 +96,22 @@ async def test_healthz_answers_for_a_load_balancer(bot: SlackBot) -> None:
     ):
         assert response.status == 200
         assert (await response.json())["ok"] is True
+
+
+async def test_a_replayed_command_runs_once(bot: SlackBot, services: Services) -> None:
+    body = req.slash_command_body(
+        "/snapshot",
+        "web-01 once",
+        response_url=bot.slack.new_response_url(),
+        trigger_id=bot.slack.new_trigger_id(),
+        user_id=ADMIN,
+    )
+    for _ in range(3):  # a proxy retrying, or a captured request re-sent within 5 minutes
+        status, _, _ = await bot.signed(body)
+        assert status == 200
+    await bot.slack.wait_for_message(lambda m: m.text.startswith("✅"), timeout=15)
+    await bot.idle()
+    snapshots = [
+        o for o in await services.catalogue.operations() if o.kind is OperationKind.SNAPSHOT
+    ]
+    assert len(snapshots) == 1, [(o.status, o.error) for o in snapshots]
