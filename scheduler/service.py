@@ -137,7 +137,7 @@ class SchedulerService:
     async def _campaign(self) -> None:
         token = await self._store.acquire_lease(LEASE_NAME, self._owner, self._lease_ttl)
         if token is not None and not self.is_leader:
-            logger.warning("this process now runs the schedules (lease token %s)", token)
+            logger.info("this process now runs the schedules (lease token %s)", token)
             self.token = token
             interrupted = await self._store.interrupt_runs(self._owner)
             if interrupted:
