@@ -689,7 +689,10 @@ def schedule_removed(s: Schedule) -> str:
 
 
 def run_taken(s: Schedule) -> str:
-    return f"Schedule {s.name} is being run by another process right now; nothing more to do."
+    return (
+        f"Schedule {s.name} already has a run for this moment (another request or process "
+        "started it); nothing more to do."
+    )
 
 
 def _missed_text(report: RunReport) -> str:
