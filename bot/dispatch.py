@@ -9,6 +9,7 @@ confirmation (roles can change in between).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -322,7 +323,7 @@ class Dispatcher:
         timezone = command.timezone or self._core.settings.timezone
         when = parse_when(list(command.when), timezone)
         policy = policy_from_counts(dict(command.keep)) if command.keep else None
-        channel = command.channel or actor.channel
+        channel = _channel_id(command.channel) or actor.channel
         added = await schedules.add(command.name, command.vms, when, policy, channel, actor)
         return Reply(messages.schedule_added(added, next_fire(added.when, added.created_at)))
 
@@ -353,3 +354,12 @@ def parse_date(text: str) -> datetime:
     if len(text) == 10:
         moment = moment.replace(hour=23, minute=59, second=59)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _channel_id(text: str | None) -> str | None:
+    """``<#C0123|ops>`` (how Slack escapes a channel mention) -> ``C0123``; ids and ``#names``
+    pass through (chat.postMessage accepts a public channel's name)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"<#([A-Z0-9]+)(?:\|[^>]*)?>", text.strip())
+    return match.group(1) if match else text.strip()

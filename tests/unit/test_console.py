@@ -71,3 +71,12 @@ async def test_holds_from_the_console(core: Core, services: Services) -> None:
     assert "is no longer held" in out
     (snap,) = await services.catalogue.snapshots()
     assert snap.hold is None
+
+
+async def test_a_slack_channel_mention_is_stored_as_its_id(core: Core) -> None:
+    status, out = await run(
+        core, "/snapshot schedule add weekly all weekly sun 03:00 --channel <#C0REPORTS|ops>\n"
+    )
+    assert status == 0, out
+    (schedule,) = await core.schedules.list()
+    assert schedule.channel == "C0REPORTS"
