@@ -82,7 +82,7 @@ def remove_guest(conn: libvirt.virConnect, name: str) -> None:
     dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def system_conn() -> Iterator[libvirt.virConnect]:
     try:
         conn = libvirt.open(SYSTEM_URI)

@@ -78,6 +78,7 @@ class LibvirtConnection:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt")
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._opened = False
         self.reconnects = 0
 
     async def run(
@@ -125,9 +126,14 @@ class LibvirtConnection:
                 except libvirt.libvirtError:
                     pass
                 self._conn = None
-                self.reconnects += 1
             _ensure_event_loop()
             conn = libvirt.open(self.uri)
+            # Every open after the first is a reconnect, whoever noticed the loss (isAlive, the
+            # close callback, or a call that failed with a connection error).
+            if self._opened:
+                self.reconnects += 1
+                logger.warning("reconnected to %s (%d so far)", self.uri, self.reconnects)
+            self._opened = True
             # local drivers (test://) have no keepalive; there is nothing to detect there
             with contextlib.suppress(libvirt.libvirtError):
                 conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
