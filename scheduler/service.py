@@ -147,7 +147,7 @@ class SchedulerService:
         elif token is None and self.is_leader:
             logger.warning("another process took over the schedules")
             self._step_down()
-        self.token = token if token is not None else None
+        self.token = token
 
     def _step_down(self) -> None:
         self.token = None
@@ -234,14 +234,21 @@ class SchedulerService:
                 report = RunReport(schedule, None, missed=decision.missed)
             await self._store.set_last_fire(schedule.id, decision.settled)
             if report is not None:
-                await self._reporter.run_report(report)
+                await self._report(report)
             return report
+
+    async def _report(self, report: RunReport) -> None:
+        # A report that cannot be delivered must not stop the other schedules' runs.
+        try:
+            await self._reporter.run_report(report)
+        except Exception:
+            logger.exception("could not deliver the report of %s", report.schedule.name)
 
     async def run_now(self, schedule: Schedule) -> RunReport | None:
         """``/snapshot schedule run``: a run at this moment, outside the timetable."""
         report = await self._runner.run(schedule, self._clock.now().replace(microsecond=0))
         if report is not None:
-            await self._reporter.run_report(report)
+            await self._report(report)
         return report
 
     async def send_digest(self) -> None:
@@ -273,7 +280,11 @@ class SchedulerService:
             elif hold.kind is HoldKind.VERIFIED:
                 last = hold.reminded_at or snap.created_at
                 if now - last >= HOLD_REMINDER:
-                    await self._reporter.hold_reminder(snap)
+                    try:
+                        await self._reporter.hold_reminder(snap)
+                    except Exception:
+                        logger.exception("could not remind about %s", snap.label)
+                        continue
                     await self._holds.set_hold(
                         snap.vm_uuid, snap.libvirt_name, replace(hold, reminded_at=now)
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -14,6 +15,8 @@ from core.domain.snapshot import Snapshot
 from scheduler.runs import Digest, RunReport
 
 logger = logging.getLogger(__name__)
+
+SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 class SlackReporter:
@@ -36,6 +39,10 @@ class SlackReporter:
             )
 
     async def hold_reminder(self, snapshot: Snapshot) -> None:
+        if not SLACK_USER.match(snapshot.created_by):
+            # Taken from the console or by a schedule: there is nobody in Slack to ask.
+            logger.info("no Slack user to remind about %s", snapshot.label)
+            return
         text = messages.hold_reminder(snapshot)
         await self._client.chat_postMessage(
             channel=snapshot.created_by, text=text, blocks=prompt_blocks(text, snapshot)

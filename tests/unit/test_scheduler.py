@@ -295,3 +295,29 @@ async def test_runs_left_running_by_a_dead_leader_are_marked_interrupted(
         ]
     finally:
         await service.stop()
+
+
+async def test_an_undeliverable_report_does_not_stop_other_schedules(
+    clocked: tuple[Core, FakeClock],
+) -> None:
+    core, clock = clocked
+
+    class Flaky(Reports):
+        async def run_report(self, report: RunReport) -> None:
+            if report.schedule.name == "first":
+                raise RuntimeError("channel_not_found")
+            await super().run_report(report)
+
+    await core.catalogue.add_schedule(nightly(name="first", vms="web-01"))
+    await core.catalogue.add_schedule(nightly(name="second", vms="web-02"))
+    reports = Flaky()
+    service = await started(core, reports)
+    try:
+        clock.moment = DAY1 + timedelta(hours=2, seconds=1)
+        ran = await service.tick()
+        assert [r.schedule.name for r in ran] == ["first", "second"]
+        assert [r.schedule.name for r in reports.runs] == ["second"]
+        # the first schedule's mark moved on: its slot is not run again
+        assert await service.tick() == []
+    finally:
+        await service.stop()
