@@ -154,6 +154,11 @@ class SchedulerService:
         if self._scheduler is not None:
             self._scheduler.remove_all_jobs()
 
+    async def wait_idle(self) -> None:
+        """Return when the background ticks this service started have finished."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
