@@ -64,6 +64,7 @@ async def test_a_schedule_snapshots_prunes_and_reports_to_its_channel(
         client = build_client(slack_settings(slack))
         scheduler = build_scheduler(core, SlackReporter(client))
         await scheduler.start()
+        await scheduler.wait_idle()
         try:
             clock.moment = slot + timedelta(seconds=2)
             (report,) = await scheduler.tick()
