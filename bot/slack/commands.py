@@ -149,18 +149,7 @@ async def _send_preview(
 ) -> None:
     """A preview only the requester sees, with Confirm / Cancel."""
     message_blocks = blocks.confirm_message(text, confirmation_id, danger_label=button)
-    fallback = text[:3900]
-    if response_url:
-        from slack_sdk.webhook.async_client import AsyncWebhookClient
-
-        reply = await AsyncWebhookClient(response_url).send(
-            text=fallback, blocks=message_blocks, response_type="ephemeral"
-        )
-        if reply.status_code == 200:
-            return
-    await ctx.client.chat_postEphemeral(
-        channel=actor.channel or actor.user, user=actor.user, text=fallback, blocks=message_blocks
-    )
+    await ctx.tell(actor, text, response_url, blocks=message_blocks)
 
 
 def _title(command: Command, actor: Actor) -> str:

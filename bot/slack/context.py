@@ -15,6 +15,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
 from bot.dispatch import Dispatcher
+from bot.slack.blocks import sections
 from bot.slack.jobs import Jobs
 from bot.slack.progress import LiveMessage, OperationProgress, Where
 from core.bootstrap import Core
@@ -24,6 +25,9 @@ from core.errors import CoreError, HypervisorError
 from core.services.access import AccessService
 
 logger = logging.getLogger(__name__)
+
+# Slack's message text limit; longer content goes in blocks.
+TEXT_LIMIT = 3900
 
 # Run an operation given a progress callback; return the outcome text.
 Work = Callable[[ProgressCallback], Awaitable[str]]
@@ -114,21 +118,30 @@ class SlackContext:
             except Exception:
                 logger.exception("refresh after an operation failed")
 
-    async def tell(self, actor: Actor, text: str, response_url: str | None) -> None:
+    async def tell(
+        self,
+        actor: Actor,
+        text: str,
+        response_url: str | None,
+        blocks: list[dict[str, Any]] | None = None,
+    ) -> None:
         """A private note to the person who asked: through the response_url when there is one,
         else an ephemeral message, else a DM."""
+        if blocks is None and len(text) > TEXT_LIMIT:
+            blocks = sections(text)  # a long listing travels as sections, cut at line ends
+        text = text[:TEXT_LIMIT]
         if response_url:
             reply = await AsyncWebhookClient(response_url).send(
-                text=text, response_type="ephemeral", replace_original=False
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
             )
             if reply.status_code == 200:
                 return
         try:
             if actor.channel:
                 await self.client.chat_postEphemeral(
-                    channel=actor.channel, user=actor.user, text=text
+                    channel=actor.channel, user=actor.user, text=text, blocks=blocks
                 )
                 return
         except SlackApiError as exc:
             logger.info("ephemeral failed (%s); sending a DM", exc.response.get("error"))
-        await self.client.chat_postMessage(channel=actor.user, text=text)
+        await self.client.chat_postMessage(channel=actor.user, text=text, blocks=blocks)

@@ -7,6 +7,7 @@ it recently), so it never shows a snapshot that was just deleted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -17,6 +18,7 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext
 from core.domain.operation import Actor
 from core.domain.snapshot import CatalogueStatus
+from core.services.snapshots import VmSnapshots
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +33,21 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
         await publish(ctx, user)
 
     async def refresh_all() -> None:
+        # One listing (it syncs every VM with libvirt) serves every viewer's tab.
+        groups = await ctx.core.snapshots.list_snapshots()
         for user in list(ctx.home_viewers):
-            await publish(ctx, user)
+            await publish(ctx, user, groups)
 
     ctx.on_change.append(refresh_all)
 
 
-async def publish(ctx: SlackContext, user: str) -> None:
-    """Build and publish ``user``'s Home tab."""
+async def publish(
+    ctx: SlackContext, user: str, groups: Sequence[VmSnapshots] | None = None
+) -> None:
+    """Build and publish ``user``'s Home tab (from ``groups`` when already listed)."""
     actor = Actor(user=user, via="slack")
-    groups = await ctx.core.snapshots.list_snapshots()
+    if groups is None:
+        groups = await ctx.core.snapshots.list_snapshots()
     visible = set(await ctx.access.visible(actor, [g.vm_name for g in groups]))
     mine = [g for g in groups if g.vm_name in visible]
     present = [s for g in mine for s in g.snapshots if s.status is CatalogueStatus.PRESENT]
