@@ -28,6 +28,10 @@ class SnapshotRow(Model):
     hold_kind = fields.CharField(max_length=16, null=True)
     hold_until = fields.DatetimeField(null=True)
     hold_reminded_at = fields.DatetimeField(null=True)
+    # Which hypervisor the VM lives on: a VM's UUID is only unique within one host. Null on
+    # rows from before migration 0002.
+    hypervisor_uri = fields.CharField(max_length=255, null=True)
+    host_uuid = fields.CharField(max_length=36, null=True)
 
     class Meta:
         table = "snapshot"
