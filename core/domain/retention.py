@@ -4,9 +4,15 @@ Semantics (reference/retention.md, section 3): Proxmox Backup Server's ``mark_se
 borg's keep-oldest added.
 
 * **Candidates.** Only scheduled snapshots are candidates, unless the policy says
-  ``include_manual`` (then manual, safety and external ones are candidates too). A held snapshot is
-  never a candidate. Non-candidates are kept (reason ``held`` or ``manual``), use no slot and cover
-  no period.
+  ``include_manual`` (then manual and external ones are candidates too). A held snapshot is
+  never a candidate, nor is a safety snapshot (they have rules of their own, below).
+  Non-candidates are kept (reason ``held`` or ``manual``), use no slot and cover no period.
+* **Safety snapshots** (``Origin.SAFETY``, taken before every restore with the guest's full RAM)
+  follow their own rule whatever the policy's counts: the newest ``safety_keep_last`` per VM are
+  kept, and any other not older than ``safety_keep_days`` (age counted from ``now``, or from the
+  newest snapshot when no ``now`` is given); the rest are deleted. A held one is kept and takes
+  no place among the newest. ``None`` in the policy means the configured default
+  (``SNAPBOT_SAFETY_KEEP_LAST`` / ``SNAPBOT_SAFETY_KEEP_DAYS``), else ``DEFAULT_SAFETY_KEEP_*``.
 * **Rules in order** ``last → hourly → daily → weekly → monthly → yearly``, each walking the
   candidates newest first (ties broken by key, so the order is total). For each periodic rule the
   periods of every candidate kept so far are *covered*; a candidate already marked (kept, or
@@ -26,7 +32,10 @@ borg's keep-oldest added.
   deletes nothing and says why in ``refused``.
 
 Reasons. Kept: ``last #2``, ``hourly #1``, ``daily #3``, ``weekly #1``, ``monthly #2``,
-``yearly #1``, ``<rule>[oldest]``, ``newest``, ``held``, ``manual``. Deleted, one scheme:
+``yearly #1``, ``<rule>[oldest]``, ``newest``, ``held``, ``manual``,
+``safety snapshot: one of the 3 newest``, ``safety snapshot: not older than 14 days``. Deleted:
+
+* ``safety snapshot older than 14 days and not among the 3 newest``.
 
 * ``daily: day 2025-03-02 already kept`` -- for the first rule of the policy (hourly..yearly, in
   order) whose period of this snapshot holds a kept candidate: that period is covered, so this one
@@ -45,8 +54,8 @@ rule finds the same oldest snapshot, which the first plan kept. The property tes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, tzinfo
 
 from core.domain.snapshot import Origin, Snapshot
 from core.errors import InvalidInput
@@ -65,10 +74,19 @@ _PERIODIC_RULES: tuple[tuple[str, str, str], ...] = (
 )
 RULES: tuple[str, ...] = ("last", *(rule for rule, _, _ in _PERIODIC_RULES))
 
+# Safety snapshots hold the guest's whole RAM: a few recent ones are the undo of a restore, older
+# ones are rarely wanted and expensive.
+DEFAULT_SAFETY_KEEP_LAST = 3
+DEFAULT_SAFETY_KEEP_DAYS = 14
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
-    """How many snapshots each rule keeps. Counts are 0 (rule off) or more."""
+    """How many snapshots each rule keeps. Counts are 0 (rule off) or more.
+
+    Stored as JSON in schedules: a field added later must have a default, so older rows load.
+    ``safety_keep_*`` None means "the configured default" (see ``with_safety_defaults``).
+    """
 
     keep_last: int = 0
     keep_hourly: int = 0
@@ -78,6 +96,8 @@ class RetentionPolicy:
     keep_yearly: int = 0
     keep_oldest: bool = True
     include_manual: bool = False
+    safety_keep_last: int | None = None
+    safety_keep_days: int | None = None
 
     @classmethod
     def from_counts(
@@ -91,11 +111,41 @@ class RetentionPolicy:
         yearly: int = 0,
         keep_oldest: bool = True,
         include_manual: bool = False,
+        safety_keep_last: int | None = None,
+        safety_keep_days: int | None = None,
     ) -> RetentionPolicy:
         """A validated policy; raises ``InvalidInput`` like ``validate``."""
-        policy = cls(last, hourly, daily, weekly, monthly, yearly, keep_oldest, include_manual)
+        policy = cls(
+            last,
+            hourly,
+            daily,
+            weekly,
+            monthly,
+            yearly,
+            keep_oldest,
+            include_manual,
+            safety_keep_last,
+            safety_keep_days,
+        )
         policy.validate()
         return policy
+
+    def with_safety_defaults(self, keep_last: int, keep_days: int) -> RetentionPolicy:
+        """This policy with the configured safety rule where it sets none of its own."""
+        return replace(
+            self,
+            safety_keep_last=keep_last if self.safety_keep_last is None else self.safety_keep_last,
+            safety_keep_days=keep_days if self.safety_keep_days is None else self.safety_keep_days,
+        )
+
+    @property
+    def safety_rule(self) -> tuple[int, int]:
+        """(newest kept, days kept) for safety snapshots, defaults filled in."""
+        last, days = self.safety_keep_last, self.safety_keep_days
+        return (
+            DEFAULT_SAFETY_KEEP_LAST if last is None else last,
+            DEFAULT_SAFETY_KEEP_DAYS if days is None else days,
+        )
 
     def counts(self) -> tuple[tuple[str, int], ...]:
         """(rule, count) for every rule, in application order."""
@@ -119,12 +169,46 @@ class RetentionPolicy:
                 raise InvalidInput(f"--keep-{rule} must be a whole number, not {n!r}")
             if n < 0:
                 raise InvalidInput(f"--keep-{rule} must be 0 or more, not {n}")
+        for option, value in (
+            ("--safety-keep-last", self.safety_keep_last),
+            ("--safety-keep-days", self.safety_keep_days),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInput(f"{option} must be a whole number, not {value!r}")
+            if value < 0:
+                raise InvalidInput(f"{option} must be 0 or more, not {value}")
         if all(n == 0 for _, n in self.counts()):
             raise InvalidInput(EMPTY_POLICY_MESSAGE)
 
     def describe(self) -> str:
         """The rules in use, e.g. ``last=3, daily=7, weekly=4``."""
         return ", ".join(f"{rule}={n}" for rule, n in self.counts() if n > 0)
+
+    def describe_scope(self) -> str:
+        """What else the policy decides, for previews and schedule listings."""
+        last, days = self.safety_rule
+        manual = "manual snapshots included" if self.include_manual else "manual snapshots kept"
+        return (
+            f"{manual}; safety snapshots: the {_newest(last)} and any not older than {_days(days)}"
+        )
+
+
+def _newest(n: int) -> str:
+    return "newest" if n == 1 else f"{n} newest"
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
+
+
+def _safety_delete_reason(last: int, days: int) -> str:
+    """Why a safety snapshot goes: too old, and not among the newest kept."""
+    if last == 0:
+        return f"safety snapshot older than {_days(days)}"
+    among = "not the newest" if last == 1 else f"not among the {last} newest"
+    return f"safety snapshot older than {_days(days)} and {among}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +219,7 @@ class RetentionItem:
     created_at: datetime
     held: bool = False
     scheduled: bool = True
+    safety: bool = False
 
     def __post_init__(self) -> None:
         if self.created_at.utcoffset() is None:
@@ -144,7 +229,13 @@ class RetentionItem:
 def items_from_snapshots(snapshots: Iterable[Snapshot]) -> list[RetentionItem]:
     """Catalogue snapshots as engine input; only ``Origin.SCHEDULED`` counts as scheduled."""
     return [
-        RetentionItem(s.libvirt_name, s.created_at, s.held, s.origin is Origin.SCHEDULED)
+        RetentionItem(
+            s.libvirt_name,
+            s.created_at,
+            s.held,
+            s.origin is Origin.SCHEDULED,
+            s.origin is Origin.SAFETY,
+        )
         for s in snapshots
     ]
 
@@ -233,6 +324,24 @@ def _select(candidates: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo
     return reasons
 
 
+def _select_safety(
+    ordered: list[RetentionItem], policy: RetentionPolicy, anchor: datetime | None
+) -> dict[str, tuple[str, bool]]:
+    """(reason, keep) for each unheld safety snapshot; ``ordered`` newest first."""
+    last, days = policy.safety_rule
+    decided: dict[str, tuple[str, bool]] = {}
+    unheld = [i for i in ordered if i.safety and not i.held]
+    for rank, item in enumerate(unheld, start=1):
+        if rank <= last:
+            newest = "the newest" if last == 1 else f"one of the {last} newest"
+            decided[item.key] = (f"safety snapshot: {newest}", True)
+        elif anchor is not None and anchor - item.created_at <= timedelta(days=days):
+            decided[item.key] = (f"safety snapshot: not older than {_days(days)}", True)
+        else:
+            decided[item.key] = (_safety_delete_reason(last, days), False)
+    return decided
+
+
 def _delete_reason(
     item: RetentionItem,
     covered: dict[str, set[str]],
@@ -269,10 +378,12 @@ def plan_retention(
         raise ValueError(f"duplicate snapshot keys: {', '.join(dupes)}")
 
     def is_candidate(item: RetentionItem) -> bool:
-        return not item.held and (item.scheduled or policy.include_manual)
+        return not item.held and not item.safety and (item.scheduled or policy.include_manual)
 
     candidates = [i for i in ordered if is_candidate(i)]
     reasons = _select(candidates, policy, tz)
+    anchor = now if now is not None else (ordered[0].created_at if ordered else None)
+    safety_reasons = _select_safety(ordered, policy, anchor)
     covered = {
         rule: {c.created_at.astimezone(tz).strftime(fmt) for c in candidates if c.key in reasons}
         for rule, _, fmt in _PERIODIC_RULES
@@ -281,6 +392,9 @@ def plan_retention(
     def decide(item: RetentionItem) -> Decision:
         if item.held:
             return Decision(item.key, item.created_at, True, "held")
+        if item.safety:
+            reason, keep = safety_reasons[item.key]
+            return Decision(item.key, item.created_at, keep, reason)
         if not is_candidate(item):
             return Decision(item.key, item.created_at, True, "manual")
         if item.key in reasons:

@@ -1,9 +1,11 @@
 """Retention engine: the worked example of reference/retention.md, calendar edges, holds, refusals,
-and Hypothesis properties (partition, holds, newest, reasons, idempotence, bounds)."""
+safety snapshots, and Hypothesis properties (partition, holds, newest, reasons, idempotence,
+bounds, the safety rule, include-manual)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 from core.domain import retention
 from core.domain.retention import (
+    DEFAULT_SAFETY_KEEP_DAYS,
+    DEFAULT_SAFETY_KEEP_LAST,
     EMPTY_POLICY_MESSAGE,
     RetentionItem,
     RetentionPlan,
@@ -324,12 +328,142 @@ def test_items_from_snapshots_marks_only_scheduled_origin_as_scheduled() -> None
             snap("sb-d", Origin.EXTERNAL),
         ]
     )
-    assert [(i.key, i.scheduled, i.held) for i in items] == [
-        ("sb-a", True, True),
-        ("sb-b", False, False),
-        ("sb-c", False, False),
-        ("sb-d", False, False),
+    assert [(i.key, i.scheduled, i.held, i.safety) for i in items] == [
+        ("sb-a", True, True, False),
+        ("sb-b", False, False, False),
+        ("sb-c", False, False, True),
+        ("sb-d", False, False, False),
     ]
+
+
+# --- Safety snapshots -------------------------------------------------------------------------
+
+NOW = at("2025-03-31 12:00")
+
+
+def safety(key: str, days_old: float, *, held: bool = False) -> RetentionItem:
+    return RetentionItem(
+        key, NOW - timedelta(days=days_old), held=held, scheduled=False, safety=True
+    )
+
+
+def test_safety_snapshots_keep_the_newest_three_and_those_not_older_than_14_days() -> None:
+    items = [
+        sched("s", "2025-03-31 02:00"),
+        *(safety(f"safe-{age}", age) for age in (1, 5, 9, 13, 14, 20, 40)),
+    ]
+    plan = plan_retention(items, RetentionPolicy.from_counts(last=1), UTC, now=NOW)
+    assert by_key(plan) == {
+        "s": (True, "last #1"),
+        "safe-1": (True, "safety snapshot: one of the 3 newest"),
+        "safe-5": (True, "safety snapshot: one of the 3 newest"),
+        "safe-9": (True, "safety snapshot: one of the 3 newest"),
+        "safe-13": (True, "safety snapshot: not older than 14 days"),
+        "safe-14": (True, "safety snapshot: not older than 14 days"),
+        "safe-20": (False, "safety snapshot older than 14 days and not among the 3 newest"),
+        "safe-40": (False, "safety snapshot older than 14 days and not among the 3 newest"),
+    }
+
+
+def test_old_safety_snapshots_are_kept_when_among_the_newest() -> None:
+    items = [safety("a", 30), safety("b", 60), safety("c", 90), safety("d", 120)]
+    plan = plan_retention(items, RetentionPolicy.from_counts(daily=7), UTC, now=NOW)
+    assert plan.keep_keys == ("a", "b", "c")
+    assert plan.delete_keys == ("d",)
+
+
+def test_a_held_safety_snapshot_is_kept_and_takes_no_place_among_the_newest() -> None:
+    items = [safety("held", 1, held=True), safety("a", 30), safety("b", 31), safety("c", 32)]
+    items.append(safety("d", 33))
+    plan = plan_retention(items, RetentionPolicy.from_counts(last=1), UTC, now=NOW)
+    got = by_key(plan)
+    assert got["held"] == (True, "held")
+    assert [k for k, (keep, _) in got.items() if keep] == ["held", "a", "b", "c"]
+    assert got["d"][0] is False
+
+
+def test_safety_rule_is_configurable_per_policy() -> None:
+    items = [safety("a", 1), safety("b", 2), safety("c", 3), sched("s", "2025-03-31 02:00")]
+    one_day = RetentionPolicy.from_counts(last=1, safety_keep_last=1, safety_keep_days=1)
+    assert by_key(plan_retention(items, one_day, UTC, now=NOW)) == {
+        "s": (True, "last #1"),
+        "a": (True, "safety snapshot: the newest"),
+        "b": (False, "safety snapshot older than 1 day and not the newest"),
+        "c": (False, "safety snapshot older than 1 day and not the newest"),
+    }
+    none_kept = RetentionPolicy.from_counts(last=1, safety_keep_last=0, safety_keep_days=0)
+    plan = plan_retention(items, none_kept, UTC, now=NOW)
+    assert plan.delete_keys == ("a", "b", "c")
+    assert {d.reason for d in plan.delete} == {"safety snapshot older than 0 days"}
+
+
+def test_safety_snapshots_are_never_candidates_of_the_keep_rules() -> None:
+    # Even with manual snapshots included, a safety snapshot neither takes a `last` slot nor
+    # covers a day: its own rule decides it.
+    items = [safety("safe", 0.1), sched("s2", "2025-03-31 02:00"), sched("s1", "2025-03-30 02:00")]
+    policy = RetentionPolicy.from_counts(last=1, daily=1, include_manual=True, keep_oldest=False)
+    got = by_key(plan_retention(items, policy, UTC, now=NOW))
+    assert got == {
+        "safe": (True, "safety snapshot: one of the 3 newest"),
+        "s2": (True, "last #1"),
+        "s1": (True, "daily #1"),
+    }
+
+
+def test_a_vm_left_with_only_old_safety_snapshots_keeps_them_all() -> None:
+    items = [safety("a", 30), safety("b", 40)]
+    policy = RetentionPolicy.from_counts(last=1, safety_keep_last=0)
+    plan = plan_retention(items, policy, UTC, now=NOW)
+    assert plan.delete == ()
+    assert plan.refused is not None
+
+
+def test_without_now_safety_age_counts_from_the_newest_snapshot() -> None:
+    items = [sched("s", "2025-03-31 12:00"), *(safety(f"x{n}", n) for n in (1, 2, 3, 10, 20))]
+    plan = plan_retention(items, RetentionPolicy.from_counts(last=1), UTC)
+    assert plan.delete_keys == ("x20",)
+
+
+def test_a_stored_policy_without_the_new_fields_loads_with_defaults() -> None:
+    # ScheduleRow.policy as an older release wrote it.
+    old_row = {
+        "keep_last": 3,
+        "keep_hourly": 0,
+        "keep_daily": 7,
+        "keep_weekly": 0,
+        "keep_monthly": 0,
+        "keep_yearly": 0,
+        "keep_oldest": True,
+    }
+    policy = RetentionPolicy(**old_row)  # type: ignore[arg-type]
+    policy.validate()
+    assert policy.include_manual is False
+    assert policy.safety_rule == (DEFAULT_SAFETY_KEEP_LAST, DEFAULT_SAFETY_KEEP_DAYS) == (3, 14)
+    assert policy.with_safety_defaults(5, 30).safety_rule == (5, 30)
+    own = replace(policy, safety_keep_last=1)
+    assert own.with_safety_defaults(5, 30).safety_rule == (1, 30), "the policy's own value wins"
+    assert RetentionPolicy(**asdict(own)) == own
+
+
+@pytest.mark.parametrize("field", ["safety_keep_last", "safety_keep_days"])
+def test_negative_safety_rule_is_refused(field: str) -> None:
+    bad: dict[str, Any] = {field: -1}
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(InvalidInput, match=f"{option} must be 0 or more, not -1"):
+        replace(RetentionPolicy(keep_daily=1), **bad).validate()
+
+
+def test_describe_scope_says_what_happens_to_manual_and_safety_snapshots() -> None:
+    policy = RetentionPolicy.from_counts(last=3)
+    assert policy.describe_scope() == (
+        "manual snapshots kept; safety snapshots: the 3 newest and any not older than 14 days"
+    )
+    included = RetentionPolicy.from_counts(
+        last=3, include_manual=True, safety_keep_last=1, safety_keep_days=1
+    )
+    assert included.describe_scope() == (
+        "manual snapshots included; safety snapshots: the newest and any not older than 1 day"
+    )
 
 
 # --- Policy validation and refusals -----------------------------------------------------------
@@ -417,11 +551,21 @@ def snapshot_sets(draw: st.DrawFn) -> list[RetentionItem]:
     items = []
     for n, minute in enumerate(minutes):
         held = draw(st.integers(0, 9)) == 0
-        scheduled = draw(st.integers(0, 4)) > 0
+        origin = draw(st.integers(0, 9))  # 0-1 manual, 2-3 safety, else scheduled
         items.append(
-            RetentionItem(f"sb-{n:03d}", EPOCH + timedelta(minutes=minute), held, scheduled)
+            RetentionItem(
+                f"sb-{n:03d}",
+                EPOCH + timedelta(minutes=minute),
+                held,
+                scheduled=origin > 3,
+                safety=origin in (2, 3),
+            )
         )
     return items
+
+
+# When plans are made: before, during and long after the snapshots' span.
+moments = st.integers(-60 * 24 * 30, 60 * 24 * 500).map(lambda m: EPOCH + timedelta(minutes=m))
 
 
 @st.composite
@@ -431,11 +575,24 @@ def policies(draw: st.DrawFn) -> RetentionPolicy:
     counts = draw(st.lists(count, min_size=6, max_size=6).filter(any))
     last, hourly, daily, weekly, monthly, yearly = counts
     return RetentionPolicy(
-        last, hourly, daily, weekly, monthly, yearly, draw(st.booleans()), draw(st.booleans())
+        last,
+        hourly,
+        daily,
+        weekly,
+        monthly,
+        yearly,
+        draw(st.booleans()),
+        draw(st.booleans()),
+        draw(st.sampled_from([None, 0, 1, 3])),
+        draw(st.sampled_from([None, 0, 1, 14, 90])),
     )
 
 
-PROPS = settings(max_examples=200, deadline=None)
+PROPS = settings(max_examples=int(os.environ.get("SNAPBOT_FUZZ_EXAMPLES", "200")), deadline=None)
+
+
+def candidate(item: RetentionItem, policy: RetentionPolicy) -> bool:
+    return not item.held and not item.safety and (item.scheduled or policy.include_manual)
 
 
 @PROPS
@@ -459,13 +616,71 @@ def test_held_manual_and_newest_are_never_deleted(
     plan = plan_retention(items, policy, tz)
     deleted = set(plan.delete_keys)
     for item in items:
-        if item.held or (not item.scheduled and not policy.include_manual):
+        if item.held or (not item.scheduled and not item.safety and not policy.include_manual):
             assert item.key not in deleted
     if items:
-        newest = max(items, key=lambda i: (i.created_at, i.key))
-        assert newest.key not in deleted
         assert plan.keep  # never empties the VM
+    candidates = [i for i in items if candidate(i, policy)]
+    if candidates:
+        newest = max(candidates, key=lambda i: (i.created_at, i.key))
+        assert newest.key not in deleted
         assert plan.refused is None
+
+
+@PROPS
+@given(snapshot_sets(), policies(), st.sampled_from(ZONES), moments)
+def test_held_is_never_deleted_and_the_vm_never_emptied_at_any_time(
+    items: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo, now: datetime
+) -> None:
+    plan = plan_retention(items, policy, tz, now=now)
+    deleted = set(plan.delete_keys)
+    assert not any(i.key in deleted for i in items if i.held)
+    assert not items or plan.keep
+    assert sorted(plan.keep_keys + plan.delete_keys) == sorted(i.key for i in items)
+
+
+@PROPS
+@given(snapshot_sets(), policies(), st.sampled_from(ZONES), moments)
+def test_safety_snapshots_follow_their_own_rule_exactly(
+    items: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo, now: datetime
+) -> None:
+    plan = plan_retention(items, policy, tz, now=now)
+    decisions = {d.key: d for d in plan.decisions}
+    last, days = policy.safety_rule
+    unheld = sorted(
+        (i for i in items if i.safety and not i.held),
+        key=lambda i: (i.created_at, i.key),
+        reverse=True,
+    )
+    for rank, item in enumerate(unheld, start=1):
+        d = decisions[item.key]
+        assert d.reason.startswith(("safety snapshot", "refused: safety snapshot"))
+        wanted = rank <= last or now - item.created_at <= timedelta(days=days)
+        if plan.refused is None:
+            assert d.keep is wanted, (rank, d)
+        elif not wanted:
+            assert d.keep
+            assert d.reason.startswith("refused: ")
+    # Safety snapshots never change what the keep rules decide for the others.
+    without = plan_retention([i for i in items if not i.safety], policy, tz, now=now)
+    if plan.refused is None and without.refused is None:
+        others = {d.key: (d.keep, d.reason) for d in without.decisions}
+        assert {k: v for k, v in by_key(plan).items() if k in others} == others
+
+
+@PROPS
+@given(snapshot_sets(), policies(), st.sampled_from(ZONES), moments)
+def test_included_manual_snapshots_are_judged_exactly_like_scheduled_ones(
+    items: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo, now: datetime
+) -> None:
+    included = replace(policy, include_manual=True)
+    plan = plan_retention(items, included, tz, now=now)
+    as_scheduled = [replace(i, scheduled=True) if not i.safety else i for i in items]
+    assert by_key(plan) == by_key(plan_retention(as_scheduled, included, tz, now=now))
+    excluded = plan_retention(items, replace(policy, include_manual=False), tz, now=now)
+    for item in items:
+        if not item.scheduled and not item.safety:
+            assert by_key(excluded)[item.key] == (True, "held" if item.held else "manual")
 
 
 @PROPS
@@ -475,7 +690,7 @@ def test_newest_n_candidates_are_kept_by_last(
 ) -> None:
     plan = plan_retention(items, policy, tz)
     candidates = sorted(
-        (i for i in items if not i.held and (i.scheduled or policy.include_manual)),
+        (i for i in items if candidate(i, policy)),
         key=lambda i: (i.created_at, i.key),
         reverse=True,
     )
@@ -489,9 +704,10 @@ def test_newest_n_candidates_are_kept_by_last(
 def test_replanning_the_kept_snapshots_deletes_nothing(
     items: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo
 ) -> None:
-    first = plan_retention(items, policy, tz)
+    now = max((i.created_at for i in items), default=EPOCH) + timedelta(days=10)
+    first = plan_retention(items, policy, tz, now=now)
     kept = [i for i in items if i.key in set(first.keep_keys)]
-    second = plan_retention(kept, policy, tz)
+    second = plan_retention(kept, policy, tz, now=now)
     assert second.delete == ()
     # And for the same reasons: the plan is stable, not just lucky.
     assert {d.key: d.reason for d in second.decisions} == {d.key: d.reason for d in first.keep}
