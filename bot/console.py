@@ -78,12 +78,24 @@ class Console:
                     continue
                 if line.strip() in ("exit", "quit"):
                     return 1 if failed else 0
-                failed = not await self.handle(line) or failed
+                failed = not await self._handle_guarded(line) or failed
         finally:
             self._reader.shutdown(wait=False, cancel_futures=True)
 
+    async def _handle_guarded(self, line: str) -> bool:
+        """``handle``, and the last resort: no line, however odd, ends the loop (and with it
+        the scheduler that runs beside it). The person gets a reference to quote; the log has
+        the traceback under the same reference."""
+        try:
+            return await self.handle(line)
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            logger.exception("command %r failed (reference %s)", line[:200], reference)
+            self._say(messages.internal_error(reference))
+            return False
+
     async def handle(self, line: str) -> bool:
-        """Run one line; return False when it failed."""
+        """Run one line; return False when it failed (unexpected errors propagate)."""
         try:
             command = parse_line(line)
         except UsageError as exc:
@@ -101,11 +113,6 @@ class Console:
             return True
         except CoreError as exc:
             self._say(messages.error_text(exc))
-            return False
-        except Exception:
-            reference = uuid.uuid4().hex[:8]
-            logger.exception("command %r failed (reference %s)", line, reference)
-            self._say(messages.internal_error(reference))
             return False
 
     async def _ask(self, prompt: str) -> str:

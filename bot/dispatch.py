@@ -43,7 +43,7 @@ from core.services.access import AccessService
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
 from scheduler.service import SchedulerService
-from scheduler.timing import next_fire
+from scheduler.timing import next_fire, trigger_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +322,7 @@ class Dispatcher:
             return Reply(messages.run_report(report))
         timezone = command.timezone or self._core.settings.timezone
         when = parse_when(list(command.when), timezone)
+        trigger_for(when)  # an impossible cron field is refused before anything is stored
         policy = policy_from_counts(dict(command.keep)) if command.keep else None
         channel = _channel_id(command.channel) or actor.channel
         added = await schedules.add(command.name, command.vms, when, policy, channel, actor)

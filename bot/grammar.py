@@ -2,11 +2,12 @@
 
 A command is the slash command's name and its text, exactly as Slack delivers them; the console
 reads whole lines and splits off the name. Parsing is pure: it returns a command value or raises
-``UsageError`` naming the command whose usage to show.
+``UsageError`` naming the command whose usage to show, and nothing else, whatever the text.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -17,6 +18,13 @@ COMMANDS = (SNAPSHOT, RESTORE, PRUNE)
 PRUNE_ALL = "all"
 # The retention options of /prune, in the order the rules apply.
 KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+# Retention counts above this are typing mistakes (a year of hourly snapshots is 8760).
+KEEP_MAX = 100_000
+# Slack caps a slash command's text at a few thousand characters; a console line longer than
+# this is a paste gone wrong, and would only make every later step (suggestions) slow.
+TEXT_MAX = 4000
+_COUNT = re.compile(r"[0-9]+")
 
 # Slack (and phones) turn typed quotes into typographic ones; shlex only knows ASCII quotes.
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
@@ -146,6 +154,10 @@ Command = (
 
 
 def _tokens(command: str, text: str) -> list[str]:
+    if len(text) > TEXT_MAX:
+        raise UsageError(
+            command, f"the command is {len(text)} characters long; the limit is {TEXT_MAX}"
+        )
     try:
         return shlex.split(text.translate(_QUOTES))
     except ValueError as exc:  # an unclosed quote
@@ -165,7 +177,9 @@ def _options(
         if word.startswith("--") and len(word) > 2:
             name, eq, value = word[2:].partition("=")
             if name not in known:
-                raise UsageError(command, f"unknown option --{name}")
+                raise UsageError(command, f"unknown option --{_shown(name)}")
+            if name in options:
+                raise UsageError(command, f"--{name} is given twice; give it once")
             if known[name]:
                 if not eq:
                     i += 1
@@ -183,11 +197,16 @@ def _options(
     return positional, options
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """Echo a piece of what was typed, shortened: an error names it, it does not repeat a page."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _expect(command: str, words: list[str], count: int, what: str) -> list[str]:
     if len(words) < count:
         raise UsageError(command, f"missing {what}")
     if len(words) > count:
-        extra = " ".join(words[count:])
+        extra = _shown(" ".join(words[count:]))
         raise UsageError(command, f"unexpected {extra!r} after {what}")
     return words
 
@@ -201,7 +220,7 @@ def parse(command: str, text: str) -> Command:
         return _parse_restore(text)
     if name == PRUNE:
         return _parse_prune(text)
-    raise UsageError(None, f"unknown command /{name}")
+    raise UsageError(None, f"unknown command /{_shown(name)}")
 
 
 def parse_line(line: str) -> Command:
@@ -236,8 +255,15 @@ def _keep(command: str, options: dict[str, str]) -> tuple[tuple[str, int], ...]:
         value = options.get(f"keep-{rule}")
         if value is None:
             continue
-        if not value.isdigit():
-            raise UsageError(command, f"--keep-{rule} needs a whole number, not {value!r}")
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if not _COUNT.fullmatch(value):
+            raise UsageError(
+                command, f"--keep-{rule} needs a whole number such as 7, not {_shown(value)!r}"
+            )
+        if len(value.lstrip("0")) > len(str(KEEP_MAX)) or int(value) > KEEP_MAX:
+            raise UsageError(
+                command, f"--keep-{rule} {_shown(value)} is too large; the limit is {KEEP_MAX}"
+            )
         keep.append((rule, int(value)))
     return tuple(keep)
 
@@ -288,6 +314,8 @@ def _parse_snapshot(text: str) -> Command:
         words = rest
     _check_options(None, options)
     vm, label = _expect(cmd, words, 2, "the VM and the snapshot name")
+    if "desc" in options and "description" in options:
+        raise UsageError(cmd, "--desc and --description are the same option; give it once")
     description = options.get("desc", options.get("description", ""))
     return CreateSnapshot(vm, label, description, hold="hold" in options)
 

@@ -26,6 +26,7 @@ from bot.grammar import (
 )
 from bot.slack import blocks, holds, restore_modal
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError
@@ -37,7 +38,7 @@ Listener = Callable[..., Awaitable[None]]
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
     for canonical, name in ctx.settings.commands.items():
-        app.command(name)(_listener(ctx, canonical))
+        app.command(name)(guarded(ctx, Kind.COMMAND)(_listener(ctx, canonical)))
 
 
 def localise(text: str, ctx: SlackContext) -> str:

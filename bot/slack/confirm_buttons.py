@@ -15,6 +15,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot import messages
 from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Actor, ProgressCallback
@@ -23,11 +24,13 @@ from core.errors import CoreError
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
     @app.action(blocks.CONFIRM_ACTION)
+    @guarded(ctx, Kind.ACTION)
     async def on_confirm(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         ctx.jobs.start("confirm", _confirm(ctx, body))
 
     @app.action(blocks.CANCEL_ACTION)
+    @guarded(ctx, Kind.ACTION)
     async def on_cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         ctx.jobs.start("cancel", _cancel(ctx, body))

@@ -14,6 +14,7 @@ from bot.grammar import Restore
 from bot.slack import restore_modal
 from bot.slack.blocks import Block, sections
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.guard import Kind, guarded
 from core.domain.access import Action
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
@@ -53,11 +54,13 @@ def prompt_blocks(text: str, snapshot: Snapshot) -> list[Block]:
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
     @app.action(VERIFIED_ACTION)
+    @guarded(ctx, Kind.ACTION)
     async def on_verified(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         ctx.jobs.start("hold-verified", _verified(ctx, body))
 
     @app.action(RESTORE_ACTION)
+    @guarded(ctx, Kind.ACTION)
     async def on_restore(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         vm, _, label = str((body.get("actions") or [{}])[0].get("value") or "").partition("\n")

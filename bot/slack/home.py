@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from bot import messages
 from bot.slack import blocks
 from bot.slack.context import SlackContext
+from bot.slack.guard import Kind, guarded
 from core.domain.operation import Actor
 from core.domain.snapshot import CatalogueStatus
 from core.services.snapshots import VmSnapshots
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
     @app.event("app_home_opened")
+    @guarded(ctx, Kind.EVENT)
     async def on_home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return

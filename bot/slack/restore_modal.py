@@ -21,6 +21,7 @@ from bot.dispatch import ConfirmRestore, PickSnapshot
 from bot.grammar import Restore
 from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import ConfirmationSpent, CoreError
@@ -30,10 +31,12 @@ logger = logging.getLogger(__name__)
 
 def register(app: AsyncApp, ctx: SlackContext) -> None:
     @app.view(blocks.RESTORE_CALLBACK)
+    @guarded(ctx, Kind.VIEW)
     async def on_restore_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
         await _submit_restore(ctx, ack, body)
 
     @app.view_closed(blocks.RESTORE_CALLBACK)
+    @guarded(ctx, Kind.ACTION)
     async def on_restore_closed(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         meta = _metadata(body)
@@ -43,6 +46,7 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
             await ctx.dispatcher.cancel(meta.get("id", ""), actor)
 
     @app.view(blocks.PICK_CALLBACK)
+    @guarded(ctx, Kind.VIEW)
     async def on_pick_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
         view = body["view"]
         meta = _metadata(body)

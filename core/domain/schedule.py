@@ -110,7 +110,8 @@ def parse_when(words: list[str], timezone: str) -> When:
         minute, hour = _at(rest[1])
         return When(Cadence.WEEKLY, minute, hour, day_of_week=day, timezone=tz)
     if head == "monthly" and len(rest) == 2:
-        if not rest[0].isdigit() or not 1 <= int(rest[0]) <= 28:
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if not re.fullmatch(r"[0-9]{1,2}", rest[0]) or not 1 <= int(rest[0]) <= 28:
             raise InvalidInput(
                 f"{rest[0]!r} is not a day for a monthly schedule; use 1 to 28 (every month "
                 "has them)"

@@ -76,6 +76,21 @@ def test_grammar(line: str, expected: object) -> None:
         ("/prune web-01 --keep-dialy 7", "prune", "unknown option --keep-dialy"),
         ("/prune web-01 db-01", "prune", "unexpected 'db-01'"),
         ("/frobnicate x", None, "unknown command /frobnicate"),
+        # Each of these raised ValueError out of the grammar and stopped the console.
+        ("/prune web-01 --keep-daily ²", "prune", "--keep-daily needs a whole number"),
+        ("/prune web-01 --keep-last=١٢", "prune", "--keep-last needs a whole number"),
+        ("/prune web-01 --keep-daily " + "9" * 3000, "prune", "too large; the limit is"),
+        (
+            "/snapshot schedule add n all daily 02:00 --keep-last ³",
+            "snapshot",
+            "--keep-last needs a whole number",
+        ),
+        ("/prune web-01 --keep-daily 100001", "prune", "too large; the limit is 100000"),
+        ("/snapshot web-01 x --keep-daily", "snapshot", "--keep-daily needs a value"),
+        ("/snapshot schedule add n * --every", "snapshot", "unknown option --every"),
+        ("/prune web-01 --keep-last 1 --keep-last 2", "prune", "--keep-last is given twice"),
+        ("/snapshot web-01 x --desc a --description b", "snapshot", "same option"),
+        ("/snapshot web-01 " + "x" * 5000, "snapshot", "the limit is 4000"),
         ("snapshot x y", None, "commands start with /"),
     ],
 )
@@ -96,3 +111,15 @@ def test_parser_never_crashes(text: str) -> None:
     for command in ("snapshot", "restore", "prune"):
         with contextlib.suppress(UsageError):
             parse(command, text)
+
+
+def test_a_huge_but_allowed_count_is_a_number() -> None:
+    assert parse_line("/prune web-01 --keep-hourly 0008760") == Prune(
+        "web-01", (("hourly", 8760),), False
+    )
+
+
+def test_errors_echo_long_input_shortened() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_line("/restore web-01 a " + "b" * 3000)
+    assert len(info.value.problem) < 120
