@@ -8,6 +8,7 @@ set (``make test`` sets it), each PostgreSQL test in a database of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -540,6 +541,28 @@ async def test_sqlite_backup_is_logged_and_holds_the_release_catalogue_including
         restored = await _rows()
     assert restored["snapshot"][1]["label"] == "before-upgrade"
     assert len(restored["operation"]) == len(RELEASE_ROWS["operation"])
+
+
+async def test_processes_starting_together_upgrade_the_catalogue_once(database_url: str) -> None:
+    """After an upgrade every replica on a shared PostgreSQL starts at once; all must come up."""
+    if _is_sqlite(database_url):
+        pytest.skip("SQLite serves one snapbot process")
+    await _build_release_catalogue(database_url)
+
+    async def start() -> dict[str, dict[object, dict[str, Any]]]:
+        async with open_database(database_url):
+            return await _rows()
+
+    EXECUTOR_CACHE.clear()
+    try:
+        seen = await asyncio.gather(*(start() for _ in range(3)))
+    finally:
+        EXECUTOR_CACHE.clear()
+    assert seen[0] == seen[1] == seen[2]
+    assert len(seen[0]["snapshot"]) == len(RELEASE_ROWS["snapshot"])
+    async with _open(database_url) as ctx:
+        recorded = await MigrationRecorder(ctx.db()).applied_migrations()
+    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
 
 
 # --- refusals ----------------------------------------------------------------------------------
