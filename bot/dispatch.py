@@ -29,6 +29,7 @@ from bot.grammar import (
     RemoveSchedule,
     RenameSnapshot,
     Restore,
+    RetentionScope,
     RunSchedule,
 )
 from core.bootstrap import Core
@@ -93,7 +94,9 @@ def required_action(command: Command) -> tuple[Action, str | None]:
     if isinstance(command, (AddSchedule, RemoveSchedule, RunSchedule)):
         return Action.SCHEDULE, None
     if isinstance(command, (HoldSnapshot, ReleaseHold)):
-        return Action.SNAPSHOT, command.vm
+        # Seeing the VM is enough to ask; the hold service then lets only the snapshot's
+        # creator or an admin (core.services.holds), and audits a refusal.
+        return Action.VIEW, command.vm
     if isinstance(command, CreateSnapshot):
         return Action.SNAPSHOT, command.vm
     if isinstance(command, RenameSnapshot):
@@ -156,7 +159,12 @@ class Dispatcher:
             )
             if command.hold:
                 held = await self._core.holds.hold(
-                    command.vm, created.snapshot.label, HoldKind.VERIFIED, None, actor
+                    command.vm,
+                    created.snapshot.label,
+                    HoldKind.VERIFIED,
+                    None,
+                    actor,
+                    self._access,
                 )
                 created = replace(created, snapshot=held)
             return Reply(messages.created(created))
@@ -165,12 +173,15 @@ class Dispatcher:
             until = None
             if command.until is not None:
                 kind, until = HoldKind.UNTIL, parse_date(command.until)
-            held = await self._core.holds.hold(command.vm, command.label, kind, until, actor)
+            held = await self._core.holds.hold(
+                command.vm, command.label, kind, until, actor, self._access
+            )
             return Reply(messages.held(held))
         if isinstance(command, ReleaseHold):
-            return Reply(
-                messages.released(await self._core.holds.release(command.vm, command.label, actor))
+            released = await self._core.holds.release(
+                command.vm, command.label, actor, self._access
             )
+            return Reply(messages.released(released))
         if isinstance(command, (AddSchedule, ListSchedules, RemoveSchedule, RunSchedule)):
             return await self._schedule_command(command, actor)
         if isinstance(command, RenameSnapshot):
@@ -217,7 +228,12 @@ class Dispatcher:
         return ConfirmDelete(confirmation, preview.snapshot)
 
     async def _request_prune(self, command: Prune, actor: Actor) -> Outcome:
-        policy = policy_from_counts(dict(command.keep))
+        policy = self._policy(
+            dict(command.keep),
+            command.scope.include_manual,
+            command.scope.safety_keep_last,
+            command.scope.safety_keep_days,
+        )
         preview = await self._core.pruning.preview(command.vm, policy)
         if command.dry_run or not preview.to_delete:
             return ConfirmPrune(None, preview)
@@ -228,6 +244,9 @@ class Dispatcher:
             payload={
                 "vm": command.vm,
                 "keep": dict(command.keep),
+                "include_manual": policy.include_manual,
+                "safety_keep_last": policy.safety_keep_last,
+                "safety_keep_days": policy.safety_keep_days,
                 "pinned": preview.to_delete,
             },
         )
@@ -287,7 +306,15 @@ class Dispatcher:
             )
             return messages.deleted(deleted)
         await self._require(actor, Action.PRUNE, vm)
-        policy = _policy(payload.get("keep"))
+        keep = payload.get("keep")
+        if not isinstance(keep, dict):
+            raise InvalidInput("this prune confirmation is damaged; run /prune again")
+        policy = self._policy(
+            {str(k): int(v) for k, v in keep.items()},
+            bool(payload.get("include_manual", False)),
+            _count(payload.get("safety_keep_last")),
+            _count(payload.get("safety_keep_days")),
+        )
         pinned = payload.get("pinned")
         if not isinstance(pinned, dict):
             raise InvalidInput("this prune confirmation is damaged; run /prune again")
@@ -323,10 +350,41 @@ class Dispatcher:
         timezone = command.timezone or self._core.settings.timezone
         when = parse_when(list(command.when), timezone)
         trigger_for(when)  # an impossible cron field is refused before anything is stored
-        policy = policy_from_counts(dict(command.keep)) if command.keep else None
+        scope = command.scope
+        if not command.keep and scope != RetentionScope():
+            raise InvalidInput(
+                "--include-manual and --safety-keep-… shape a retention policy; add its "
+                "--keep-… rules (e.g. --keep-daily 7), or leave them out for a schedule that "
+                "does not prune"
+            )
+        policy = None
+        if command.keep:
+            # Stored without the configured safety rule, so a later change of it applies.
+            policy = policy_from_counts(
+                dict(command.keep),
+                include_manual=scope.include_manual,
+                safety_keep_last=scope.safety_keep_last,
+                safety_keep_days=scope.safety_keep_days,
+            )
         channel = _channel_id(command.channel) or actor.channel
         added = await schedules.add(command.name, command.vms, when, policy, channel, actor)
         return Reply(messages.schedule_added(added, next_fire(added.when, added.created_at)))
+
+    def _policy(
+        self,
+        keep: dict[str, int],
+        include_manual: bool,
+        safety_keep_last: int | None,
+        safety_keep_days: int | None,
+    ) -> RetentionPolicy:
+        """A ``/prune`` policy, the configured safety rule filled in where it sets none."""
+        settings = self._core.settings
+        return policy_from_counts(
+            keep,
+            include_manual=include_manual,
+            safety_keep_last=safety_keep_last,
+            safety_keep_days=safety_keep_days,
+        ).with_safety_defaults(settings.safety_keep_last, settings.safety_keep_days)
 
     async def _visible(self, actor: Actor, names: list[str]) -> list[str]:
         if self._access is None:
@@ -338,10 +396,8 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _policy(raw: object) -> RetentionPolicy:
-    if not isinstance(raw, dict):
-        raise InvalidInput("this prune confirmation is damaged; run /prune again")
-    return policy_from_counts({str(k): int(v) for k, v in raw.items()})
+def _count(value: object) -> int | None:
+    return None if value is None else int(str(value))
 
 
 def parse_date(text: str) -> datetime:

@@ -79,6 +79,16 @@ class ReleaseHold:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionScope:
+    """What a retention policy decides besides its keep counts (None: the configured default).
+    ``include_manual``: manual snapshots are subject to the keep rules too."""
+
+    include_manual: bool = False
+    safety_keep_last: int | None = None
+    safety_keep_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AddSchedule:
     name: str
     vms: str
@@ -86,6 +96,7 @@ class AddSchedule:
     timezone: str | None
     keep: tuple[tuple[str, int], ...]
     channel: str | None
+    scope: RetentionScope = RetentionScope()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +144,7 @@ class Prune:
     vm: str | None
     keep: tuple[tuple[str, int], ...]
     dry_run: bool
+    scope: RetentionScope = RetentionScope()
 
 
 Command = (
@@ -231,7 +243,11 @@ def parse_line(line: str) -> Command:
     return parse(head, rest)
 
 
-_KEEP = {f"keep-{rule}": True for rule in KEEP_OPTIONS}
+_KEEP = {f"keep-{rule}": True for rule in KEEP_OPTIONS} | {
+    "include-manual": False,
+    "safety-keep-last": True,
+    "safety-keep-days": True,
+}
 _SNAPSHOT_OPTIONS = {
     "desc": True,
     "description": True,
@@ -253,19 +269,32 @@ def _keep(command: str, options: dict[str, str]) -> tuple[tuple[str, int], ...]:
     keep: list[tuple[str, int]] = []
     for rule in KEEP_OPTIONS:
         value = options.get(f"keep-{rule}")
-        if value is None:
-            continue
-        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
-        if not _COUNT.fullmatch(value):
-            raise UsageError(
-                command, f"--keep-{rule} needs a whole number such as 7, not {_shown(value)!r}"
-            )
-        if len(value.lstrip("0")) > len(str(KEEP_MAX)) or int(value) > KEEP_MAX:
-            raise UsageError(
-                command, f"--keep-{rule} {_shown(value)} is too large; the limit is {KEEP_MAX}"
-            )
-        keep.append((rule, int(value)))
+        if value is not None:
+            keep.append((rule, _count(command, f"keep-{rule}", value)))
     return tuple(keep)
+
+
+def _count(command: str, option: str, value: str) -> int:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not _COUNT.fullmatch(value):
+        raise UsageError(
+            command, f"--{option} needs a whole number such as 7, not {_shown(value)!r}"
+        )
+    if len(value.lstrip("0")) > len(str(KEEP_MAX)) or int(value) > KEEP_MAX:
+        raise UsageError(
+            command, f"--{option} {_shown(value)} is too large; the limit is {KEEP_MAX}"
+        )
+    return int(value)
+
+
+def _scope(command: str, options: dict[str, str]) -> RetentionScope:
+    def count(option: str) -> int | None:
+        value = options.get(option)
+        return None if value is None else _count(command, option, value)
+
+    return RetentionScope(
+        "include-manual" in options, count("safety-keep-last"), count("safety-keep-days")
+    )
 
 
 def _check_options(form: str | None, options: dict[str, str]) -> None:
@@ -335,7 +364,13 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
             raise UsageError(cmd, "schedule add needs a name, the VMs and when it runs")
         name, vms, when = rest[0], rest[1], tuple(rest[2:])
         return AddSchedule(
-            name, vms, when, options.get("tz"), _keep(cmd, options), options.get("channel")
+            name,
+            vms,
+            when,
+            options.get("tz"),
+            _keep(cmd, options),
+            options.get("channel"),
+            _scope(cmd, options),
         )
     raise UsageError(cmd, "schedule takes add, list, remove or run")
 
@@ -360,5 +395,8 @@ def _parse_prune(text: str) -> Command:
         return Help(cmd)
     (target,) = _expect(cmd, words, 1, f"the VM (or {PRUNE_ALL})")
     return Prune(
-        None if target == PRUNE_ALL else target, _keep(cmd, options), dry_run="dry-run" in options
+        None if target == PRUNE_ALL else target,
+        _keep(cmd, options),
+        dry_run="dry-run" in options,
+        scope=_scope(cmd, options),
     )

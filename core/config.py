@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.domain.access import AccessPolicy, parse_grants
+from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.errors import InvalidInput
 
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -75,6 +76,10 @@ class Settings:
     database_url: str
     libvirt_workers: int = 4
     safety_snapshot: bool = True
+    # Retention of safety snapshots where a prune's policy sets none: the newest N per VM, and
+    # any not older than D days.
+    safety_keep_last: int = DEFAULT_SAFETY_KEEP_LAST
+    safety_keep_days: int = DEFAULT_SAFETY_KEEP_DAYS
     slack: SlackSettings | None = None
     # Retention periods (which day, week, month a snapshot belongs to) are counted here.
     timezone: str = "UTC"
@@ -117,6 +122,13 @@ class Settings:
             raise InvalidInput(
                 f"SNAPBOT_SAFETY_SNAPSHOT must be true or false, not {safety_text!r}"
             )
+        safety_keep = {
+            env: _whole_number(env, get(env, env.removeprefix("SNAPBOT_").lower()), default)
+            for env, default in (
+                ("SNAPBOT_SAFETY_KEEP_LAST", DEFAULT_SAFETY_KEEP_LAST),
+                ("SNAPBOT_SAFETY_KEEP_DAYS", DEFAULT_SAFETY_KEEP_DAYS),
+            )
+        }
         timezone = get("SNAPBOT_TIMEZONE", "timezone") or "UTC"
         try:
             ZoneInfo(timezone)
@@ -140,7 +152,17 @@ class Settings:
             database_url=database_url,
             libvirt_workers=int(workers_text),
             safety_snapshot=safety_text in ("true", "1", "yes"),
+            safety_keep_last=safety_keep["SNAPBOT_SAFETY_KEEP_LAST"],
+            safety_keep_days=safety_keep["SNAPBOT_SAFETY_KEEP_DAYS"],
         )
+
+
+def _whole_number(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise InvalidInput(f"{name} must be a whole number of 0 or more, not {text!r}")
+    return int(text)
 
 
 def _table(file: Mapping[str, object], key: str) -> Mapping[str, object]:

@@ -17,8 +17,10 @@ wording lives in one place and the scheduler, Slack and the console say the same
     │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
     │   ├── LabelTaken
     │   ├── WrongVmState
+    │   ├── SnapshotHeld             a held snapshot is not deleted; says who holds it
     │   └── ConfirmationSpent        a confirmation was already used, expired, or is someone else's
     ├── Forbidden                    the requester lacks a role; says which
+    │   └── HoldForbidden            only the snapshot's creator or an admin may (un)hold it
     ├── Unsupported                  this host cannot do it for this VM; says the way out
     ├── InsufficientSpace            pre-flight free-space check failed
     └── HypervisorError              libvirt failed
@@ -159,6 +161,18 @@ class WrongVmState(Conflict):
         self.need = need
 
 
+class SnapshotHeld(Conflict):
+    """A held snapshot is never deleted. ``held_by`` placed the hold (None: not recorded);
+    ``hold`` describes it (``held until verified``)."""
+
+    def __init__(self, vm: str, label: str, hold: str, held_by: str | None) -> None:
+        super().__init__(f"snapshot {label!r} of VM {vm!r} is {hold}")
+        self.vm = vm
+        self.label = label
+        self.hold = hold
+        self.held_by = held_by
+
+
 class ConfirmationSpent(Conflict):
     """A confirmation (restore modal, Confirm button) cannot run its action: ``reason`` is
     ``used`` (already ran: double click, replay), ``expired`` or ``not_yours``."""
@@ -182,6 +196,18 @@ class Forbidden(CoreError):
         self.role = role
         self.vm = vm
         self.channel = channel
+
+
+class HoldForbidden(Forbidden):
+    """Only the snapshot's creator or an admin of its VM may place or release a hold on it."""
+
+    def __init__(
+        self, user: str, verb: str, vm: str, label: str, creator: str, channel: str | None = None
+    ) -> None:
+        super().__init__(user, f"{verb} {label}", "admin", vm, channel)
+        self.verb = verb
+        self.label = label
+        self.creator = creator
 
 
 class Unsupported(CoreError):

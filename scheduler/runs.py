@@ -2,6 +2,8 @@
 
 A VM that is busy (a restore is running) is skipped with the reason; a VM whose snapshot failed
 is not pruned (its old snapshots are the fallback); one VM's failure never stops the others.
+A schedule's policy that sets no safety-snapshot rule of its own uses the configured one, as it
+is when the run happens.
 The slot is claimed in the database first, so a slot runs once whatever the number of bot
 processes.
 """
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.domain.operation import SCHEDULER_VIA, Actor
+from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Origin
 from core.domain.vm import FreeSpace
@@ -97,6 +100,7 @@ class RunReport:
                     "skipped": o.skipped,
                     "error": str(o.error) if o.error else None,
                     "pruned": [d.snapshot.label for d in o.prune.deleted] if o.prune else [],
+                    "held_since_plan": [h.label for h in o.prune.held] if o.prune else [],
                     "freed_bytes": o.prune.freed_bytes if o.prune else 0,
                 }
                 for o in self.outcomes
@@ -112,12 +116,15 @@ class ScheduleRunner:
         store: RunStore,
         clock: Clock,
         owner: str,
+        *,
+        safety_keep: tuple[int, int] = (DEFAULT_SAFETY_KEEP_LAST, DEFAULT_SAFETY_KEEP_DAYS),
     ) -> None:
         self._snapshots = snapshots
         self._pruning = pruning
         self._store = store
         self._clock = clock
         self._owner = owner
+        self._safety_keep = safety_keep  # (newest kept, days kept): Settings.safety_keep_*
 
     def actor(self, schedule: Schedule) -> Actor:
         return Actor(user=f"schedule:{schedule.name}", via=SCHEDULER_VIA, channel=schedule.channel)
@@ -172,8 +179,9 @@ class ScheduleRunner:
         outcome.vm_state = created.vm_state.value
         if schedule.policy is not None:
             # Only after a good new snapshot: when it failed, old points are the fallback.
+            policy = schedule.policy.with_safety_defaults(*self._safety_keep)
             try:
-                preview = await self._pruning.preview(vm, schedule.policy)
+                preview = await self._pruning.preview(vm, policy)
                 outcome.prune_reasons = {
                     d.snapshot.label: d.reason
                     for plan in preview.plans
@@ -182,7 +190,7 @@ class ScheduleRunner:
                 }
                 (outcome.prune,) = await self._pruning.apply(
                     preview.to_delete or {created.snapshot.vm_uuid: []},
-                    schedule.policy,
+                    policy,
                     actor=self.actor(schedule),
                 )
             except CoreError as exc:

@@ -305,8 +305,15 @@ def build_scheduler(
 ) -> SchedulerService:
     """The scheduler over the wired core; schedule changes rebuild its jobs."""
     owner = core.runner.owner
-    runner = ScheduleRunner(core.snapshots, core.pruning, core.catalogue, core.clock, owner)
     settings = core.settings
+    runner = ScheduleRunner(
+        core.snapshots,
+        core.pruning,
+        core.catalogue,
+        core.clock,
+        owner,
+        safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
+    )
     digest = None
     if settings.digest_channel:
         digest = (

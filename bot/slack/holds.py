@@ -15,7 +15,6 @@ from bot.slack import restore_modal
 from bot.slack.blocks import Block, sections
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
-from core.domain.access import Action
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
 
@@ -87,11 +86,9 @@ async def _verified(ctx: SlackContext, body: dict[str, Any]) -> None:
     vm, _, label = str((body.get("actions") or [{}])[0].get("value") or "").partition("\n")
     response_url = body.get("response_url")
     try:
-        snapshot = await ctx.core.snapshots.find(vm, label)
-        if snapshot.created_by != actor.user:
-            # Only the person who took it knows whether the change is good, or an admin.
-            await ctx.access.require(actor, Action.DELETE, vm)
-        released = await ctx.core.holds.release(vm, label, actor)
+        # Only the person who took it knows whether the change is good, or an admin: the hold
+        # service decides, as for /snapshot release.
+        released = await ctx.core.holds.release(vm, label, actor, ctx.access)
     except CoreError as exc:
         await ctx.tell(actor, messages.error_text(exc), response_url)
         return

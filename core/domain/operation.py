@@ -16,6 +16,8 @@ class OperationKind(enum.Enum):
     DELETE = "delete"
     RENAME = "rename"
     PRUNE = "prune"
+    HOLD = "hold"
+    RELEASE = "release"
 
 
 class OperationStatus(enum.Enum):

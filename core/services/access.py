@@ -72,8 +72,7 @@ class AccessService:
     async def require(self, actor: Actor, action: Action, vm: str | None) -> None:
         """Return if ``actor`` may do ``action`` on ``vm`` (None: all VMs) in its channel;
         otherwise audit the refusal and raise ``Forbidden``."""
-        groups = await self.groups_of(actor.user)
-        if self._policy.allows(actor.user, groups, action, vm=vm, channel=actor.channel):
+        if await self.allows(actor, action, vm):
             return
         error = Forbidden(actor.user, action.description, action.role.label, vm, actor.channel)
         kind = _AUDITED_AS.get(action)
@@ -81,6 +80,12 @@ class AccessService:
             await self._runner.reject(kind, actor, vm or "all", error)
         logger.info("refused %s to %s on %s in %s", action.name, actor.user, vm, actor.channel)
         raise error
+
+    async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool:
+        """Whether ``actor`` may do ``action`` on ``vm`` in its channel. Not audited: the caller
+        records what it refuses."""
+        groups = await self.groups_of(actor.user)
+        return self._policy.allows(actor.user, groups, action, vm=vm, channel=actor.channel)
 
     async def visible(self, actor: Actor, vm_names: Collection[str]) -> list[str]:
         """The VMs among ``vm_names`` that ``actor`` may see."""

@@ -3,7 +3,8 @@
 The same pure engine (``core.domain.retention``) serves the preview and the deletion. Confirming
 a preview deletes only snapshots the preview listed for deletion *and* that a fresh plan still
 deletes, so a snapshot held or taken between preview and confirm is never lost to a stale page.
-Each deletion is an ordinary delete operation: locked, audited, measured.
+Each deletion is an ordinary delete operation: locked, audited, measured; it checks the hold
+again under the VM's lock, so a hold placed after the fresh plan still wins (``held``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from core.domain.operation import (
 from core.domain.retention import RetentionPolicy, items_from_snapshots, plan_retention
 from core.domain.snapshot import CatalogueStatus, Snapshot
 from core.domain.vm import Vm
-from core.errors import CoreError, InvalidInput
+from core.errors import CoreError, InvalidInput, SnapshotHeld
 from core.ports import Catalogue, Clock, Hypervisor
-from core.services.reconcile import sync_vm
 from core.services.snapshots import DeleteResult, SnapshotService
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class VmPruneResult:
     vm_name: str
     deleted: list[DeleteResult] = field(default_factory=list)
     kept_since_preview: list[str] = field(default_factory=list)
+    # Held after the plan was made: the delete refused them under the lock.
+    held: list[SnapshotHeld] = field(default_factory=list)
     failed: list[tuple[str, CoreError]] = field(default_factory=list)
     skipped: str | None = None
 
@@ -152,13 +154,15 @@ class PruneService:
                             libvirt_name=snap.libvirt_name,
                         )
                     )
+                except SnapshotHeld as exc:
+                    result.held.append(exc)
                 except CoreError as exc:
                     logger.warning("prune of %s on %s failed: %s", snap.label, vm.name, exc)
                     result.failed.append((snap.label, exc))
         return results
 
     async def _plan(self, vm: Vm, policy: RetentionPolicy) -> VmPrunePlan:
-        await sync_vm(self._hv, self._catalogue, vm)
+        await self._snapshots.sync(vm)
         present = [
             s
             for s in await self._catalogue.snapshots(vm.uuid)
@@ -187,8 +191,15 @@ class PruneService:
         return None
 
 
-def policy_from_counts(counts: Mapping[str, int]) -> RetentionPolicy:
-    """A policy from ``/prune`` options (``last``, ``daily``, ...); refused when empty."""
+def policy_from_counts(
+    counts: Mapping[str, int],
+    *,
+    include_manual: bool = False,
+    safety_keep_last: int | None = None,
+    safety_keep_days: int | None = None,
+) -> RetentionPolicy:
+    """A policy from ``/prune`` options (``last``, ``daily``, ...); refused when empty.
+    ``safety_keep_*`` None: the configured default (``RetentionPolicy.with_safety_defaults``)."""
     if not counts:
         raise InvalidInput(
             "give a retention policy, e.g. --keep-last 3 --keep-daily 7 --keep-weekly 4"
@@ -201,4 +212,7 @@ def policy_from_counts(counts: Mapping[str, int]) -> RetentionPolicy:
         weekly=c.pop("weekly", 0),
         monthly=c.pop("monthly", 0),
         yearly=c.pop("yearly", 0),
+        include_manual=include_manual,
+        safety_keep_last=safety_keep_last,
+        safety_keep_days=safety_keep_days,
     )

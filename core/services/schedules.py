@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
-from core.domain.operation import Actor
+from core.domain.operation import Actor, OperationKind, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import (
     DEFAULT_GRACE,
@@ -16,8 +16,10 @@ from core.domain.schedule import (
     validate_vm_selector,
 )
 from core.domain.snapshot import Hold, HoldKind, Snapshot
-from core.errors import InvalidInput, ScheduleNotFound
-from core.ports import Clock
+from core.errors import CoreError, InvalidInput, ScheduleNotFound, SnapshotNotFound
+from core.ports import Catalogue, Clock
+from core.services.holds import Authority, require_hold_right
+from core.services.operations import OperationRunner, process_owner
 from core.services.snapshots import SnapshotService
 
 
@@ -88,24 +90,89 @@ class ScheduleService:
             await hook()
 
 
-class HoldService:
-    """Keep snapshots whatever retention says: until a date, until verified, or until released."""
+class HoldCatalogue(Catalogue, Protocol):
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
 
-    def __init__(self, snapshots: SnapshotService, catalogue: ScheduleCatalogue, clock: Clock):
+
+class HoldService:
+    """Keep snapshots whatever retention says: until a date, until verified, or until released.
+
+    Placing or releasing a hold needs the snapshot's creator or an admin of its VM (one rule,
+    ``core.services.holds``, for the console, slash commands and the Verified button), runs
+    under the VM's lock like every operation (so it never interleaves with a delete or a prune's
+    deletion, and a busy VM answers "busy"), and is audited, refusals included.
+    """
+
+    def __init__(
+        self,
+        snapshots: SnapshotService,
+        catalogue: HoldCatalogue,
+        clock: Clock,
+        runner: OperationRunner | None = None,
+    ) -> None:
         self._snapshots = snapshots
         self._catalogue = catalogue
         self._clock = clock
+        # The composition root should pass the shared runner; a runner of its own (same
+        # catalogue, so the same VM locks) keeps older wiring working.
+        self._runner = runner or OperationRunner(catalogue, clock, process_owner())
 
     async def hold(
-        self, vm: str, label: str, kind: HoldKind, until: datetime | None, actor: Actor
+        self,
+        vm: str,
+        label: str,
+        kind: HoldKind,
+        until: datetime | None,
+        actor: Actor,
+        authority: Authority | None = None,
     ) -> Snapshot:
+        """Hold a snapshot. ``authority`` None: the local operator (console), every right."""
+        problem = None
         if kind is HoldKind.UNTIL and (until is None or until <= self._clock.now()):
-            raise InvalidInput("--until needs a date in the future, e.g. --until 2026-12-31")
-        snap = await self._snapshots.find(vm, label)
-        await self._catalogue.set_hold(snap.vm_uuid, snap.libvirt_name, Hold(kind, until))
-        return await self._snapshots.find(vm, label)
+            problem = InvalidInput("--until needs a date in the future, e.g. --until 2026-12-31")
+        return await self._change(
+            OperationKind.HOLD, vm, label, Hold(kind, until), actor, authority, problem
+        )
 
-    async def release(self, vm: str, label: str, actor: Actor) -> Snapshot:
-        snap = await self._snapshots.find(vm, label)
-        await self._catalogue.set_hold(snap.vm_uuid, snap.libvirt_name, None)
-        return await self._snapshots.find(vm, label)
+    async def release(
+        self, vm: str, label: str, actor: Actor, authority: Authority | None = None
+    ) -> Snapshot:
+        """End a hold (the Verified button, or ``/snapshot release``)."""
+        return await self._change(OperationKind.RELEASE, vm, label, None, actor, authority)
+
+    async def _change(
+        self,
+        kind: OperationKind,
+        vm_name: str,
+        label: str,
+        hold: Hold | None,
+        actor: Actor,
+        authority: Authority | None,
+        problem: CoreError | None = None,
+    ) -> Snapshot:
+        verb = "hold" if hold is not None else "release the hold on"
+        vm_uuid = ""
+        try:
+            if problem is not None:
+                raise problem
+            vm = await self._snapshots.vm(vm_name)
+            vm_uuid = vm.uuid
+            snap = await self._snapshots.find(vm.name, label)
+            await require_hold_right(snap, actor, authority, verb)
+        except CoreError as exc:
+            await self._runner.reject(kind, actor, vm_name, exc, vm_uuid=vm_uuid)
+            raise
+        async with self._runner.run(kind, vm, actor, no_progress, label=snap.label) as op:
+            await op.record(libvirt_name=snap.libvirt_name)
+            # Looked up again under the lock: it may have been deleted while we waited.
+            await self._current(vm.uuid, vm.name, snap)
+            await self._catalogue.set_hold(vm.uuid, snap.libvirt_name, hold)
+            op.outcome = f"{snap.label}: {hold.describe() if hold else 'hold released'}"
+        return await self._current(vm.uuid, vm.name, snap)
+
+    async def _current(self, vm_uuid: str, vm_name: str, snap: Snapshot) -> Snapshot:
+        for row in await self._catalogue.snapshots(vm_uuid):
+            if row.libvirt_name == snap.libvirt_name:
+                return row
+        found = await self._snapshots.find(vm_name, snap.label)  # says who deleted it, if known
+        raise SnapshotNotFound(vm_name, snap.label, [found.label])

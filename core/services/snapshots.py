@@ -37,11 +37,13 @@ from core.errors import (
     LockHolder,
     OperationFailed,
     RestoreFailed,
+    SnapshotHeld,
     SnapshotMissing,
     SnapshotNotFound,
     VmNotFound,
 )
 from core.ports import Catalogue, Clock, Hypervisor
+from core.services.holds import hold_placed_by
 from core.services.operations import OperationHandle, OperationRunner
 from core.services.reconcile import refresh_memory_sizes, sync_vm
 
@@ -299,6 +301,11 @@ class SnapshotService:
                 await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
                 op.outcome = f"{target.label} was already gone from libvirt; record removed"
                 return DeleteResult(target, None, time.monotonic() - started, True)
+            if target.held or target.hold is not None:
+                # Checked under the lock: a hold placed after a prune's plan still wins.
+                hold = target.hold.describe() if target.hold else "held"
+                by = await hold_placed_by(self._catalogue, target)
+                raise SnapshotHeld(vm.name, target.label, hold, by)
             before = await self._hv.disk_allocation(vm)
             await op.stage(Stage.DELETING)
             try:
