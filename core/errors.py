@@ -23,6 +23,7 @@ wording lives in one place and the scheduler, Slack and the console say the same
     │   └── HoldForbidden            only the snapshot's creator or an admin may (un)hold it
     ├── Unsupported                  this host cannot do it for this VM; says the way out
     ├── InsufficientSpace            pre-flight free-space check failed
+    ├── SpaceUnknown                 a place the snapshot writes to cannot be measured
     └── HypervisorError              libvirt failed
         ├── HypervisorUnavailable    connection lost or refused; outcome of a mutation unknown
         └── OperationFailed          libvirt refused or failed the call; says the VM's state now
@@ -231,6 +232,18 @@ class InsufficientSpace(CoreError):
         self.path = path
         self.needed = needed
         self.available = available
+
+
+class SpaceUnknown(CoreError):
+    """The free space of ``places`` (where, why) cannot be known: the user must choose to go
+    ahead without the check, knowing that a full disk pauses the guest mid-snapshot."""
+
+    def __init__(self, vm: str, places: Sequence[tuple[str, str]]) -> None:
+        self.places = tuple(places)
+        super().__init__(
+            f"free space for VM {vm!r} cannot be known in {', '.join(p for p, _ in places)}"
+        )
+        self.vm = vm
 
 
 class HypervisorError(CoreError):

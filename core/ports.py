@@ -10,7 +10,7 @@ from typing import Protocol
 from core.domain.confirmation import Confirmation
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.snapshot import CatalogueStatus, HypervisorSnapshot, Snapshot
-from core.domain.vm import FreeSpace, Vm, VmFacts, VmState
+from core.domain.vm import StoragePlace, Vm, VmFacts, VmState
 
 
 class Clock(Protocol):
@@ -37,8 +37,14 @@ class Hypervisor(Protocol):
 
     async def vm_facts(self, vm: Vm) -> VmFacts: ...
 
-    async def free_space(self, facts: VmFacts) -> FreeSpace | None:
-        """Free space where the VM's snapshot data is written, or None if it cannot be known."""
+    async def host_uuid(self) -> str:
+        """The hypervisor host's UUID (from its capabilities): which host a VM's records
+        belong to, whatever URI reached it."""
+        ...
+
+    async def snapshot_places(self, facts: VmFacts) -> list[StoragePlace]:
+        """Every place a snapshot of the VM writes to, with its free space where it can be
+        known (``available_bytes`` None and ``unknown_because`` where it cannot)."""
         ...
 
     async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]: ...
@@ -60,6 +66,16 @@ class Hypervisor(Protocol):
         ...
 
     async def delete_snapshot(self, vm: Vm, libvirt_name: str) -> None: ...
+
+    async def set_snapshot_description(self, vm: Vm, libvirt_name: str, description: str) -> None:
+        """Replace the snapshot's description in libvirt's metadata (its name, which revert
+        uses, stays): a catalogue rebuilt from libvirt then reads the current label."""
+        ...
+
+    async def job_active(self, vm: Vm) -> bool | None:
+        """Whether libvirt runs a job (a memory save, a dump, a migration) on the VM now;
+        None when it cannot tell."""
+        ...
 
     async def state(self, vm: Vm) -> VmState: ...
 
@@ -105,6 +121,19 @@ class Catalogue(Protocol):
 
         Raise ``VmBusy`` (and record nothing) when another operation holds the VM.
         """
+        ...
+
+    async def lock_for_sync(self, vm_uuid: str, owner: str) -> str | None:
+        """Take the VM's lock for a catalogue sync (no operation record); return its token,
+        or None when an operation or another sync holds the VM. An operation that starts
+        meanwhile waits briefly for the sync instead of being refused."""
+        ...
+
+    async def unlock_sync(self, token: str) -> None: ...
+
+    async def database_now(self) -> datetime:
+        """The database's clock: lock heartbeats and their staleness are judged by it, so
+        replicas on hosts whose clocks disagree still agree on which lock is stale."""
         ...
 
     async def record_rejected(self, operation: Operation) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -36,6 +39,13 @@ from core.domain.snapshot import (
 )
 from core.errors import ConfirmationSpent, InvalidInput, LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
+
+# A sync's lock row is told from an operation's by this prefix of its operation id.
+SYNC_LOCK_PREFIX = "sync-"
+# How long an operation waits for a listing's sync of its VM before it is told "busy".
+SYNC_WAIT_SECONDS = 10.0
+# A sync lock this old (database clock) belongs to a process that died mid-sync.
+STALE_SYNC = timedelta(seconds=60)
 
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
@@ -219,8 +229,9 @@ class TortoiseCatalogue:
         await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).delete()
 
     async def begin_operation(self, operation: Operation, owner: str) -> None:
-        now = self._clock.now()
-        for _attempt in range(3):
+        deadline = time.monotonic() + SYNC_WAIT_SECONDS
+        while True:
+            now = await self.database_now()
             try:
                 async with in_transaction():
                     await VmLockRow.create(
@@ -233,21 +244,42 @@ class TortoiseCatalogue:
                     await OperationRow.create(**_operation_fields(operation))
                 return
             except IntegrityError:
-                holder = await self._holder(operation.vm_uuid)
-                if holder is not None:
+                lock = await VmLockRow.get_or_none(vm_uuid=operation.vm_uuid)
+                if lock is None:
+                    continue  # the holder finished between our insert and our read
+                if not lock.operation_id.startswith(SYNC_LOCK_PREFIX):
+                    holder = await self._holder(lock)
                     raise VmBusy(operation.vm_name, holder) from None
-                # the holder finished between our insert and our read: try again
-        raise VmBusy(
-            operation.vm_name, LockHolder("another operation", "someone", self._clock.now())
-        )
+                # A listing is syncing this VM's rows: it takes well under a second, and a
+                # user's operation should wait for it rather than be refused as "busy".
+                if now - _aware(lock.heartbeat_at) > STALE_SYNC:
+                    # its process died mid-sync; a sync changes nothing in libvirt
+                    await VmLockRow.filter(operation_id=lock.operation_id).delete()
+                    continue
+                if time.monotonic() > deadline:
+                    raise VmBusy(
+                        operation.vm_name, LockHolder("a catalogue sync", lock.owner, now)
+                    ) from None
+                await asyncio.sleep(0.05)
 
-    async def _holder(self, vm_uuid: str) -> LockHolder | None:
-        lock = await VmLockRow.get_or_none(vm_uuid=vm_uuid)
-        if lock is None:
+    async def lock_for_sync(self, vm_uuid: str, owner: str) -> str | None:
+        now = await self.database_now()
+        token = SYNC_LOCK_PREFIX + uuid.uuid4().hex[: 32 - len(SYNC_LOCK_PREFIX)]
+        try:
+            await VmLockRow.create(
+                vm_uuid=vm_uuid, operation_id=token, owner=owner, acquired_at=now, heartbeat_at=now
+            )
+        except IntegrityError:
             return None
+        return token
+
+    async def unlock_sync(self, token: str) -> None:
+        await VmLockRow.filter(operation_id=token).delete()
+
+    async def _holder(self, lock: VmLockRow) -> LockHolder:
         op = await OperationRow.get_or_none(id=lock.operation_id)
         if op is None:
-            return LockHolder("an unknown operation", lock.owner, lock.acquired_at)
+            return LockHolder("an unknown operation", lock.owner, _aware(lock.acquired_at))
         return LockHolder(op.kind, op.requested_by, op.started_at)
 
     async def record_rejected(self, operation: Operation) -> None:
@@ -266,7 +298,9 @@ class TortoiseCatalogue:
         await OperationRow.filter(id=operation_id).update(**update)
 
     async def heartbeat(self, operation_id: str) -> None:
-        await VmLockRow.filter(operation_id=operation_id).update(heartbeat_at=self._clock.now())
+        await VmLockRow.filter(operation_id=operation_id).update(
+            heartbeat_at=await self.database_now()
+        )
 
     async def finish_operation(
         self,
@@ -291,7 +325,7 @@ class TortoiseCatalogue:
                 RunningOperation(
                     operation=_operation(row),
                     owner=lock.owner if lock else "",
-                    heartbeat_at=lock.heartbeat_at if lock else row.started_at,
+                    heartbeat_at=_aware(lock.heartbeat_at) if lock else row.started_at,
                 )
             )
         return result
@@ -436,16 +470,16 @@ class TortoiseCatalogue:
 
     # -- leadership --------------------------------------------------------------------------
 
-    async def _db_now(self) -> datetime:
+    async def database_now(self) -> datetime:
         # The database's clock, not ours: processes on hosts with skewed clocks still agree
-        # on when a lease expires.
+        # on when a lease expires or a lock's heartbeat went stale.
         conn = connections.get("default")
         rows = await conn.execute_query_dict("SELECT CURRENT_TIMESTAMP AS now")
         return _aware(rows[0]["now"])
 
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None:
         """Take or renew the lease; return its fencing token, or None if another holds it."""
-        now = await self._db_now()
+        now = await self.database_now()
         expires = now + ttl
         if await LeaseRow.filter(name=name, holder=holder, expires_at__gte=now).update(
             expires_at=expires

@@ -7,11 +7,12 @@ operator with nothing to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.domain.snapshot import HypervisorSnapshot
-from core.domain.vm import DiskFormat, FreeSpace, VmFacts
-from core.errors import InsufficientSpace, Unsupported
+from core.domain.vm import DiskFormat, StoragePlace, VmFacts
+from core.errors import InsufficientSpace, SpaceUnknown, Unsupported
 
 MIB = 1024 * 1024
 # libvirt 9.3 restored internal snapshots of *shut-off* UEFI (pflash) VMs; before it, none.
@@ -94,20 +95,58 @@ def check_snapshot_support(facts: VmFacts) -> None:
             )
 
 
-def plan_snapshot(facts: VmFacts, free: FreeSpace | None) -> SnapshotPlan:
-    """Check support and space; return the plan or raise ``Unsupported``/``InsufficientSpace``.
+def space_needs(facts: VmFacts, places: Sequence[StoragePlace]) -> list[tuple[StoragePlace, int]]:
+    """How much each place must have free for a snapshot now.
 
-    ``free`` is None when the space cannot be measured (a remote host without a storage pool);
-    the snapshot then goes ahead and libvirt's own error is the last line of defence.
+    Every writable disk grows by its snapshot's metadata and the guest's writes meanwhile;
+    the memory state goes into one image only, the first writable qcow2 disk (QEMU's choice
+    of vmstate device), so its place must also hold the RAM.
+    """
+    writable = [d for d in facts.disks if not d.read_only and d.format is DiskFormat.QCOW2]
+    memory_disk = writable[0].target if writable and facts.vm.state.is_active else None
+    needs = []
+    for place in places:
+        need = DISK_ONLY_MARGIN * max(len(place.disks), 1)
+        if memory_disk in place.disks:
+            need += needed_bytes(facts) - DISK_ONLY_MARGIN
+        needs.append((place, need))
+    return needs
+
+
+def plan_snapshot(
+    facts: VmFacts, places: Sequence[StoragePlace], *, check_space: bool = True
+) -> SnapshotPlan:
+    """Check support and space; return the plan or raise ``Unsupported``,
+    ``InsufficientSpace`` or ``SpaceUnknown``.
+
+    Every place the snapshot writes to is checked. A place whose space cannot be known (a
+    network disk, a remote host without a storage pool) refuses the snapshot unless the user
+    chose ``check_space=False``: a full disk pauses the guest mid-snapshot, so guessing is not
+    ours to do.
     """
     check_snapshot_support(facts)
-    need = needed_bytes(facts)
-    if free is not None and free.available_bytes < need:
-        raise InsufficientSpace(facts.vm.name, free.path, need, free.available_bytes)
+    needs = space_needs(facts, places)
+    tightest: StoragePlace | None = None
+    if check_space:
+        unknown = [
+            (p.where, p.unknown_because or "not measurable")
+            for p, _ in needs
+            if p.available_bytes is None
+        ]
+        for place, need in needs:
+            if place.available_bytes is not None and place.available_bytes < need:
+                raise InsufficientSpace(facts.vm.name, place.where, need, place.available_bytes)
+        if unknown:
+            raise SpaceUnknown(facts.vm.name, unknown)
+    for place, _ in needs:
+        if place.available_bytes is not None and (
+            tightest is None or place.available_bytes < (tightest.available_bytes or 0)
+        ):
+            tightest = place
     return SnapshotPlan(
         with_memory=facts.vm.state.is_active,
-        needed_bytes=need,
-        space_path=None if free is None else free.path,
+        needed_bytes=sum(n for _, n in needs) if needs else needed_bytes(facts),
+        space_path=None if tightest is None else tightest.where,
     )
 
 

@@ -48,6 +48,9 @@ class Disk:
     format: DiskFormat
     format_name: str
     read_only: bool
+    # libvirt's <disk type=...>: "file", "block", "network" or "volume"; where the space a
+    # snapshot needs can be measured depends on it.
+    source_type: str = "file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,18 @@ class VmFacts:
     has_external_snapshots: bool
     has_checkpoints: bool
     libvirt_version: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePlace:
+    """One place a snapshot of the VM writes to (a filesystem, a storage pool, the inside of a
+    block device), the disks whose snapshot data goes there, and its free space: None when it
+    cannot be known here, ``unknown_because`` then says why."""
+
+    where: str
+    disks: tuple[str, ...]
+    available_bytes: int | None
+    unknown_because: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

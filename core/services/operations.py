@@ -126,6 +126,7 @@ class OperationRunner:
         progress: ProgressCallback,
         *,
         label: str | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> AsyncIterator[OperationHandle]:
         """Hold ``vm`` for the duration of the block.
 
@@ -134,7 +135,9 @@ class OperationRunner:
         is stopping) leaves it RUNNING on purpose: the libvirt call may still be going on in its
         thread, and only the start-up reconciliation can tell what really happened.
         """
-        op = self.new_operation(kind, actor, vm_uuid=vm.uuid, vm_name=vm.name, label=label)
+        op = self.new_operation(
+            kind, actor, vm_uuid=vm.uuid, vm_name=vm.name, label=label, details=details
+        )
         try:
             await self._catalogue.begin_operation(op, self.owner)
         except CoreError as exc:

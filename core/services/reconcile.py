@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.domain.operation import Operation, OperationKind, OperationStatus, Recovery, Stage
 from core.domain.snapshot import (
@@ -107,6 +107,24 @@ async def sync_vm(
     return report
 
 
+async def sync_if_free(
+    hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm, owner: str
+) -> SyncReport | None:
+    """Sync ``vm`` unless an operation holds it; None when it does.
+
+    An operation owns its VM's rows until it ends: a listing that synced in the middle of a
+    create would insert the new snapshot first (as manual, under a made-up label) and make the
+    create fail although the snapshot exists. The sync therefore takes the VM's lock itself.
+    """
+    token = await catalogue.lock_for_sync(vm.uuid, owner)
+    if token is None:
+        return None
+    try:
+        return await sync_vm(hypervisor, catalogue, vm)
+    finally:
+        await catalogue.unlock_sync(token)
+
+
 async def refresh_memory_sizes(hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm) -> None:
     """Record the saved-memory size of each of the VM's snapshots, where it can be measured."""
     sizes = await hypervisor.memory_state_sizes(vm)
@@ -152,18 +170,22 @@ class Reconciler:
         self._clock = clock
         self._owner = owner
 
-    def _abandoned(self, running: RunningOperation) -> bool:
+    def _abandoned(self, running: RunningOperation, db_now: datetime) -> bool:
         if running.owner == self._owner:
             return False
         if not running.owner or not _owner_is_alive(running.owner):
             return True
-        return self._clock.now() - running.heartbeat_at > STALE_AFTER
+        # Heartbeats are written and judged by the database's clock, never a host's.
+        return db_now - running.heartbeat_at > STALE_AFTER
 
     async def recover_interrupted(self) -> list[Operation]:
-        """Finish every operation whose process died; return them as now recorded."""
+        """Finish every operation whose process died (at start-up, and every
+        ``TAKEOVER_INTERVAL`` while running: another replica or a killed process may have left
+        a lock); return them as now recorded."""
         finished = []
+        db_now = await self._catalogue.database_now()
         for running in await self._catalogue.running_operations():
-            if not self._abandoned(running):
+            if not self._abandoned(running, db_now):
                 continue
             op = running.operation
             try:
@@ -182,12 +204,12 @@ class Reconciler:
 
     async def sync_all(self) -> dict[str, SyncReport]:
         """Sync every VM that no operation holds; mark snapshots of vanished VMs missing."""
-        busy = {r.operation.vm_uuid for r in await self._catalogue.running_operations()}
         reports = {}
         vms = await self._hv.list_vms()
         for vm in vms:
-            if vm.uuid not in busy:
-                reports[vm.name] = await sync_vm(self._hv, self._catalogue, vm)
+            report = await sync_if_free(self._hv, self._catalogue, vm, self._owner)
+            if report is not None:
+                reports[vm.name] = report
         known = {vm.uuid for vm in vms}
         for row in await self._catalogue.snapshots():
             if row.vm_uuid not in known and row.status is CatalogueStatus.PRESENT:
@@ -197,25 +219,28 @@ class Reconciler:
         return reports
 
     async def _reconcile(self, op: Operation) -> str:
+        """Decide what an interrupted operation did from its recorded stage and from evidence
+        in libvirt, never from the VM's run state alone: someone may have paused or stopped
+        the VM on purpose. Where the evidence does not settle it, say "unknown" and what to
+        check, and change nothing."""
         try:
             vm = await self._hv.get_vm_by_uuid(op.vm_uuid)
         except VmNotFound:
             return "interrupted; the VM no longer exists in libvirt"
-        name = op.libvirt_name
-        pre_state = str(op.details.get("pre_state", ""))
+        recorded_host = op.details.get("host_uuid")
+        host = await self._hv.host_uuid()
+        if recorded_host and recorded_host != host:
+            return (
+                f"unknown: it ran on another hypervisor (host {recorded_host}) than the one "
+                f"snapbot is connected to now ({host}); check the VM there"
+            )
         stage = op.stage.value if op.stage else "start"
         if op.kind is OperationKind.SNAPSHOT:
-            listing = await self._hv.list_snapshots(vm)
-            exists = any(s.libvirt_name == name for s in listing)
-            await sync_vm(self._hv, self._catalogue, vm, listing)
-            if exists and op.snapshot_label:
-                await self._restore_label(vm, name or "", op.snapshot_label)
-            state = await self._settle(vm, pre_state)
-            made = "the snapshot was completed and is kept" if exists else "no snapshot was made"
-            return f"interrupted during {stage}; {made}; the VM is {state.value}"
+            return await self._reconcile_snapshot(vm, op, stage)
         if op.kind is OperationKind.RESTORE:
-            return await self._reconcile_restore(vm, op, pre_state, stage)
+            return await self._reconcile_restore(vm, op, stage)
         if op.kind is OperationKind.DELETE:
+            name = op.libvirt_name
             listing = await self._hv.list_snapshots(vm)
             still = any(s.libvirt_name == name for s in listing)
             if not still and name:
@@ -225,54 +250,171 @@ class Reconciler:
             return "interrupted; the snapshot " + ("still exists" if still else "was deleted")
         return f"interrupted during {stage}; nothing in libvirt was being changed"
 
+    async def _reconcile_snapshot(self, vm: Vm, op: Operation, stage: str) -> str:
+        name = op.libvirt_name
+        if not name:
+            # The snapshot's name is recorded right before libvirt is asked to make it: no
+            # name, no call. Whatever state the VM is in now is not snapbot's doing.
+            state = await self._hv.state(vm)
+            return (
+                f"interrupted during {stage}, before the snapshot was started; nothing was "
+                f"changed; the VM is {state.value}"
+            )
+        listing = await self._hv.list_snapshots(vm)
+        made = await self._adopt(vm, op, name, listing, op.snapshot_label)
+        state, resumed = await self._resume_after_save(vm, str(op.details.get("pre_state", "")))
+        result = "the snapshot was completed and is kept" if made else "no snapshot was made"
+        return f"interrupted during {stage}; {result}; the VM {resumed}is {state.value}"
+
+    async def _adopt(
+        self,
+        vm: Vm,
+        op: Operation,
+        name: str,
+        listing: list[HypervisorSnapshot],
+        label: str | None,
+        origin: Origin | None = None,
+    ) -> bool:
+        """Record a snapshot an interrupted operation made, under the label, origin and author
+        it was made with (a sync alone would file a scheduled snapshot as manual, and a
+        manual one would then never be pruned). Return whether libvirt has it."""
+        hs = next((s for s in listing if s.libvirt_name == name), None)
+        if hs is None:
+            await sync_vm(self._hv, self._catalogue, vm, listing)
+            return False
+        if not any(r.libvirt_name == name for r in await self._catalogue.snapshots(vm.uuid)):
+            taken = {r.label for r in await self._catalogue.snapshots(vm.uuid)}
+            wanted = label if label and label not in taken else _label_for(hs, taken)
+            recorded_origin = str(op.details.get("origin", ""))
+            await self._catalogue.add_snapshot(
+                Snapshot(
+                    vm_uuid=vm.uuid,
+                    vm_name=vm.name,
+                    libvirt_name=name,
+                    label=wanted,
+                    description=split_libvirt_description(hs.description)[1],
+                    kind=SnapshotKind.FULL,
+                    captured_state=hs.captured_state,
+                    has_memory=hs.has_memory,
+                    created_at=hs.created_at,
+                    created_by=op.requested_by,
+                    origin=origin
+                    or (Origin(recorded_origin) if recorded_origin else Origin.MANUAL),
+                    status=CatalogueStatus.PRESENT,
+                    memory_bytes=None,
+                )
+            )
+        elif label:
+            await self._restore_label(vm, name, label)
+        await sync_vm(self._hv, self._catalogue, vm, listing)
+        return True
+
+    async def _resume_after_save(self, vm: Vm, pre_state: str) -> tuple[VmState, str]:
+        """A guest is paused while its memory is saved; a save cut off can leave it paused.
+        Resume it only when snapbot saw it running right before it started the save."""
+        state = await self._hv.state(vm)
+        if state is VmState.PAUSED and pre_state == VmState.RUNNING.value:
+            await self._hv.resume(vm)
+            note = f"was {Recovery.RESUMED.value} (a memory save had paused it) and "
+            return await self._hv.state(vm), note
+        return state, ""
+
     async def _restore_label(self, vm: Vm, libvirt_name: str, label: str) -> None:
         rows = await self._catalogue.snapshots(vm.uuid)
         if any(r.label == label for r in rows):
             return
         await self._catalogue.relabel_snapshot(vm.uuid, libvirt_name, label)
 
-    async def _reconcile_restore(self, vm: Vm, op: Operation, pre_state: str, stage: str) -> str:
-        state = await self._hv.state(vm)
-        target_has_memory = bool(op.details.get("target_has_memory"))
-        replacing = op.stage in (Stage.REPLACING_DISK_AND_MEMORY, Stage.STARTING)
-        if replacing and target_has_memory:
-            # A memory revert ends paused (we revert with REVERT_PAUSED), so shut off means
-            # libvirtd has not finished it yet: wait for it rather than report a transient state.
-            waited = 0.0
-            while state is VmState.SHUT_OFF and waited < REVERT_SETTLE_SECONDS:
-                await asyncio.sleep(1.0)
-                waited += 1.0
-                state = await self._hv.state(vm)
-        if state is VmState.PAUSED and target_has_memory:
-            await self._hv.resume(vm)
-            state = await self._hv.state(vm)
-            return (
-                f"interrupted during {stage}; the revert had completed, the VM was "
-                f"{Recovery.RESUMED.value} and is {state.value}"
+    async def _reconcile_restore(self, vm: Vm, op: Operation, stage: str) -> str:
+        details = op.details
+        pre_state = str(details.get("pre_state", ""))
+        safety = details.get("safety")
+        notes: list[str] = []
+        if isinstance(safety, str) and safety:
+            listing = await self._hv.list_snapshots(vm)
+            kept = await self._adopt(vm, op, safety, listing, None, Origin.SAFETY)
+            notes.append(
+                f"the safety snapshot {safety} "
+                + ("was completed and is kept" if kept else "was not made")
             )
-        if (
-            state is VmState.SHUT_OFF
-            and pre_state == VmState.RUNNING.value
-            and op.stage in (None, Stage.CHECKING, Stage.SAFETY_SNAPSHOT, Stage.STOPPING)
-        ):
-            # Stopped before its disk was touched: bring it back as it was.
-            await self._hv.start(vm)
-            state = await self._hv.state(vm)
-            return (
-                f"interrupted during {stage}, before the disk was replaced; the VM was "
-                f"{Recovery.STARTED.value} and is {state.value}"
+        if not details.get("revert_issued"):
+            return await self._before_revert(vm, op, stage, pre_state, notes)
+        target = op.libvirt_name or ""
+        landed = await self._revert_landed(vm, op, target)
+        state = await self._hv.state(vm)
+        if landed is None:
+            await sync_vm(self._hv, self._catalogue, vm)
+            return _joined(
+                f"interrupted during {stage}; unknown whether the revert to {target} completed",
+                *notes,
+                f"the VM is {state.value} and was left as it is: check `virsh snapshot-current "
+                f"{vm.name}` and the guest's data before using it, or run the restore again",
+            )
+        if not landed:
+            await sync_vm(self._hv, self._catalogue, vm)
+            return _joined(
+                f"interrupted during {stage}; the revert to {target} did not complete "
+                "(libvirt's current snapshot is still another one)",
+                *notes,
+                f"the VM is {state.value}: run the restore again, or start the VM",
             )
         await sync_vm(self._hv, self._catalogue, vm)
-        if state is VmState.SHUT_OFF and replacing and target_has_memory:
-            return (
-                f"interrupted during {stage}; the revert did not complete; the VM is "
-                f"{state.value}: run the restore again, or start the VM"
-            )
-        return f"interrupted during {stage}; the VM is {state.value}"
-
-    async def _settle(self, vm: Vm, pre_state: str) -> VmState:
-        state = await self._hv.state(vm)
-        if state is VmState.PAUSED and pre_state == VmState.RUNNING.value:
+        if state is VmState.PAUSED and details.get("target_has_memory"):
+            # snapbot reverts memory snapshots paused and resumes them itself
             await self._hv.resume(vm)
             state = await self._hv.state(vm)
-        return state
+            return _joined(
+                f"interrupted during {stage}; the revert to {target} had completed "
+                "(libvirt marks it the current snapshot)",
+                *notes,
+                f"the VM was {Recovery.RESUMED.value} and is {state.value}",
+            )
+        return _joined(
+            f"interrupted during {stage}; the revert to {target} had completed",
+            *notes,
+            f"the VM is {state.value}",
+        )
+
+    async def _before_revert(
+        self, vm: Vm, op: Operation, stage: str, pre_state: str, notes: list[str]
+    ) -> str:
+        """The revert was never issued, so the disk is untouched; undo only what snapbot
+        itself did before it (a memory save in flight, the stop)."""
+        state = await self._hv.state(vm)
+        if op.stage is Stage.SAFETY_SNAPSHOT:
+            state, resumed = await self._resume_after_save(vm, pre_state)
+            notes.append(f"the VM {resumed}is {state.value}")
+        elif (
+            op.stage is Stage.STOPPING
+            and state is VmState.SHUT_OFF
+            and pre_state == VmState.RUNNING.value
+        ):
+            await self._hv.start(vm)
+            state = await self._hv.state(vm)
+            notes.append(f"the VM was {Recovery.STARTED.value} and is {state.value}")
+        else:
+            notes.append(f"the VM is {state.value}, as snapbot found it")
+        await sync_vm(self._hv, self._catalogue, vm)
+        return _joined(f"interrupted during {stage}, before the disk was replaced", *notes)
+
+    async def _revert_landed(self, vm: Vm, op: Operation, target: str) -> bool | None:
+        """Evidence that the revert completed: libvirt makes the target the current snapshot
+        when a revert succeeds. libvirtd finishes a revert whose client died, so give it time.
+        None when the evidence cannot tell (the target was current before the revert)."""
+        if op.stage is Stage.STARTING:
+            return True  # recorded only after libvirt reported the revert done
+        before = op.details.get("current_before")
+        waited = 0.0
+        while True:
+            listing = await self._hv.list_snapshots(vm)
+            current = next((s.libvirt_name for s in listing if s.is_current), None)
+            if current == target and before != target:
+                return True
+            if waited >= REVERT_SETTLE_SECONDS:
+                return None if before == target or current is None else False
+            await asyncio.sleep(1.0)
+            waited += 1.0
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)

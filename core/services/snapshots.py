@@ -45,7 +45,7 @@ from core.errors import (
 from core.ports import Catalogue, Clock, Hypervisor
 from core.services.holds import hold_placed_by
 from core.services.operations import OperationHandle, OperationRunner
-from core.services.reconcile import refresh_memory_sizes, sync_vm
+from core.services.reconcile import refresh_memory_sizes, sync_if_free, sync_vm
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +151,11 @@ class SnapshotService:
     async def list_snapshots(self, vm_name: str | None = None) -> list[VmSnapshots]:
         """Snapshots of one VM, or of every VM (and of VMs gone from libvirt), synced first."""
         vms = [await self._vm(vm_name)] if vm_name is not None else await self._hv.list_vms()
-        busy = await self._busy()
         result = []
         for vm in vms:
-            if vm.uuid not in busy:
-                await sync_vm(self._hv, self._catalogue, vm)
+            await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
+        busy = await self._busy()
+        for vm in vms:
             result.append(
                 VmSnapshots(
                     vm_name=vm.name,
@@ -180,7 +180,7 @@ class SnapshotService:
         vm = await self._vm(vm_name)
         snaps = await self._catalogue.snapshots(vm.uuid)
         if not snaps:
-            await sync_vm(self._hv, self._catalogue, vm)
+            await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
             snaps = await self._catalogue.snapshots(vm.uuid)
         target = await self._lookup(vm, snaps, label)
         if target.status is CatalogueStatus.MISSING:
@@ -199,8 +199,11 @@ class SnapshotService:
         description: str = "",
         origin: Origin = Origin.MANUAL,
         progress: ProgressCallback = no_progress,
+        check_space: bool = True,
     ) -> CreateResult:
-        """Take a full snapshot: disk, memory (when running) and configuration."""
+        """Take a full snapshot: disk, memory (when running) and configuration. With
+        ``check_space`` False the free-space check is skipped (the user's explicit choice where
+        space cannot be known)."""
         kind = OperationKind.SNAPSHOT
         try:
             label = validate_label(label)
@@ -209,10 +212,14 @@ class SnapshotService:
             await self._runner.reject(kind, actor, vm_name, exc)
             raise
         started = time.monotonic()
-        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+        async with self._runner.run(
+            kind, vm, actor, progress, label=label, details=await self._host()
+        ) as op:
             await op.stage(Stage.CHECKING)
             await sync_vm(self._hv, self._catalogue, vm)
-            snapshot = await self._take_snapshot(op, vm, label, description, origin, actor)
+            snapshot = await self._take_snapshot(
+                op, vm, label, description, origin, actor, check_space=check_space
+            )
             state = await self._hv.state(vm)
             op.outcome = f"created {snapshot.label} ({snapshot.libvirt_name}); VM {state.value}"
         return CreateResult(
@@ -240,7 +247,9 @@ class SnapshotService:
             await self._runner.reject(kind, actor, vm_name, exc)
             raise
         started = time.monotonic()
-        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+        async with self._runner.run(
+            kind, vm, actor, progress, label=label, details=await self._host()
+        ) as op:
             await op.stage(Stage.CHECKING)
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
@@ -270,7 +279,8 @@ class SnapshotService:
                     report_stages=False,
                     record_as="safety",
                 )
-            state = await self._revert(op, vm, hs, pre_state, safety)
+            current = safety.libvirt_name if safety else _current(listing)
+            state = await self._revert(op, vm, hs, pre_state, safety, current)
             op.outcome = f"restored {target.label}; VM {state.value}"
         return RestoreResult(target, safety, time.monotonic() - started, state)
 
@@ -291,7 +301,9 @@ class SnapshotService:
             await self._runner.reject(kind, actor, vm_name, exc)
             raise
         started = time.monotonic()
-        async with self._runner.run(kind, vm, actor, progress, label=label) as op:
+        async with self._runner.run(
+            kind, vm, actor, progress, label=label, details=await self._host()
+        ) as op:
             await op.stage(Stage.CHECKING)
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
@@ -332,26 +344,52 @@ class SnapshotService:
         except CoreError as exc:
             await self._runner.reject(kind, actor, vm_name, exc)
             raise
-        async with self._runner.run(kind, vm, actor, no_progress, label=old_label) as op:
+        async with self._runner.run(
+            kind, vm, actor, no_progress, label=old_label, details=await self._host()
+        ) as op:
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
             target = await self._lookup(vm, snaps, old_label)
             if any(s.label == new_label and s is not target for s in snaps):
                 raise LabelTaken(vm.name, new_label)
             await op.record(libvirt_name=target.libvirt_name, new_label=new_label)
+            if target.status is CatalogueStatus.PRESENT:
+                # libvirt's description carries the label too (a catalogue rebuilt from
+                # libvirt reads it there): change it first, so a failure changes nothing.
+                try:
+                    await self._hv.set_snapshot_description(
+                        vm,
+                        target.libvirt_name,
+                        libvirt_description(new_label, target.description),
+                    )
+                except HypervisorError as exc:
+                    state = await self._state_or_unknown(vm)
+                    raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
             await self._catalogue.relabel_snapshot(vm.uuid, target.libvirt_name, new_label)
             op.outcome = f"renamed {target.label} to {new_label}"
         return RenameResult(vm.name, target.label, new_label)
 
     async def storage(self, vm: Vm) -> tuple[int | None, FreeSpace | None]:
-        """The VM's disk-image allocation and the free space where its snapshots go."""
+        """The VM's disk-image allocation and the free space of the tightest place its
+        snapshots go to (None: no place can be measured)."""
         facts = await self._hv.vm_facts(vm)
-        return await self._hv.disk_allocation(vm), await self._hv.free_space(facts)
+        known = [
+            FreeSpace(p.where, p.available_bytes)
+            for p in await self._hv.snapshot_places(facts)
+            if p.available_bytes is not None
+        ]
+        tightest = min(known, key=lambda f: f.available_bytes, default=None)
+        return await self._hv.disk_allocation(vm), tightest
 
     async def find(self, vm_name: str, label: str) -> Snapshot:
         """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""
         vm = await self._vm(vm_name)
         return await self._lookup(vm, await self._catalogue.snapshots(vm.uuid), label)
+
+    async def sync(self, vm: Vm) -> None:
+        """Bring the catalogue in line with libvirt for ``vm``, unless an operation holds it
+        (the operation owns the VM's rows until it ends; its own sync is the fresher one)."""
+        await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
 
     async def vm(self, name: str) -> Vm:
         """The VM named ``name``; ``VmNotFound`` lists the closest names."""
@@ -389,6 +427,11 @@ class SnapshotService:
             names = [v.name for v in await self._hv.list_vms()]
             raise VmNotFound(name, closest(name, names)) from None
 
+    async def _host(self) -> dict[str, object]:
+        """Which hypervisor an operation ran on, so a recovery never judges it against
+        another one."""
+        return {"host_uuid": await self._hv.host_uuid()}
+
     async def _busy(self) -> dict[str, LockHolder]:
         return {
             r.operation.vm_uuid: LockHolder(
@@ -416,14 +459,17 @@ class SnapshotService:
         *,
         report_stages: bool = True,
         record_as: str = "libvirt_name",
+        check_space: bool = True,
     ) -> Snapshot:
         if any(s.label == label for s in await self._catalogue.snapshots(vm.uuid)):
             raise LabelTaken(vm.name, label)
         facts = await self._hv.vm_facts(vm)
-        plan = plan_snapshot(facts, await self._hv.free_space(facts))
+        plan = plan_snapshot(facts, await self._hv.snapshot_places(facts), check_space=check_space)
         name = new_libvirt_name()
         pre_state = facts.vm.state
-        await op.record(**{record_as: name, "pre_state": pre_state.value})
+        # Recorded before the call: a crash recovery that finds no name knows none was made,
+        # and one that finds the snapshot files it with the origin it was made for.
+        await op.record(**{record_as: name, "pre_state": pre_state.value, "origin": origin.value})
         if report_stages:
             await op.stage(
                 Stage.SAVING_MEMORY_AND_DISK if plan.with_memory else Stage.CAPTURING_DISK
@@ -483,6 +529,7 @@ class SnapshotService:
         target: HypervisorSnapshot,
         pre_state: VmState,
         safety: Snapshot | None,
+        current_before: str | None,
     ) -> VmState:
         if pre_state.is_active:
             await op.stage(Stage.STOPPING)
@@ -494,6 +541,8 @@ class SnapshotService:
         await op.stage(
             Stage.REPLACING_DISK_AND_MEMORY if target.has_memory else Stage.REPLACING_DISK
         )
+        # Evidence for a crash recovery: libvirt makes the target current when a revert lands.
+        await op.record(revert_issued=True, current_before=current_before)
         try:
             # Paused first, then resumed: the resume is a real "starting" step we can check.
             await self._hv.revert_snapshot(vm, target.libvirt_name, paused=target.has_memory)
@@ -539,6 +588,10 @@ class SnapshotService:
             return (await self._hv.state(vm)).value
         except CoreError:
             return "unknown"
+
+
+def _current(listing: list[HypervisorSnapshot]) -> str | None:
+    return next((s.libvirt_name for s in listing if s.is_current), None)
 
 
 def _find(

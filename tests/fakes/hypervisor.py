@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from core.domain.snapshot import CapturedState, HypervisorSnapshot
-from core.domain.vm import Disk, DiskFormat, FreeSpace, Vm, VmFacts, VmState
+from core.domain.vm import Disk, DiskFormat, StoragePlace, Vm, VmFacts, VmState
 from core.errors import CoreError, SnapshotNotFound, VmNotFound
 
 
@@ -30,6 +30,11 @@ class FakeHypervisor:
     def __init__(self, *vms: Vm, free_bytes: int = 100 * 2**30) -> None:
         self.vms = {v.uuid: FakeVm(v) for v in vms}
         self.free_bytes = free_bytes
+        # Set to a reason: the VM's snapshot space cannot be known (a network disk).
+        self.space_unknown: str | None = None
+        # VMs with a libvirt job running (someone else's virsh dump, a migration).
+        self.jobs: set[str] = set()
+        self.host = "fake-host-0000-0000-0000-000000000001"
         self.fail: dict[str, CoreError] = {}
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
@@ -74,8 +79,22 @@ class FakeHypervisor:
         f = self._vm(vm.uuid)
         return VmFacts(f.vm, f.disks, f.uses_pflash, False, False, (9, 0, 0))
 
-    async def free_space(self, facts: VmFacts) -> FreeSpace | None:
-        return FreeSpace("/var/lib/fake", self.free_bytes)
+    async def host_uuid(self) -> str:
+        return self.host
+
+    async def snapshot_places(self, facts: VmFacts) -> list[StoragePlace]:
+        disks = tuple(d.target for d in facts.disks if not d.read_only)
+        if self.space_unknown:
+            return [StoragePlace("network disk vda", disks, None, self.space_unknown)]
+        return [StoragePlace("/var/lib/fake", disks, self.free_bytes)]
+
+    async def set_snapshot_description(self, vm: Vm, libvirt_name: str, description: str) -> None:
+        await self._mutate("set_snapshot_description", vm.uuid)
+        f = self._vm(vm.uuid)
+        f.snapshots[libvirt_name] = replace(f.snapshots[libvirt_name], description=description)
+
+    async def job_active(self, vm: Vm) -> bool | None:
+        return vm.uuid in self.jobs
 
     async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]:
         return list(self._vm(vm.uuid).snapshots.values())
@@ -116,6 +135,9 @@ class FakeHypervisor:
         if libvirt_name not in f.snapshots:
             raise SnapshotNotFound(vm.name, libvirt_name)
         snap = f.snapshots[libvirt_name]
+        # libvirt makes the snapshot reverted to the current one
+        for name, s in f.snapshots.items():
+            f.snapshots[name] = replace(s, is_current=name == libvirt_name)
         if snap.has_memory:
             self._set_state(vm.uuid, VmState.PAUSED if paused else VmState.RUNNING)
         else:

@@ -14,9 +14,16 @@ from typing import Any
 import libvirt
 
 from core.adapters.libvirt.connection import LibvirtConnection, is_local_uri
-from core.adapters.libvirt.xml import parse_disks, parse_snapshot, snapshot_xml, uses_pflash
+from core.adapters.libvirt.xml import (
+    host_uuid_of,
+    parse_disks,
+    parse_snapshot,
+    snapshot_xml,
+    uses_pflash,
+    with_description,
+)
 from core.domain.snapshot import HypervisorSnapshot
-from core.domain.vm import DiskFormat, FreeSpace, Vm, VmFacts, VmState
+from core.domain.vm import DiskFormat, StoragePlace, Vm, VmFacts, VmState
 from core.errors import VmNotFound
 
 _STATES = {
@@ -29,6 +36,10 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
 }
 QEMU_IMG_TIMEOUT = 30
+
+
+# What one disk's place measured as: (key of the place, where, free bytes, why unknown).
+_Measured = tuple[str, str, int | None, str | None]
 
 
 def _vm_of(dom: Any) -> Vm:
@@ -50,10 +61,18 @@ class LibvirtHypervisor:
 
     def __init__(self, connection: LibvirtConnection) -> None:
         self._conn = connection
+        self._host_uuid: str | None = None
 
     @property
     def uri(self) -> str:
         return self._conn.uri
+
+    async def host_uuid(self) -> str:
+        if self._host_uuid is None:
+            self._host_uuid = await self._conn.run(
+                lambda conn: host_uuid_of(conn.getCapabilities()), mutating=False
+            )
+        return self._host_uuid
 
     async def list_vms(self) -> list[Vm]:
         def call(conn: Any) -> list[Vm]:
@@ -114,38 +133,92 @@ class LibvirtHypervisor:
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
-    async def free_space(self, facts: VmFacts) -> FreeSpace | None:
-        # QEMU writes an internal snapshot's memory into the first writable qcow2 image.
-        target = next(
-            (d for d in facts.disks if not d.read_only and d.format is DiskFormat.QCOW2 and d.path),
-            None,
-        )
-        if target is None or target.path is None:
-            return None
-        path = target.path
-        if is_local_uri(self.uri):
-            directory = os.path.dirname(path)
+    async def snapshot_places(self, facts: VmFacts) -> list[StoragePlace]:
+        # Every writable qcow2 disk receives its part of an internal snapshot (and one of them
+        # the memory), so every one of their places is measured; none is skipped on error.
+        disks = [d for d in facts.disks if not d.read_only and d.format is DiskFormat.QCOW2]
+        local = is_local_uri(self.uri)
 
-            def statvfs() -> FreeSpace | None:
+        def measure_files() -> dict[str, _Measured]:
+            # disk target -> (place key, where, free bytes, why unknown); one key per filesystem
+            found: dict[str, _Measured] = {}
+            for disk in disks:
+                if disk.source_type != "file" or not disk.path or not local:
+                    continue
+                directory = os.path.dirname(disk.path) or "/"
                 try:
                     st = os.statvfs(directory)
-                except OSError:
-                    return None
-                return FreeSpace(path=directory, available_bytes=st.f_bavail * st.f_frsize)
+                    dev = os.stat(directory).st_dev
+                except OSError as exc:
+                    why = f"cannot read it: {exc.strerror}"
+                    found[disk.target] = (directory, directory, None, why)
+                    continue
+                found[disk.target] = (f"dev:{dev}", directory, st.f_bavail * st.f_frsize, None)
+            return found
 
-            local = await self._conn.run_blocking(statvfs)
-            if local is not None:
-                return local
+        files = await self._conn.run_blocking(measure_files)
 
-        def pool_space(conn: Any) -> FreeSpace | None:
-            try:
-                pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume()
-                pool.refresh(0)
-                return FreeSpace(path=f"storage pool {pool.name()}", available_bytes=pool.info()[3])
-            except libvirt.libvirtError:
-                return None
+        def measure_libvirt(conn: Any) -> dict[str, _Measured]:
+            found: dict[str, _Measured] = {}
+            dom = conn.lookupByUUIDString(facts.vm.uuid)
+            for disk in disks:
+                if disk.target in files:
+                    continue
+                if disk.source_type == "network" or not disk.path:
+                    found[disk.target] = (
+                        f"network disk {disk.target}",
+                        f"network disk {disk.target}",
+                        None,
+                        "a network disk's free space is not visible to libvirt",
+                    )
+                elif disk.source_type == "block":
+                    # qcow2 inside a block device (LVM) grows up to the device's end:
+                    # blockInfo's physical size minus the highest offset in use is the room.
+                    try:
+                        _cap, allocation, physical = dom.blockInfo(disk.target, 0)
+                        found[disk.target] = (
+                            f"block device {disk.path}",
+                            f"block device {disk.path}",
+                            max(int(physical) - int(allocation), 0),
+                            None,
+                        )
+                    except libvirt.libvirtError as exc:
+                        found[disk.target] = (
+                            f"block device {disk.path}",
+                            f"block device {disk.path}",
+                            None,
+                            f"libvirt cannot measure it ({exc.get_error_message()})",
+                        )
+                else:
+                    try:
+                        pool = conn.storageVolLookupByPath(disk.path).storagePoolLookupByVolume()
+                        pool.refresh(0)
+                        found[disk.target] = (
+                            f"pool:{pool.name()}",
+                            f"storage pool {pool.name()}",
+                            int(pool.info()[3]),
+                            None,
+                        )
+                    except libvirt.libvirtError:
+                        found[disk.target] = (
+                            disk.path,
+                            os.path.dirname(disk.path) or disk.path,
+                            None,
+                            "no libvirt storage pool holds it on this remote host",
+                        )
+            return found
 
-        return await self._conn.run(pool_space, mutating=False, vm=facts.vm.name)
+        pooled = await self._conn.run(measure_libvirt, mutating=False, vm=facts.vm.name)
+        grouped: dict[str, tuple[str, list[str], int | None, str | None]] = {}
+        for target, (key, where, free, why) in {**files, **pooled}.items():
+            if key in grouped:
+                grouped[key][1].append(target)
+            else:
+                grouped[key] = (where, [target], free, why)
+        return [
+            StoragePlace(where=where, disks=tuple(ts), available_bytes=free, unknown_because=why)
+            for where, ts, free, why in grouped.values()
+        ]
 
     async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]:
         def call(conn: Any) -> list[HypervisorSnapshot]:
@@ -232,6 +305,33 @@ class LibvirtHypervisor:
             conn.lookupByUUIDString(vm.uuid).snapshotLookupByName(libvirt_name, 0).delete(0)
 
         await self._conn.run(call, mutating=True, vm=vm.name, snapshot=libvirt_name)
+
+    async def set_snapshot_description(self, vm: Vm, libvirt_name: str, description: str) -> None:
+        def call(conn: Any) -> None:
+            dom = conn.lookupByUUIDString(vm.uuid)
+            snap = dom.snapshotLookupByName(libvirt_name, 0)
+            current = bool(snap.isCurrent(0))
+            # REDEFINE with the same name replaces only the metadata; the qcow2 tag (what
+            # revert uses) is untouched. SECURE keeps any secrets the XML carries.
+            xml = with_description(
+                snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), description
+            )
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+            if current:
+                flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+            dom.snapshotCreateXML(xml, flags)
+
+        await self._conn.run(call, mutating=True, vm=vm.name, snapshot=libvirt_name)
+
+    async def job_active(self, vm: Vm) -> bool | None:
+        def call(conn: Any) -> bool | None:
+            try:
+                kind = conn.lookupByUUIDString(vm.uuid).jobInfo()[0]
+            except libvirt.libvirtError:
+                return None
+            return bool(kind != libvirt.VIR_DOMAIN_JOB_NONE)
+
+        return await self._conn.run(call, mutating=False, vm=vm.name)
 
     async def state(self, vm: Vm) -> VmState:
         def call(conn: Any) -> VmState:

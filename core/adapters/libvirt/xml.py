@@ -29,6 +29,24 @@ def snapshot_xml(libvirt_name: str, description: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def with_description(snapshot_xml_text: str, description: str) -> str:
+    """The snapshot's XML with its ``<description>`` replaced (for a REDEFINE)."""
+    root = ET.fromstring(snapshot_xml_text)
+    for old in root.findall("description"):
+        root.remove(old)
+    if description:
+        element = ET.Element("description")
+        element.text = description
+        # libvirt does not care where it is; after <name> is where virsh puts it
+        root.insert(1 if root.find("name") is not None else 0, element)
+    return ET.tostring(root, encoding="unicode")
+
+
+def host_uuid_of(capabilities_xml: str) -> str:
+    """The host's UUID from ``virConnectGetCapabilities``."""
+    return ET.fromstring(capabilities_xml).findtext("host/uuid", default="").strip()
+
+
 def parse_snapshot(xml: str, *, is_current: bool) -> HypervisorSnapshot:
     """Read what the domain needs from a snapshot's XML."""
     root = ET.fromstring(xml)
@@ -76,6 +94,7 @@ def parse_disks(domain_xml: str) -> tuple[Disk, ...]:
                 format=fmt,
                 format_name=fmt_name,
                 read_only=read_only,
+                source_type=disk.get("type", "file"),
             )
         )
     return tuple(disks)
