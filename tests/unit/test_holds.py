@@ -1,0 +1,252 @@
+"""Holds: only the snapshot's creator or an admin may place or release one, every attempt is
+audited, a hold takes the VM's lock, and a hold placed while a prune runs wins over it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from bot import messages
+from bot.console import Console, ConsoleReporter
+from bot.dispatch import ConfirmDelete, ConfirmPrune, Dispatcher
+from bot.grammar import DeleteSnapshot, Prune
+from core.bootstrap import Core
+from core.domain.access import Action
+from core.domain.operation import Actor, Operation, OperationKind, OperationStatus
+from core.domain.retention import RetentionPolicy
+from core.domain.schedule import parse_when
+from core.domain.snapshot import HoldKind, HypervisorSnapshot, Origin
+from core.domain.vm import Vm
+from core.errors import HoldForbidden, SnapshotHeld, VmBusy
+from scheduler.service import build_scheduler
+from tests.conftest import ALICE, BOB, Services
+from tests.fakes.hypervisor import FakeHypervisor
+
+ADMIN = Actor(user="U_ADMIN", via="test", team="T1", channel="C1")
+
+
+class Admins:
+    """An authority in which only ``U_ADMIN`` is an admin (may delete snapshots)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, Action, str | None]] = []
+
+    async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool:
+        self.asked.append((actor.user, action, vm))
+        return actor.user == ADMIN.user and action is Action.DELETE
+
+
+async def audit(services: Services, kind: OperationKind) -> list[Operation]:
+    """Operations of ``kind``, oldest first."""
+    ops = await services.catalogue.operations(limit=500)
+    return sorted((op for op in ops if op.kind is kind), key=lambda op: op.started_at)
+
+
+async def hold_of(services: Services, label: str) -> HoldKind | None:
+    (snap,) = [s for s in await services.catalogue.snapshots() if s.label == label]
+    return snap.hold.kind if snap.hold else None
+
+
+async def test_only_the_creator_or_an_admin_may_place_or_release_a_hold(
+    core: Core, services: Services
+) -> None:
+    await core.snapshots.create_snapshot("web-01", "pre-change", actor=ALICE)
+    admins = Admins()
+
+    with pytest.raises(HoldForbidden) as refused:
+        await core.holds.hold("web-01", "pre-change", HoldKind.INDEFINITE, None, BOB, admins)
+    assert await hold_of(services, "pre-change") is None
+    text = messages.error_text(refused.value)
+    assert "Only the snapshot's creator (U_ALICE) or an admin may hold `pre-change`" in text
+
+    held = await core.holds.hold("web-01", "pre-change", HoldKind.VERIFIED, None, ALICE, admins)
+    assert held.hold is not None
+    with pytest.raises(HoldForbidden, match="release the hold on pre-change"):
+        await core.holds.release("web-01", "pre-change", BOB, admins)
+    assert await hold_of(services, "pre-change") is HoldKind.VERIFIED
+
+    released = await core.holds.release("web-01", "pre-change", ADMIN, admins)
+    assert released.hold is None
+    assert ("U_ADMIN", Action.DELETE, "web-01") in admins.asked
+
+    holds = await audit(services, OperationKind.HOLD)
+    assert [(op.requested_by, op.status) for op in holds] == [
+        ("U_BOB", OperationStatus.REJECTED),
+        ("U_ALICE", OperationStatus.SUCCEEDED),
+    ]
+    assert "U_BOB may not hold pre-change" in (holds[0].error or "")
+    assert holds[1].libvirt_name == held.libvirt_name
+    assert holds[1].finished_at is not None
+    releases = await audit(services, OperationKind.RELEASE)
+    assert [(op.requested_by, op.status) for op in releases] == [
+        ("U_BOB", OperationStatus.REJECTED),
+        ("U_ADMIN", OperationStatus.SUCCEEDED),
+    ]
+
+
+async def test_the_console_is_the_local_operator_and_its_holds_are_audited(
+    core: Core, services: Services
+) -> None:
+    # Whoever runs the console can use virsh on the host: it acts as an admin, and is recorded.
+    await core.snapshots.create_snapshot("web-01", "alices", actor=ALICE)
+    out = io.StringIO()
+    console = Console(
+        core,
+        io.StringIO("/snapshot hold web-01 alices\n/snapshot release web-01 alices\n"),
+        out,
+        build_scheduler(core, ConsoleReporter(out)),
+    )
+    assert await console.run() == 0, out.getvalue()
+    assert "is now held" in out.getvalue()
+    assert "is no longer held" in out.getvalue()
+    ((hold,), (release,)) = (
+        await audit(services, OperationKind.HOLD),
+        await audit(services, OperationKind.RELEASE),
+    )
+    assert hold.requested_by.startswith("console:")
+    assert hold.via == release.via == "console"
+    assert hold.status is release.status is OperationStatus.SUCCEEDED
+
+
+async def test_a_hold_on_a_busy_vm_is_refused_as_busy(core: Core, services: Services) -> None:
+    await core.snapshots.create_snapshot("web-01", "base", actor=ALICE)
+    # The next snapshot of web-01 stops inside libvirt until released: it holds the lock.
+    inside, finish = asyncio.Event(), asyncio.Event()
+    create = services.hv.create_snapshot
+
+    async def blocked_create(vm: Vm, name: str, description: str) -> HypervisorSnapshot:
+        inside.set()
+        await finish.wait()
+        return await create(vm, name, description)
+
+    services.hv.create_snapshot = blocked_create  # type: ignore[method-assign,assignment]
+    slow = asyncio.create_task(core.snapshots.create_snapshot("web-01", "slow", actor=BOB))
+    await asyncio.wait_for(inside.wait(), 5)
+
+    with pytest.raises(VmBusy) as busy:
+        await core.holds.hold("web-01", "base", HoldKind.INDEFINITE, None, ALICE)
+    assert "web-01 is busy: snapshot by U_BOB" in messages.error_text(busy.value)
+    with pytest.raises(VmBusy):
+        await core.holds.release("web-01", "base", ALICE)
+    finish.set()
+    await slow
+    assert await hold_of(services, "base") is None
+    (refused,) = await audit(services, OperationKind.HOLD)
+    assert refused.status is OperationStatus.REJECTED
+
+    await core.holds.hold("web-01", "base", HoldKind.INDEFINITE, None, ALICE)
+    assert await hold_of(services, "base") is HoldKind.INDEFINITE
+
+
+def hold_between_plan_and_delete(
+    hv: FakeHypervisor, place_hold: Callable[[], Awaitable[object]]
+) -> list[str]:
+    """Run ``place_hold`` once a prune has made its fresh plan and is about to delete.
+
+    A prune looks its VM up by uuid, re-plans, then each deletion looks the VM up by name and
+    only then takes the lock: the hold lands in that gap, as a person's would."""
+    by_uuid, by_name = hv.get_vm_by_uuid, hv.get_vm
+    armed: list[str] = []
+
+    async def get_vm_by_uuid(uuid: str) -> Vm:
+        armed.append(uuid)
+        return await by_uuid(uuid)
+
+    async def get_vm(name: str) -> Vm:
+        if armed and "fired" not in armed:
+            armed.append("fired")
+            await place_hold()
+        return await by_name(name)
+
+    hv.get_vm_by_uuid = get_vm_by_uuid  # type: ignore[method-assign]
+    hv.get_vm = get_vm  # type: ignore[method-assign]
+    return armed
+
+
+async def take_scheduled(services: Services, vm: str, count: int) -> None:
+    for n in range(count):
+        services.hv._clock += 86_400
+        await services.service.create_snapshot(
+            vm, f"daily-{n}", actor=ALICE, origin=Origin.SCHEDULED
+        )
+
+
+async def test_a_hold_placed_during_a_confirmed_prune_wins(core: Core, services: Services) -> None:
+    await take_scheduled(services, "web-01", 4)
+    dispatcher = Dispatcher(core, access=None)
+    request = await dispatcher.handle(Prune("web-01", (("last", 1),), False), ALICE)
+    assert isinstance(request, ConfirmPrune)
+    assert request.confirmation is not None
+    (plan,) = request.preview.plans
+    assert [s.label for s in plan.to_delete] == ["daily-2", "daily-1", "daily-0"]
+
+    # Held by its creator after the confirm re-planned: the plan still deletes it.
+    fired = hold_between_plan_and_delete(
+        services.hv,
+        lambda: core.holds.hold("web-01", "daily-1", HoldKind.INDEFINITE, None, ALICE),
+    )
+    text = await dispatcher.confirm(request.confirmation.id, ALICE)
+    assert "fired" in fired
+
+    assert sorted(s.label for s in await services.catalogue.snapshots()) == [
+        "daily-1",
+        "daily-3",
+    ]
+    assert "deleted 2" in text
+    assert "kept `daily-1`: held after the plan was made (held, hold placed by U_ALICE)" in text
+    refused = [
+        op
+        for op in await audit(services, OperationKind.DELETE)
+        if op.status is OperationStatus.REJECTED
+    ]
+    assert [op.snapshot_label for op in refused] == ["daily-1"]
+
+
+async def test_a_hold_placed_during_a_scheduled_prune_wins(core: Core, services: Services) -> None:
+    await take_scheduled(services, "web-01", 3)
+    schedule = await core.schedules.add(
+        "nightly",
+        "web-01",
+        parse_when(["daily", "02:00"], "UTC"),
+        RetentionPolicy.from_counts(last=1),
+        "C_OPS",
+        ALICE,
+    )
+    hold_between_plan_and_delete(
+        services.hv,
+        lambda: core.holds.hold("web-01", "daily-0", HoldKind.VERIFIED, None, ALICE),
+    )
+    out = io.StringIO()
+    report = await build_scheduler(core, ConsoleReporter(out)).run_now(schedule)
+    assert report is not None
+    (outcome,) = report.outcomes
+    assert outcome.prune is not None
+    assert [d.snapshot.label for d in outcome.prune.deleted] == ["daily-2", "daily-1"]
+    assert [h.label for h in outcome.prune.held] == ["daily-0"]
+    text = messages.run_report(report)
+    assert "kept `daily-0`: held after the plan was made (held until verified" in text
+    assert report.summary()["vms"]["web-01"]["held_since_plan"] == ["daily-0"]  # type: ignore[index]
+    labels = {s.label for s in await services.catalogue.snapshots()}
+    assert "daily-0" in labels
+    assert "daily-1" not in labels
+
+
+async def test_deleting_a_held_snapshot_says_who_holds_it_and_how_to_release_it(
+    core: Core, services: Services
+) -> None:
+    await core.snapshots.create_snapshot("web-01", "keep-me", actor=ALICE)
+    await core.snapshots.create_snapshot("web-01", "other", actor=ALICE)
+    await core.holds.hold("web-01", "keep-me", HoldKind.INDEFINITE, None, BOB)
+    dispatcher = Dispatcher(core, access=None)
+    request = await dispatcher.handle(DeleteSnapshot("web-01", "keep-me"), ALICE)
+    assert isinstance(request, ConfirmDelete)
+    with pytest.raises(SnapshotHeld) as held:
+        await dispatcher.confirm(request.confirmation.id, ALICE)
+    text = messages.error_text(held.value)
+    assert "`keep-me` of web-01 is held (hold placed by U_BOB), so it was not deleted" in text
+    assert "`/snapshot release web-01 keep-me`" in text
+    assert "keep-me" in {s.label for s in await services.catalogue.snapshots()}
+    assert not [call for call in services.hv.calls if call[0] == "delete_snapshot"]
