@@ -6,8 +6,9 @@ GUEST_DIR ?= .build/guest
 
 # What libvirt-python needs to build, and what the bot needs to run.
 BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
-# What the system tests need: a real libvirtd with QEMU, and the tools to build the guest.
-TEST_PACKAGES := libvirt-daemon-system libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
+# What the system tests need: a real libvirtd with QEMU, and the tools to build the guest. Not
+# libvirt-daemon-system: the tests run their own daemon (tests/system/host/start-libvirtd.sh).
+TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
 
 .PHONY: run console test lint typecheck unit system bench deps test-deps clean
 

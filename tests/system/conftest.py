@@ -1,14 +1,23 @@
-"""Fixtures for tests on a real QEMU guest under the system libvirtd (``make test`` starts it and
-builds the guest; these tests fail, not skip, when either is missing)."""
+"""Fixtures for tests on a real QEMU guest under the tests' own libvirt daemon (``make test``
+starts it and builds the guest; these tests fail, not skip, when either is missing).
+
+The suite must leave the host as it found it (issue 7, defect 13): it talks only to the daemon
+``host/start-libvirtd.sh`` started (``daemon.URI``), every domain it defines is undefined with
+its files in a finalizer that runs even when the test fails, and a session-end check fails the
+run, naming them, if a test domain, a test file or a mount is left, or if the machine's system
+libvirtd or /etc/libvirt changed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
@@ -20,10 +29,20 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
+from tests.system import daemon
 from tests.system.guest.guest import create_disk, domain_xml, wait_for_counter
 
-SYSTEM_URI = "qemu:///system"
+TEST_URI = daemon.URI
 BOOT_TIMEOUT = 60.0
+DOMAIN_PREFIX = "snapbot-test-"
+# One directory and one domain-name prefix per pytest process: the end-of-session check judges
+# only what this run made, so a developer's parallel run is not reported as our leftover.
+SESSION = uuid.uuid4().hex[:6]
+SESSION_PREFIX = f"{DOMAIN_PREFIX}{SESSION}-"
+TEST_ROOT = Path("/var/tmp/snapbot-tests")
+SESSION_DIR = TEST_ROOT / SESSION
+SYSTEM_PID_FILES = (Path("/run/libvirt/libvirtd.pid"), Path("/var/run/libvirtd.pid"))
+SYSTEM_CONFIG_DIR = Path("/etc/libvirt")
 
 
 def guest_dir() -> Path:
@@ -31,9 +50,49 @@ def guest_dir() -> Path:
     if not (path / "vmlinuz").exists() or not (path / "initrd.img").exists():
         pytest.fail(
             f"no test guest in {path}: run the system tests with `make test` (it builds the "
-            "guest and starts libvirtd)"
+            "guest and starts the test libvirtd)"
         )
     return path
+
+
+def session_dir() -> Path:
+    """This run's directory; traversable by the test user whose QEMU reads from it."""
+    if not SESSION_DIR.exists():
+        TEST_ROOT.mkdir(mode=0o755, exist_ok=True)
+        SESSION_DIR.mkdir(mode=0o755)
+    return SESSION_DIR
+
+
+def guest_files() -> tuple[Path, Path]:
+    """The kernel and initramfs, copied where the test user can read them (the build dir may
+    sit in a home directory it cannot enter)."""
+    target = session_dir() / "guest"
+    if not (target / "initrd.img").exists():
+        source = guest_dir()
+        target.mkdir(mode=0o755, exist_ok=True)
+        for name in ("vmlinuz", "initrd.img"):
+            shutil.copyfile(source / name, target / f"{name}.tmp")
+            (target / f"{name}.tmp").chmod(0o644)
+            (target / f"{name}.tmp").rename(target / name)
+    return target / "vmlinuz", target / "initrd.img"
+
+
+def new_workdir() -> Path:
+    """A directory for one guest's files, owned by the user QEMU runs as."""
+    path = session_dir() / uuid.uuid4().hex[:8]
+    path.mkdir(mode=0o755)
+    daemon.give_to_test_user(path)
+    return path
+
+
+def open_test_conn() -> libvirt.virConnect:
+    try:
+        return libvirt.open(TEST_URI)
+    except libvirt.libvirtError as exc:
+        pytest.fail(
+            f"cannot reach the test libvirtd at {TEST_URI} ({exc}); "
+            "`bash tests/system/host/start-libvirtd.sh` (or `make test`) starts it"
+        )
 
 
 @dataclass
@@ -49,63 +108,136 @@ class Guest:
         return self.serial_log.stat().st_size if self.serial_log.exists() else 0
 
 
-def define_guest(conn: libvirt.virConnect, workdir: Path, *, memory_mib: int = 256) -> Guest:
-    """Define and start a counter guest whose files live in ``workdir``."""
-    directory = guest_dir()
+def define_guest(
+    conn: libvirt.virConnect,
+    workdir: Path,
+    *,
+    memory_mib: int = 256,
+    fill_mib: int = 0,
+    disk_size_mib: int = 64,
+) -> Guest:
+    """Define and start a counter guest whose files live in ``workdir``. ``fill_mib`` makes its
+    init fill that much of its memory first, so that saving and loading it take seconds (a
+    window for fault injection). A guest that fails to come up is removed before the error
+    propagates."""
+    kernel, initrd = guest_files()
     workdir.mkdir(parents=True, exist_ok=True)
-    name = f"snapbot-test-{uuid.uuid4().hex[:8]}"
+    daemon.give_to_test_user(workdir)
+    name = f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}"
     disk = workdir / "disk.qcow2"
     serial = workdir / "serial.log"
-    create_disk(disk)
+    create_disk(disk, disk_size_mib)
+    daemon.give_to_test_user(disk)
     xml = domain_xml(
         name,
-        kernel=directory / "vmlinuz",
-        initrd=directory / "initrd.img",
+        kernel=kernel,
+        initrd=initrd,
         disk=disk,
         serial_log=serial,
         memory_mib=memory_mib,
+        fill_mib=fill_mib,
     )
-    dom = conn.defineXML(xml)
-    dom.create()
     guest = Guest(name, serial, disk, workdir)
-    wait_for_counter(serial, after_offset=0, timeout=BOOT_TIMEOUT)
+    try:
+        conn.defineXML(xml).create()
+        wait_for_counter(serial, after_offset=0, timeout=BOOT_TIMEOUT + fill_mib / 4)
+    except BaseException:
+        remove_guest(name)
+        raise
     return guest
 
 
-def remove_guest(conn: libvirt.virConnect, name: str) -> None:
+def remove_guest(name: str) -> None:
+    """Destroy and undefine ``name`` (its snapshot metadata too) on a fresh connection: the
+    test's own connection may have died with a libvirtd restart, and a daemon a test stopped
+    is started again first."""
     try:
-        dom = conn.lookupByName(name)
+        conn = libvirt.open(TEST_URI)
     except libvirt.libvirtError:
-        return
-    if dom.isActive():
-        dom.destroy()
-    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        daemon.start_daemon()
+        conn = libvirt.open(TEST_URI)
+    try:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        )
+    finally:
+        conn.close()
+
+
+def remove_files(path: Path) -> None:
+    """Remove a workdir, unmounting anything a test mounted inside it first."""
+    for mount in mounts_under(path):
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def mounts_under(path: Path) -> list[Path]:
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = Path(line.split()[1].replace("\\040", " "))
+        if target == path or path in target.parents:
+            found.append(target)
+    # Deepest first, so nested mounts come off in order.
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 @pytest.fixture
-def system_conn() -> Iterator[libvirt.virConnect]:
-    try:
-        conn = libvirt.open(SYSTEM_URI)
-    except libvirt.libvirtError as exc:
-        pytest.fail(f"cannot reach libvirtd at {SYSTEM_URI} ({exc}); `make test` starts it")
+def libvirt_conn() -> Iterator[libvirt.virConnect]:
+    conn = open_test_conn()
     yield conn
-    conn.close()
+    with contextlib.suppress(libvirt.libvirtError):  # already gone with a restarted daemon
+        conn.close()
 
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    # Not pytest's tmp_path: QEMU (running as root here) must reach it, and paths stay short.
-    path = Path("/var/tmp/snapbot-tests") / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
+    # Not pytest's tmp_path: QEMU (the test user) must reach it, and paths stay short.
+    path = new_workdir()
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    remove_files(path)
+
+
+@dataclass
+class Guests:
+    """Defines guests for one test and removes every one of them (domain and files) when the
+    test ends, passed or failed."""
+
+    conn: libvirt.virConnect
+    made: list[Guest] = field(default_factory=list)
+
+    def __call__(self, workdir: Path | None = None, **options: int) -> Guest:
+        guest = define_guest(self.conn, workdir or new_workdir(), **options)
+        self.made.append(guest)
+        return guest
+
+    def remove_all(self) -> None:
+        for guest in reversed(self.made):
+            remove_guest(guest.name)
+            remove_files(guest.workdir)
 
 
 @pytest.fixture
-def guest(system_conn: libvirt.virConnect, workdir: Path) -> Iterator[Guest]:
-    g = define_guest(system_conn, workdir)
-    yield g
-    remove_guest(system_conn, g.name)
+def guests(libvirt_conn: libvirt.virConnect, workdir: Path) -> Iterator[Guests]:
+    # Depends on ``workdir`` only for the order of teardown: guests go before their files (and
+    # before the small filesystems a test mounted there).
+    made = Guests(libvirt_conn)
+    try:
+        yield made
+    finally:
+        made.remove_all()
+
+
+@pytest.fixture
+def guest(guests: Guests, workdir: Path) -> Guest:
+    return guests(workdir)
 
 
 @dataclass
@@ -118,7 +250,7 @@ class RealCore:
 
 @pytest.fixture
 async def real(catalogue: TortoiseCatalogue) -> AsyncIterator[RealCore]:
-    hv = LibvirtHypervisor(LibvirtConnection(SYSTEM_URI, workers=4))
+    hv = LibvirtHypervisor(LibvirtConnection(TEST_URI, workers=4))
     clock = SystemClock()
     owner = process_owner()
     yield RealCore(
@@ -131,10 +263,111 @@ async def real(catalogue: TortoiseCatalogue) -> AsyncIterator[RealCore]:
 
 
 @pytest.fixture
-def small_fs(workdir: Path) -> Iterator[Path]:
-    """A 200 MiB tmpfs: too small for the memory of a 256 MiB guest."""
+def small_fs(workdir: Path) -> Path:
+    """A 200 MiB tmpfs owned by the test user: too small for the memory of a 256 MiB guest.
+    Unmounted with the workdir, after the guests on it are gone."""
     mount = workdir / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200M", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    uid, gid = daemon.user_ids()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size=200M,mode=0755,uid={uid},gid={gid}", "tmpfs", mount],
+        check=True,
+    )
+    return mount
+
+
+# -- the host is left as it was found ----------------------------------------------------------
+
+
+def system_libvirtd_pid() -> int | None:
+    """The machine's system libvirtd, if one runs (read from its pid file, never looked for by
+    name: a name matches our own daemon too)."""
+    for pid_file in SYSTEM_PID_FILES:
+        try:
+            pid = int(pid_file.read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "libvirtd":
+                return pid
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def config_fingerprint(root: Path = SYSTEM_CONFIG_DIR) -> dict[str, tuple[str, int, int]]:
+    """Every file under /etc/libvirt: content hash, inode and mtime (``sed -i`` keeps the
+    content but not the inode)."""
+    prints: dict[str, tuple[str, int, int]] = {}
+    if not root.exists():
+        return prints
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            prints[str(path)] = (digest, stat.st_ino, stat.st_mtime_ns)
+    return prints
+
+
+@dataclass(frozen=True)
+class HostState:
+    system_libvirtd: int | None
+    system_config: dict[str, tuple[str, int, int]]
+
+
+def host_state() -> HostState:
+    return HostState(system_libvirtd_pid(), config_fingerprint())
+
+
+def host_changes(before: HostState, after: HostState) -> list[str]:
+    problems = []
+    if before.system_libvirtd is not None and after.system_libvirtd != before.system_libvirtd:
+        problems.append(
+            f"the system libvirtd (pid {before.system_libvirtd}) was restarted or stopped "
+            f"(now: {after.system_libvirtd})"
+        )
+    changed = sorted(
+        path
+        for path in before.system_config.keys() | after.system_config.keys()
+        if before.system_config.get(path) != after.system_config.get(path)
+    )
+    if changed:
+        problems.append(f"files under {SYSTEM_CONFIG_DIR} changed: {', '.join(changed)}")
+    return problems
+
+
+def leftovers() -> list[str]:
+    """Domains, mounts and files this session made and did not remove."""
+    found = []
+    try:
+        conn = libvirt.open(TEST_URI)
+    except libvirt.libvirtError:
+        conn = None  # no daemon, so no domain of ours either
+    if conn is not None:
+        try:
+            names = [d.name() for d in conn.listAllDomains()]
+        finally:
+            conn.close()
+        found += [f"domain {n}" for n in sorted(names) if n.startswith(SESSION_PREFIX)]
+    if SESSION_DIR.exists():
+        found += [f"mount {m}" for m in mounts_under(SESSION_DIR)]
+        guest_copy = SESSION_DIR / "guest"
+        found += [f"file {p}" for p in sorted(SESSION_DIR.iterdir()) if p != guest_copy]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_alone() -> Iterator[None]:
+    """Fails the run, loudly and by name, if it left anything behind or touched what it did
+    not start; removes the leftovers too, so a failed run still cleans up."""
+    before = host_state()
+    yield
+    left = leftovers()
+    for item in left:
+        kind, _, what = item.partition(" ")
+        if kind == "domain":
+            remove_guest(what)
+    if SESSION_DIR.exists():
+        remove_files(SESSION_DIR)
+    problems = host_changes(before, host_state())
+    if left:
+        problems.append("the system tests left behind: " + "; ".join(left))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

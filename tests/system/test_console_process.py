@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.system.conftest import SYSTEM_URI, Guest
+from tests.system.conftest import TEST_URI, Guest
 from tests.system.guest.guest import read_counter_lines, wait_for_counter
 
 pytestmark = pytest.mark.system
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.system
 
 def console_env(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(LIBVIRT_URI=SYSTEM_URI, SNAPBOT_DATA_DIR=str(workdir / "data"))
+    env.update(LIBVIRT_URI=TEST_URI, SNAPBOT_DATA_DIR=str(workdir / "data"))
     env.pop("DATABASE_URL", None)
     return env
 
@@ -49,7 +49,7 @@ def test_console_snapshot_and_typed_name_restore(guest: Guest, workdir: Path) ->
         f"/snapshot list {guest.name}\n",
     )
     out = first.stdout
-    assert out.splitlines()[0] == f"snapbot: connected to {SYSTEM_URI}. Type /snapshot help."
+    assert out.splitlines()[0] == f"snapbot: connected to {TEST_URI}. Type /snapshot help."
     assert "Pausing VM · Saving memory · Capturing disk" in out
     assert f"Snapshot `before-upgrade` of {guest.name} taken" in out
     assert "cannot be a snapshot name: it is all digits" in out
@@ -78,7 +78,7 @@ def test_console_snapshot_and_typed_name_restore(guest: Guest, workdir: Path) ->
 
 
 def test_crash_during_restore_is_reconciled_on_restart(
-    guest: Guest, workdir: Path, system_conn: libvirt.virConnect
+    guest: Guest, workdir: Path, libvirt_conn: libvirt.virConnect
 ) -> None:
     prepared = run_console(workdir, f"/snapshot {guest.name} base\n")
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
@@ -101,7 +101,7 @@ def test_crash_during_restore_is_reconciled_on_restart(
             break
     # Kill once libvirtd is working on the revert (QEMU started to load the memory), so the
     # crash lands inside the revert call and not before it was sent.
-    dom = system_conn.lookupByName(guest.name)
+    dom = libvirt_conn.lookupByName(guest.name)
     while time.monotonic() < deadline and dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
@@ -112,5 +112,5 @@ def test_crash_during_restore_is_reconciled_on_restart(
     assert f"restore of {guest.name}" in after.stdout
     assert "the revert had completed" in after.stdout
     assert f"Snapshot `after` of {guest.name} taken" in after.stdout, after.stdout
-    state, _ = system_conn.lookupByName(guest.name).state()
+    state, _ = libvirt_conn.lookupByName(guest.name).state()
     assert state == libvirt.VIR_DOMAIN_RUNNING

@@ -20,7 +20,7 @@ from scheduler.service import build_scheduler
 from tests.conftest import ALICE
 from tests.fakes.slack import FakeSlack
 from tests.slack.harness import slack_settings
-from tests.system.conftest import SYSTEM_URI, Guest, RealCore
+from tests.system.conftest import TEST_URI, Guest, RealCore
 
 pytestmark = pytest.mark.system
 
@@ -40,11 +40,11 @@ async def test_a_schedule_snapshots_prunes_and_reports_to_its_channel(
         await real.service.create_snapshot(
             guest.name, f"earlier-{n}", actor=ALICE, origin=Origin.SCHEDULED
         )
-    settings = Settings(SYSTEM_URI, True, tmp_path, "sqlite://:memory:")  # type: ignore[arg-type]
+    settings = Settings(TEST_URI, True, tmp_path, "sqlite://:memory:")  # type: ignore[arg-type]
     start = datetime.now(UTC).replace(second=0, microsecond=0)
     clock = Clock(start)
     core = replace(
-        wire(settings, real.hv, real.catalogue, SystemClock(), libvirt_uri=SYSTEM_URI),
+        wire(settings, real.hv, real.catalogue, SystemClock(), libvirt_uri=TEST_URI),
         clock=clock,
     )
     slot = start + timedelta(minutes=5)

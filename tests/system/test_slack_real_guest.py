@@ -21,7 +21,7 @@ from tests.fakes import slack_requests as req
 from tests.fakes.slack import FakeMessage, FakeSlack
 from tests.slack.harness import ADMIN, CHANNEL, OPERATOR, SECRET, VIEWER, SlackBot, running_bot
 from tests.slack.test_confirmations import typed
-from tests.system.conftest import SYSTEM_URI, Guest, RealCore
+from tests.system.conftest import TEST_URI, Guest, RealCore
 from tests.system.guest.guest import read_counter_lines, wait_for_counter
 
 pytestmark = pytest.mark.system
@@ -30,12 +30,12 @@ pytestmark = pytest.mark.system
 @pytest.fixture
 async def slack_bot(real: RealCore, tmp_path: object) -> AsyncIterator[SlackBot]:
     settings = Settings(
-        libvirt_uri=SYSTEM_URI,
+        libvirt_uri=TEST_URI,
         libvirt_uri_explicit=True,
         data_dir=tmp_path,  # type: ignore[arg-type]
         database_url="sqlite://:memory:",
     )
-    core: Core = wire(settings, real.hv, real.catalogue, SystemClock(), libvirt_uri=SYSTEM_URI)
+    core: Core = wire(settings, real.hv, real.catalogue, SystemClock(), libvirt_uri=TEST_URI)
     async with FakeSlack() as slack, running_bot(core, slack) as bot:
         yield bot
 

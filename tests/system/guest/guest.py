@@ -45,6 +45,7 @@ def domain_xml(
     disk: Path,
     serial_log: Path,
     memory_mib: int = 256,
+    fill_mib: int = 0,
 ) -> str:
     # TCG, not KVM: nested KVM fails on the CI machines. No NIC, no graphics, no USB: the less
     # emulated hardware, the faster TCG boots and the smaller the saved memory state.
@@ -56,7 +57,10 @@ def domain_xml(
     ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
     ET.SubElement(os_el, "kernel").text = str(kernel)
     ET.SubElement(os_el, "initrd").text = str(initrd)
-    ET.SubElement(os_el, "cmdline").text = "console=ttyS0 quiet loglevel=0 panic=-1"
+    cmdline = "console=ttyS0 quiet loglevel=0 panic=-1"
+    if fill_mib:
+        cmdline += f" snapbot_fill={fill_mib}"
+    ET.SubElement(os_el, "cmdline").text = cmdline
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
     ET.SubElement(domain, "on_crash").text = "destroy"
@@ -71,6 +75,26 @@ def domain_xml(
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")
+
+
+def read_disk_counter(disk: Path) -> int:
+    """The counter in the first bytes of ``disk`` as the image holds it, read on the host with
+    qemu-io: not through the guest's page cache, which a restore brings back with the memory.
+    ``-U`` shares the image with the QEMU that has it open (the guest syncs after each write,
+    so the image's metadata is current), ``-r`` never writes to it."""
+    out = subprocess.run(
+        ["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -v 0 16", str(disk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    dump = next((line for line in out.splitlines() if line.startswith("00000000:")), None)
+    if dump is None:
+        raise AssertionError(f"qemu-io printed no dump of {disk}:\n{out}")
+    data = bytes(int(h, 16) for h in dump.split(":", 1)[1].split()[:16])
+    digits = data.split(b"\n", 1)[0]
+    # A disk the guest has not written yet reads as zeros; the guest counts that as 0 too.
+    return int(digits) if digits.isdigit() else 0
 
 
 def read_counter_lines(serial_log: Path, *, after_offset: int = 0) -> list[CounterLine]:
