@@ -19,6 +19,7 @@ from core.errors import (
     ConfirmationSpent,
     CoreError,
     Forbidden,
+    HoldForbidden,
     HypervisorBusy,
     HypervisorError,
     HypervisorUnavailable,
@@ -28,6 +29,7 @@ from core.errors import (
     LabelTaken,
     RestoreFailed,
     ScheduleNotFound,
+    SnapshotHeld,
     SnapshotMissing,
     SnapshotNotFound,
     Unsupported,
@@ -62,6 +64,7 @@ USAGE = {
         "  /snapshot release <vm> <name>             end a hold (retention may then prune it)\n"
         "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
         "        [--keep-last N --keep-daily N --keep-weekly N --keep-monthly N ...]\n"
+        "        [--include-manual] [--safety-keep-last N] [--safety-keep-days D]\n"
         "      when: daily HH:MM | weekly <mon..sun> HH:MM | monthly <1-28> HH:MM\n"
         "            | cron '<min> <hour> <day> <month> <weekday>'\n"
         "  /snapshot schedule list | remove <id|name> | run <id|name>\n"
@@ -78,9 +81,12 @@ USAGE = {
         "Usage:\n"
         "  /prune <vm|all> [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
         "         [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run]\n"
+        "         [--include-manual] [--safety-keep-last N] [--safety-keep-days D]\n"
         "  Shows which snapshots the policy keeps and deletes, and why; nothing is deleted\n"
-        "  until you confirm. Held and manual snapshots are kept; a VM's last snapshot is\n"
-        "  never deleted. Example: /prune web-01 --keep-last 3 --keep-daily 7 --keep-weekly 4"
+        "  until you confirm. Held snapshots are kept; manual ones too unless you give\n"
+        "  --include-manual; safety snapshots (taken before restores) keep the newest 3 and\n"
+        "  any not older than 14 days unless set otherwise; a VM's last snapshot is never\n"
+        "  deleted. Example: /prune web-01 --keep-last 3 --keep-daily 7 --keep-weekly 4"
     ),
 }
 
@@ -178,6 +184,19 @@ _SPENT = {
 
 def error_text(error: CoreError) -> str:
     """What went wrong, what state things are in, and what to do."""
+    if isinstance(error, HoldForbidden):
+        return (
+            f"Only the snapshot's creator ({error.creator}) or an admin may "
+            f"{error.verb} `{error.label}` of {error.vm or ''}. "
+            "Nothing was changed."
+        )
+    if isinstance(error, SnapshotHeld):
+        return (
+            f"`{error.label}` of {error.vm} is {error.hold} "
+            f"({_held_by(error)}), so it was not deleted. Release it first with "
+            f"`/snapshot release {error.vm} {error.label}` (its creator or "
+            "an admin), then delete it."
+        )
     if isinstance(error, Forbidden):
         scope = f" for {error.vm}" if error.vm else ""
         return (
@@ -441,10 +460,24 @@ def slow_operation(elapsed: float, stage: Stage | None) -> str:
     )
 
 
+def _held_by(error: SnapshotHeld) -> str:
+    if error.held_by:
+        return f"hold placed by {error.held_by}"
+    return "who placed the hold is not recorded"
+
+
+def _held_during_prune(error: SnapshotHeld) -> str:
+    return (
+        f"    kept `{error.label}`: held after the plan was made ({error.hold}, "
+        f"{_held_by(error)}); a hold wins over the prune"
+    )
+
+
 def prune_preview(preview: PrunePreview, *, dry_run: bool) -> str:
     """Every snapshot with keep or delete and the reason, per VM, and what deleting frees."""
     lines = [
-        f"Prune preview ({preview.policy.describe()}; periods in {preview.timezone})"
+        f"Prune preview ({preview.policy.describe()}; {preview.policy.describe_scope()}; "
+        f"periods in {preview.timezone})"
         + (" — dry run, nothing will be deleted" if dry_run else "")
     ]
     if not preview.plans:
@@ -494,6 +527,7 @@ def prune_result(results: Sequence[VmPruneResult]) -> str:
                 f"    kept {len(r.kept_since_preview)} that changed since the preview "
                 "(held or renamed, or the policy now keeps them)"
             )
+        lines.extend(_held_during_prune(h) for h in r.held)
         for label, error in r.failed:
             lines.append(f"    could not delete {label}: {error_text(error)}")
     return "\n".join(lines)
@@ -663,6 +697,12 @@ def verified(snapshot: Snapshot, user: str) -> str:
 
 def schedule_line(s: Schedule) -> str:
     policy = s.policy.describe() if s.policy else "no pruning"
+    if s.policy and s.policy.include_manual:
+        policy += ", manual snapshots included"
+    if s.policy and s.policy.safety_keep_last is not None:
+        policy += f", safety-keep-last={s.policy.safety_keep_last}"
+    if s.policy and s.policy.safety_keep_days is not None:
+        policy += f", safety-keep-days={s.policy.safety_keep_days}"
     where = f"<#{s.channel}>" if s.channel else "no channel"
     last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
     return (
@@ -741,6 +781,7 @@ def run_report(report: RunReport) -> str:
                     f"    pruned {len(o.prune.deleted)} ({pruned}), freed "
                     f"{human_bytes(o.prune.freed_bytes)}"
                 )
+            lines.extend(_held_during_prune(h) for h in o.prune.held)
         if o.prune_error is not None:
             lines.append(f"    prune failed: {error_text(o.prune_error)}")
     lines.append(_storage(report.disk_bytes, report.free))
