@@ -78,10 +78,7 @@ async def open_database(url: str) -> AsyncIterator[TortoiseContext]:
     parts = urlsplit(url)
     if parts.scheme == "sqlite" and ":memory:" not in url:
         Path(parts.path).parent.mkdir(parents=True, exist_ok=True)
-    config = {
-        "connections": {"default": normalise_url(url)},
-        "apps": {APP: {"models": MODELS[APP], "migrations": MIGRATIONS}},
-    }
+    config = {"connections": {"default": normalise_url(url)}, "apps": TORTOISE_ORM["apps"]}
     async with TortoiseContext() as ctx:
         await ctx.init(config=config)
         await migrate(ctx.db())
@@ -103,6 +100,7 @@ async def migrate(conn: BaseDBAsyncClient) -> list[str]:
         if not steps:
             return []
         baseline = not applied and await _is_release_0_1(conn, executor)
+        backup: Path | None = None
         if isinstance(conn, SqliteClient) and (applied or baseline):
             current = BASELINE if baseline else _latest(applied, executor)
             backup = await asyncio.to_thread(_backup_sqlite, Path(conn.filename), current)
@@ -114,11 +112,18 @@ async def migrate(conn: BaseDBAsyncClient) -> list[str]:
             )
         if baseline:
             await executor.migrate([MigrationTarget(APP, BASELINE)], fake=True)
-            steps = await executor.plan()
-        await executor.migrate(direction="forward")
-        names = [step.migration.name for step in steps]
-        log.info("Catalogue schema migrations applied: %s", ", ".join(names))
-        return names
+        started: list[str] = []
+
+        def progress(event: str, _app: str, name: str) -> None:
+            if event == "apply_start":
+                started.append(name)
+
+        try:
+            await executor.migrate(direction="forward", progress=progress)
+        except Exception as exc:  # whatever the database said, the operator needs the context
+            raise CatalogueIncompatible(_failed(conn, started, backup, exc)) from exc
+        log.info("Catalogue schema migrations applied: %s", ", ".join(started))
+        return started
 
 
 def _migration_lock(conn: BaseDBAsyncClient) -> AbstractAsyncContextManager[object]:
@@ -207,12 +212,31 @@ def _leaf(executor: MigrationExecutor) -> MigrationKey:
 
 
 def _too_new(conn: BaseDBAsyncClient, unknown: list[str], newest: str) -> str:
+    if isinstance(conn, SqliteClient):
+        way_back = (
+            "or use the copy snapbot made before that upgrade, next to it: "
+            f"{conn.filename}.bak-TIME-SCHEMA"
+        )
+    else:
+        way_back = "or restore the dump taken before that upgrade"
     return (
         f"The catalogue database {_where(conn)} has schema migrations this version of snapbot "
-        f"does not know ({', '.join(unknown)}; the newest it knows is {newest}): it was "
-        "upgraded by a newer snapbot. Run that newer version, or point DATABASE_URL at a "
-        "backup taken before the upgrade (a SQLite catalogue's backups are next to it, named "
-        "<file>.bak-<time>-<schema>). Nothing was changed."
+        f"does not know ({', '.join(unknown)}; the newest it knows is {newest}): a newer "
+        f"snapbot upgraded it. Run that newer version, {way_back}. Nothing was changed."
+    )
+
+
+def _failed(
+    conn: BaseDBAsyncClient, started: list[str], backup: Path | None, error: Exception
+) -> str:
+    failed = started[-1] if started else "(before the first migration)"
+    done = f" ({', '.join(started[:-1])} went through)" if len(started) > 1 else ""
+    saved = f" The catalogue as it was before the upgrade is in {backup}." if backup else ""
+    return (
+        f"Upgrading the catalogue database {_where(conn)} failed in migration {failed}: "
+        f"{type(error).__name__}: {error}. That migration was rolled back{done}, and this "
+        f"version of snapbot cannot run without it.{saved} Keep running the previous version "
+        "(restoring the backup if anything went through) and report this message."
     )
 
 

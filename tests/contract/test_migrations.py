@@ -628,6 +628,35 @@ def test_snapbot_refuses_to_start_on_a_newer_database(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+async def test_failed_migration_is_rolled_back_and_named(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _build_release_catalogue(database_url)
+    monkeypatch.setitem(
+        TORTOISE_ORM["apps"][APP], "migrations", "tests.contract.data.failing_migrations"
+    )
+    with pytest.raises(CatalogueIncompatible) as refused:
+        async with _open(database_url):
+            pytest.fail("a catalogue whose upgrade failed was opened")
+    monkeypatch.undo()
+    message = str(refused.value)
+    assert "failed in migration 0003_breaks" in message
+    assert "0002_snapshot_hypervisor went through" in message
+    if _is_sqlite(database_url):
+        [backup] = _backups(database_url)
+        assert str(backup) in message
+
+    # The failed migration left nothing behind; this version's own schema opens normally.
+    async with _open(database_url) as ctx:
+        columns = await _columns(ctx, "snapshot")
+        recorded = await MigrationRecorder(ctx.db()).applied_migrations()
+        rows = await _rows()
+    assert "doomed" not in columns
+    assert columns >= NEW_SNAPSHOT_COLUMNS
+    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+    assert {t: len(r) for t, r in rows.items()} == {t: len(r) for t, r in RELEASE_ROWS.items()}
+
+
 async def test_partial_release_schema_is_refused_by_name(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path / 'snapbot.db'}"
     await _build_release_catalogue(url)
