@@ -96,7 +96,7 @@ async def migrate(conn: BaseDBAsyncClient) -> list[str]:
         known = set(executor.loader.disk_migrations)
         applied = {k for k in executor.loader.applied_migrations if k.app_label == APP}
         if unknown := sorted(k.name for k in applied - known):
-            raise CatalogueIncompatible(_too_new(conn, unknown, _leaf(executor).name))
+            raise CatalogueIncompatible(_too_new(conn, unknown, _in_order(executor)[-1].name))
         if not steps:
             return []
         baseline = not applied and await _is_release_0_1(conn, executor)
@@ -201,14 +201,17 @@ async def _columns(conn: BaseDBAsyncClient, tables: Iterable[str]) -> dict[str, 
     return found
 
 
+def _in_order(executor: MigrationExecutor) -> list[MigrationKey]:
+    """snapbot's migrations on disk, each after the ones it depends on."""
+    graph = executor.loader.graph
+    order: list[MigrationKey] = []
+    for leaf in graph.leaf_nodes(APP):
+        order += [k for k in graph.forwards_plan(leaf) if k not in order]
+    return order
+
+
 def _latest(applied: set[MigrationKey], executor: MigrationExecutor) -> str:
-    order = [k for k in executor.loader.graph.forwards_plan(_leaf(executor)) if k in applied]
-    return order[-1].name
-
-
-def _leaf(executor: MigrationExecutor) -> MigrationKey:
-    [leaf] = executor.loader.graph.leaf_nodes(APP)
-    return leaf
+    return [k for k in _in_order(executor) if k in applied][-1].name
 
 
 def _too_new(conn: BaseDBAsyncClient, unknown: list[str], newest: str) -> str:

@@ -27,6 +27,7 @@ import pytest
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 from tortoise.migrations.recorder import MigrationRecorder
 from tortoise.models import Model
 
@@ -563,6 +564,23 @@ async def test_processes_starting_together_upgrade_the_catalogue_once(database_u
     async with _open(database_url) as ctx:
         recorded = await MigrationRecorder(ctx.db()).applied_migrations()
     assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+
+
+async def test_catalogue_at_an_earlier_migration_is_backed_up_under_that_schema(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite://{tmp_path / 'snapbot.db'}"
+    await _build_release_catalogue(url)
+    async with TortoiseContext() as ctx:
+        # What a version whose newest migration was 0001 leaves: the record, no new columns.
+        await ctx.init(db_url=url, modules={APP: ["core.catalogue.models"]})
+        executor = MigrationExecutor(ctx.db(), {APP: TORTOISE_ORM["apps"][APP]})
+        await executor.migrate([MigrationTarget(APP, "0001_release_0_1")], fake=True)
+
+    async with _open(url) as ctx:
+        assert await _columns(ctx, "snapshot") >= NEW_SNAPSHOT_COLUMNS
+    [backup] = _backups(url)
+    assert backup.name.endswith("-0001_release_0_1")
 
 
 # --- refusals ----------------------------------------------------------------------------------
