@@ -36,7 +36,7 @@ MIGRATIONS = "core.catalogue.migrations"
 MODELS: dict[str, Iterable[str | ModuleType]] = {APP: ["core.catalogue.models"]}
 # What release 0.1's generate_schemas made; never edit it, add a migration instead.
 BASELINE = "0001_release_0_1"
-# For tortoise's CLI (`tortoise -c core.catalogue.db.TORTOISE_ORM makemigrations`), which
+# Also what tortoise's CLI uses (pyproject.toml [tool.tortoise]): `tortoise makemigrations`
 # compares the models with the migrations and needs no real database.
 TORTOISE_ORM: dict[str, Any] = {
     "connections": {"default": "sqlite://:memory:"},
