@@ -18,15 +18,22 @@ from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 from tests.fakes.hypervisor import FakeHypervisor
+from tests.security import leakscan
 
 ALICE = Actor(user="U_ALICE", via="test", team="T1", channel="C1")
 BOB = Actor(user="U_BOB", via="test", team="T1", channel="C1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # R20: every log line, Slack payload and catalogue row of the session is scanned for secrets.
+    config.pluginmanager.register(leakscan.SessionLeakCheck(), "snapbot-leak-scan")
 
 
 @pytest.fixture
 async def catalogue(tmp_path: Path) -> AsyncIterator[TortoiseCatalogue]:
     async with open_database(f"sqlite://{tmp_path / 'catalogue.db'}"):
         yield TortoiseCatalogue(SystemClock())
+        await leakscan.scan_catalogue()
 
 
 @dataclass

@@ -63,6 +63,18 @@ RESPONSE_URL_MAX_POSTS = 5
 RESPONSE_URL_TTL = 30 * 60.0
 TRIGGER_TTL = 3.0
 
+# Every payload the fake receives (Web API parameters, response_url posts, Socket Mode frames)
+# is shown to these callables as ``(where, text)``: the session-wide secret-leak scan
+# (tests/security/leakscan.py) reads everything the bot ever sends to Slack.
+RECEIVED: list[Callable[[str, str], None]] = []
+
+
+def _received(where: str, payload: Any) -> None:
+    if RECEIVED:
+        text = json.dumps(payload, default=str, ensure_ascii=False)
+        for observe in RECEIVED:
+            observe(where, text)
+
 
 class SlackError(Exception):
     """Raised by a method handler: becomes ``{"ok": false, "error": error, **extra}``."""
@@ -665,6 +677,7 @@ class FakeSlack:
         token = _bearer(request) or params.pop("token", None)
         params.pop("token", None)
         call = Call(method, params, time.monotonic(), token, request.method)
+        _received(f"Slack {method}", params)
         self.calls.append(call)
         self._notify()
         status, body, headers = await self._answer(call)
@@ -935,6 +948,7 @@ class FakeSlack:
             parsed = {"_raw": raw.decode("utf-8", "replace")}
         body: dict[str, Any] = parsed if isinstance(parsed, dict) else {"_raw": parsed}
         body = _decode_json_params(body)
+        _received("Slack response_url", body)
         now = time.monotonic()
         hook = self.hooks.get(hook_id)
         if hook is None:
@@ -1003,6 +1017,7 @@ class FakeSlack:
                 if not isinstance(frame, dict):
                     frame = {"_raw": frame}
                 self.socket_frames.append(frame)
+                _received("Slack Socket Mode ack", frame)
                 envelope_id = frame.get("envelope_id")
                 fut = self._pending_acks.pop(str(envelope_id), None) if envelope_id else None
                 if fut is not None and not fut.done():

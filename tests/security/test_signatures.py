@@ -307,7 +307,7 @@ async def test_signature_matrix_over_http(bot: SlackBot, services: Services) -> 
     record(
         "Signature matrix (HTTP)",
         f"{len(tried)} signed-request variants (commands, a Confirm click, an event: wrong "
-        "secret, ±301 s, one byte changed, missing/non-integer headers, re-serialised body, "
+        "secret, ±301 s, one byte changed, missing headers, v1 scheme, re-serialised body, "
         "mixed-case headers) and a 3× replay, against the real bolt app over HTTP",
         f"{requests} requests, {len(invalid)} invalid, {invalid_accepted} invalid accepted, "
         f"replay ran {len(replayed_ops)}×",
