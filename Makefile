@@ -10,7 +10,7 @@ BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # libvirt-daemon-system: the tests run their own daemon (tests/system/host/start-libvirtd.sh).
 TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
 
-.PHONY: run console test lint typecheck unit system bench deps test-deps clean
+.PHONY: run console test reliability lint typecheck unit system bench deps test-deps clean
 
 deps:
 	@bash scripts/ensure-packages.sh $(BUILD_PACKAGES)
@@ -51,6 +51,27 @@ test: test-deps $(VENV)/.installed lint typecheck
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest -m "not reliability"
+
+# The fault, race, fuzz and security suites in full (the long runs `make test` leaves out) and
+# every other test that reports a figure, then one table: printed, and written to
+# docs/reliability.md (linked from the README). Fails if a test or a check failed, or a check
+# the sources name recorded nothing.
+RELIABILITY_LOG ?= .build/reliability.jsonl
+RELIABILITY_SUITES = $(wildcard tests/reliability tests/security tests/fuzz tests/system/test_faults_real_guest.py)
+RELIABILITY_TESTS = $(RELIABILITY_SUITES) $(filter-out $(addsuffix /%,$(RELIABILITY_SUITES)) $(RELIABILITY_SUITES), \
+	$(shell grep -rl --include='test_*.py' 'reliability.figures' tests))
+
+reliability: test-deps $(VENV)/.installed
+	bash tests/system/host/start-libvirtd.sh
+	bash tests/system/host/start-postgres.sh
+	bash tests/system/guest/build.sh $(GUEST_DIR)
+	mkdir -p $(dir $(RELIABILITY_LOG)) && rm -f $(RELIABILITY_LOG)
+	started=$$(date +%s); \
+	SNAPBOT_RELIABILITY_LOG=$(abspath $(RELIABILITY_LOG)) SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot \
+		$(VENV)/bin/pytest -m "reliability or not reliability" $(RELIABILITY_TESTS); \
+	status=$$?; \
+	$(VENV)/bin/python scripts/reliability_table.py $(RELIABILITY_LOG) --write docs/reliability.md \
+		--pytest-status $$status --seconds $$(( $$(date +%s) - started ))
 
 # Figures, not pass/fail: snapbot against raw virsh, event-loop lag, Slack ack latency.
 bench: test-deps $(VENV)/.installed
