@@ -24,9 +24,12 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.bootstrap import Core
+from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.schedule import Schedule, When, parse_when
 from core.domain.snapshot import Hold, HoldKind, Snapshot
+from core.errors import CoreError
 from core.ports import Clock
+from core.services.schedules import HoldService
 from core.services.snapshots import SnapshotService
 from scheduler.runs import Digest, RunReport, ScheduleRunner, build_digest
 from scheduler.timing import due, trigger_for
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
 # A verified-hold is reminded this long after it was taken, then again every such period.
 HOLD_REMINDER = timedelta(hours=24)
+# Who ends an --until hold whose date has passed, in the audit trail.
+HOLD_EXPIRY_ACTOR = Actor(user="scheduler:holds", via=SCHEDULER_VIA)
 
 
 class ScheduleStore(Protocol):
@@ -83,7 +88,9 @@ class SchedulerService:
         lease_ttl: timedelta = timedelta(seconds=30),
         snapshots: SnapshotService | None = None,
         digest: tuple[str, When] | None = None,
+        hold_service: HoldService | None = None,
     ) -> None:
+        self._hold_service = hold_service
         self._snapshots = snapshots
         self._digest = digest  # (channel, when) of the daily overview, if wanted
         self._store = store
@@ -280,8 +287,7 @@ class SchedulerService:
             if hold is None:
                 continue
             if hold.kind is HoldKind.UNTIL and hold.until is not None and hold.until <= now:
-                await self._holds.set_hold(snap.vm_uuid, snap.libvirt_name, None)
-                logger.info("hold on %s of %s expired", snap.label, snap.vm_name)
+                await self._expire(snap, now)
             elif hold.kind is HoldKind.VERIFIED:
                 last = hold.reminded_at or snap.created_at
                 if now - last >= HOLD_REMINDER:
@@ -293,6 +299,19 @@ class SchedulerService:
                     await self._holds.set_hold(
                         snap.vm_uuid, snap.libvirt_name, replace(hold, reminded_at=now)
                     )
+
+    async def _expire(self, snap: Snapshot, now: datetime) -> None:
+        if self._hold_service is None:
+            await self._holds.set_hold(snap.vm_uuid, snap.libvirt_name, None)
+        else:
+            # Like any release: under the VM's lock and audited. A busy VM waits an hour.
+            try:
+                if not await self._hold_service.expire(snap, now, HOLD_EXPIRY_ACTOR):
+                    return
+            except CoreError as exc:
+                logger.info("hold on %s of %s not ended yet: %s", snap.label, snap.vm_name, exc)
+                return
+        logger.info("hold on %s of %s expired", snap.label, snap.vm_name)
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
@@ -330,6 +349,7 @@ def build_scheduler(
         lease_ttl=lease_ttl,
         snapshots=core.snapshots,
         digest=digest,
+        hold_service=core.holds,
     )
     core.schedules.on_change.append(service.rebuild)
     return service

@@ -140,6 +140,26 @@ class HoldService:
         """End a hold (the Verified button, or ``/snapshot release``)."""
         return await self._change(OperationKind.RELEASE, vm, label, None, actor, authority)
 
+    async def expire(self, snapshot: Snapshot, now: datetime, actor: Actor) -> bool:
+        """End ``snapshot``'s ``--until`` hold if its date has passed; False when the hold was
+        changed meanwhile (checked under the VM's lock). Audited as a release by ``actor``."""
+        vm = await self._snapshots.vm(snapshot.vm_name)
+        kind = OperationKind.RELEASE
+        async with self._runner.run(kind, vm, actor, no_progress, label=snapshot.label) as op:
+            await op.record(libvirt_name=snapshot.libvirt_name)
+            hold = (await self._current(vm.uuid, vm.name, snapshot)).hold
+            if (
+                hold is None
+                or hold.kind is not HoldKind.UNTIL
+                or not hold.until
+                or hold.until > now
+            ):
+                op.outcome = f"{snapshot.label}: the hold changed meanwhile; left as it is"
+                return False
+            await self._catalogue.set_hold(vm.uuid, snapshot.libvirt_name, None)
+            op.outcome = f"{snapshot.label}: {hold.describe()}, which has passed; hold ended"
+        return True
+
     async def _change(
         self,
         kind: OperationKind,

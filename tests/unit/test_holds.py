@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -21,7 +23,7 @@ from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, HypervisorSnapshot, Origin
 from core.domain.vm import Vm
 from core.errors import HoldForbidden, SnapshotHeld, VmBusy
-from scheduler.service import build_scheduler
+from scheduler.service import HOLD_EXPIRY_ACTOR, build_scheduler
 from tests.conftest import ALICE, BOB, Services
 from tests.fakes.hypervisor import FakeHypervisor
 
@@ -250,3 +252,40 @@ async def test_deleting_a_held_snapshot_says_who_holds_it_and_how_to_release_it(
     assert "`/snapshot release web-01 keep-me`" in text
     assert "keep-me" in {s.label for s in await services.catalogue.snapshots()}
     assert not [call for call in services.hv.calls if call[0] == "delete_snapshot"]
+
+
+class FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+async def test_an_expired_hold_is_ended_by_the_scheduler_under_the_lock_and_audited(
+    core: Core, services: Services
+) -> None:
+    await core.snapshots.create_snapshot("web-01", "until", actor=ALICE)
+    await core.snapshots.create_snapshot("web-01", "changed", actor=ALICE)
+    now = core.clock.now()
+    for label in ("until", "changed"):
+        await core.holds.hold("web-01", label, HoldKind.UNTIL, now + timedelta(seconds=30), ALICE)
+    later = now + timedelta(minutes=1)
+
+    # Re-held "until released" after the scheduler listed it: the expiry leaves it alone.
+    (listed,) = [s for s in await services.catalogue.snapshots() if s.label == "changed"]
+    await core.holds.hold("web-01", "changed", HoldKind.INDEFINITE, None, ALICE)
+    assert not await core.holds.expire(listed, later, HOLD_EXPIRY_ACTOR)
+    assert await hold_of(services, "changed") is HoldKind.INDEFINITE
+
+    clocked = replace(core, clock=FixedClock(later))
+    await build_scheduler(clocked, ConsoleReporter(io.StringIO())).check_holds()
+    assert await hold_of(services, "until") is None
+    assert await hold_of(services, "changed") is HoldKind.INDEFINITE
+    ended = [
+        op
+        for op in await audit(services, OperationKind.RELEASE)
+        if op.status is OperationStatus.SUCCEEDED and op.snapshot_label == "until"
+    ]
+    assert [op.requested_by for op in ended] == ["scheduler:holds"]
+    assert "which has passed; hold ended" in (ended[0].outcome or "")
