@@ -39,7 +39,7 @@ from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, Snapshot
-from core.errors import InvalidInput
+from core.errors import CoreError, InvalidInput
 from core.services.access import AccessService
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
@@ -158,14 +158,22 @@ class Dispatcher:
                 progress=progress,
             )
             if command.hold:
-                held = await self._core.holds.hold(
-                    command.vm,
-                    created.snapshot.label,
-                    HoldKind.VERIFIED,
-                    None,
-                    actor,
-                    self._access,
-                )
+                try:
+                    held = await self._core.holds.hold(
+                        command.vm,
+                        created.snapshot.label,
+                        HoldKind.VERIFIED,
+                        None,
+                        actor,
+                        self._access,
+                    )
+                except CoreError as exc:
+                    # Taken but not held (the VM went busy in between): say both.
+                    return Reply(
+                        messages.created(created)
+                        + "\n"
+                        + messages.not_held_after_create(created.snapshot, exc)
+                    )
                 created = replace(created, snapshot=held)
             return Reply(messages.created(created))
         if isinstance(command, HoldSnapshot):

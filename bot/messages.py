@@ -676,6 +676,15 @@ def held(snapshot: Snapshot) -> str:
     )
 
 
+def not_held_after_create(snapshot: Snapshot, error: CoreError) -> str:
+    """``--hold``: the snapshot exists, but holding it failed (someone else got the VM first)."""
+    return (
+        f"The snapshot was taken, but it is *not held*: {error_text(error)}\n"
+        f"Hold it with /snapshot hold {snapshot.vm_name} {snapshot.label} "
+        "--until-verified"
+    )
+
+
 def released(snapshot: Snapshot) -> str:
     return (
         f"`{snapshot.label}` of {snapshot.vm_name} is no longer held; retention rules apply "

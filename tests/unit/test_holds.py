@@ -22,7 +22,7 @@ from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, HypervisorSnapshot, Origin
 from core.domain.vm import Vm
-from core.errors import HoldForbidden, SnapshotHeld, VmBusy
+from core.errors import HoldForbidden, LockHolder, SnapshotHeld, VmBusy
 from scheduler.service import HOLD_EXPIRY_ACTOR, build_scheduler
 from tests.conftest import ALICE, BOB, Services
 from tests.fakes.hypervisor import FakeHypervisor
@@ -39,6 +39,13 @@ class Admins:
     async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool:
         self.asked.append((actor.user, action, vm))
         return actor.user == ADMIN.user and action is Action.DELETE
+
+
+async def console(core: Core, script: str) -> tuple[int, str]:
+    out = io.StringIO()
+    scheduler = build_scheduler(core, ConsoleReporter(out))
+    status = await Console(core, io.StringIO(script), out, scheduler).run()
+    return status, out.getvalue()
 
 
 async def audit(services: Services, kind: OperationKind) -> list[Operation]:
@@ -94,16 +101,12 @@ async def test_the_console_is_the_local_operator_and_its_holds_are_audited(
 ) -> None:
     # Whoever runs the console can use virsh on the host: it acts as an admin, and is recorded.
     await core.snapshots.create_snapshot("web-01", "alices", actor=ALICE)
-    out = io.StringIO()
-    console = Console(
-        core,
-        io.StringIO("/snapshot hold web-01 alices\n/snapshot release web-01 alices\n"),
-        out,
-        build_scheduler(core, ConsoleReporter(out)),
+    status, out = await console(
+        core, "/snapshot hold web-01 alices\n/snapshot release web-01 alices\n"
     )
-    assert await console.run() == 0, out.getvalue()
-    assert "is now held" in out.getvalue()
-    assert "is no longer held" in out.getvalue()
+    assert status == 0, out
+    assert "is now held" in out
+    assert "is no longer held" in out
     ((hold,), (release,)) = (
         await audit(services, OperationKind.HOLD),
         await audit(services, OperationKind.RELEASE),
@@ -289,3 +292,21 @@ async def test_an_expired_hold_is_ended_by_the_scheduler_under_the_lock_and_audi
     ]
     assert [op.requested_by for op in ended] == ["scheduler:holds"]
     assert "which has passed; hold ended" in (ended[0].outcome or "")
+
+
+async def test_a_before_change_snapshot_that_cannot_be_held_says_so(
+    core: Core, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Someone else takes the VM between the snapshot and its hold: the snapshot exists, and
+    # the person is told it is not held rather than that it failed.
+    async def busy(*args: object, **kwargs: object) -> None:
+        raise VmBusy("web-01", LockHolder("restore", "U_BOB", core.clock.now()))
+
+    monkeypatch.setattr(core.holds, "hold", busy)
+    status, out = await console(core, "/snapshot web-01 pre-change --hold\n")
+    assert status == 0, out
+    assert "The snapshot was taken, but it is *not held*: web-01 is busy: restore by U_BOB" in out
+    assert "/snapshot hold web-01 pre-change --until-verified" in out
+    (snap,) = await services.catalogue.snapshots()
+    assert snap.label == "pre-change"
+    assert snap.hold is None
