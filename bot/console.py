@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
@@ -20,14 +21,16 @@ from bot.dispatch import (
     ConfirmDelete,
     ConfirmPrune,
     ConfirmRestore,
+    ConfirmUnlock,
     Dispatcher,
     Outcome,
     PickSnapshot,
     Reply,
 )
 from bot.grammar import PRUNE_ALL, UsageError, parse_line
+from bot.mrkdwn import plain
 from core.bootstrap import Core
-from core.domain.operation import Actor, ProgressCallback, Stage
+from core.domain.operation import Actor, Operation, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
 from scheduler.runs import Digest, RunReport
@@ -55,7 +58,7 @@ class Console:
         self._dispatcher = Dispatcher(core, access=None, scheduler=scheduler)
 
     def _say(self, text: str) -> None:
-        self._stdout.write(text + "\n")
+        self._stdout.write(plain(text) + "\n")
         self._stdout.flush()
 
     async def _readline(self) -> str | None:
@@ -116,7 +119,7 @@ class Console:
             return False
 
     async def _ask(self, prompt: str) -> str:
-        self._stdout.write(prompt)
+        self._stdout.write(plain(prompt))
         self._stdout.flush()
         typed = await self._readline()
         if not interactive_echo(self._stdin):
@@ -132,6 +135,14 @@ class Console:
             return messages.pick_snapshot(outcome.vm)
         if isinstance(outcome, ConfirmDelete):
             # The console is the local operator (like virsh): delete needs no extra step here.
+            return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
+        if isinstance(outcome, ConfirmUnlock):
+            self._say(messages.unlock_preview(outcome.preview))
+            expected = outcome.preview.vm.name
+            typed = await self._ask(messages.unlock_confirm_prompt(expected))
+            if typed != expected:
+                await self._dispatcher.cancel(outcome.confirmation.id, actor)
+                return messages.typed_mismatch("Unlock", expected, typed)
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         if isinstance(outcome, ConfirmPrune):
             dry_run = outcome.confirmation is None
@@ -165,15 +176,15 @@ class ConsoleReporter:
         self._stdout = stdout
 
     async def run_report(self, report: RunReport) -> None:
-        self._stdout.write(messages.run_report(report) + "\n")
+        self._stdout.write(plain(messages.run_report(report)) + "\n")
         self._stdout.flush()
 
     async def hold_reminder(self, snapshot: Snapshot) -> None:
-        self._stdout.write(messages.hold_reminder(snapshot) + "\n")
+        self._stdout.write(plain(messages.hold_reminder(snapshot)) + "\n")
         self._stdout.flush()
 
     async def digest(self, digest: Digest) -> None:
-        self._stdout.write(messages.digest_text(digest) + "\n")
+        self._stdout.write(plain(messages.digest_text(digest)) + "\n")
         self._stdout.flush()
 
 
@@ -183,8 +194,11 @@ async def run_console(core: Core, *, with_scheduler: bool = False) -> int:
         print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
     else:
         print(messages.connected_banner(core.libvirt_uri), flush=True)
-    if core.reconciled:
-        print(messages.reconciled_text(core.reconciled), flush=True)
+
+    async def tell(operations: Sequence[Operation]) -> None:
+        print(messages.reconciled_text(operations), flush=True)
+
+    await core.watch.on_reconciled(tell)
     # Without with_scheduler the timetable does not run here, but `schedule run` still can.
     scheduler = build_scheduler(core, ConsoleReporter(sys.stdout))
     if with_scheduler:

@@ -31,6 +31,7 @@ from bot.grammar import (
     Restore,
     RetentionScope,
     RunSchedule,
+    Unlock,
 )
 from core.bootstrap import Core
 from core.domain.access import Action
@@ -41,6 +42,7 @@ from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput
 from core.services.access import AccessService
+from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
 from scheduler.service import SchedulerService
@@ -83,7 +85,15 @@ class ConfirmPrune:
     preview: PrunePreview
 
 
-Outcome = Reply | ConfirmRestore | PickSnapshot | ConfirmDelete | ConfirmPrune
+@dataclass(frozen=True, slots=True)
+class ConfirmUnlock:
+    """An admin's ``/snapshot unlock``: what holds the VM, to judge before confirming."""
+
+    confirmation: Confirmation
+    preview: LockPreview
+
+
+Outcome = Reply | ConfirmRestore | PickSnapshot | ConfirmDelete | ConfirmPrune | ConfirmUnlock
 
 # Commands that change something right away and report progress while they run.
 PROGRESSING = (CreateSnapshot, RenameSnapshot)
@@ -107,6 +117,8 @@ def required_action(command: Command) -> tuple[Action, str | None]:
         return Action.DELETE, command.vm
     if isinstance(command, Prune):
         return Action.PRUNE, command.vm
+    if isinstance(command, Unlock):
+        return Action.UNLOCK, command.vm
     if isinstance(command, ListSnapshots):
         return Action.VIEW, command.vm
     return Action.VIEW, None
@@ -156,6 +168,7 @@ class Dispatcher:
                 actor=actor,
                 description=command.description,
                 progress=progress,
+                check_space=command.check_space,
             )
             if command.hold:
                 try:
@@ -201,6 +214,8 @@ class Dispatcher:
             return await self._request_restore(command, actor)
         if isinstance(command, DeleteSnapshot):
             return await self._request_delete(command, actor)
+        if isinstance(command, Unlock):
+            return await self._request_unlock(command, actor)
         assert isinstance(command, Prune)
         return await self._request_prune(command, actor)
 
@@ -231,9 +246,21 @@ class Dispatcher:
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
-        preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+        preview = await self._core.snapshots.restore_preview(
+            command.vm, command.label, allow_missing=True
+        )
         confirmation = await self._pin_snapshot(ConfirmationKind.DELETE, actor, preview)
         return ConfirmDelete(confirmation, preview.snapshot)
+
+    async def _request_unlock(self, command: Unlock, actor: Actor) -> Outcome:
+        preview = await self._core.locks.preview(command.vm)
+        confirmation = await self._core.confirmations.create(
+            ConfirmationKind.UNLOCK,
+            actor,
+            vm_name=preview.vm.name,
+            payload={"vm": preview.vm.name, "operation_id": preview.operation.id},
+        )
+        return ConfirmUnlock(confirmation, preview)
 
     async def _request_prune(self, command: Prune, actor: Actor) -> Outcome:
         policy = self._policy(
@@ -302,6 +329,13 @@ class Dispatcher:
                 libvirt_name=_text(payload.get("libvirt_name")),
             )
             return messages.restored(restored)
+        if confirmation.kind is ConfirmationKind.UNLOCK:
+            assert vm is not None
+            await self._require(actor, Action.UNLOCK, vm)
+            unlocked = await self._core.locks.unlock(
+                vm, str(payload.get("operation_id")), actor
+            )
+            return messages.unlocked(unlocked)
         if confirmation.kind is ConfirmationKind.DELETE:
             assert vm is not None
             await self._require(actor, Action.DELETE, vm)

@@ -60,6 +60,8 @@ class CreateSnapshot:
     label: str
     description: str
     hold: bool = False  # held until verified (a before-change snapshot)
+    # False: the user chose to go ahead where free space cannot be known (--no-space-check)
+    check_space: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,13 @@ class HoldSnapshot:
     label: str
     until: str | None
     verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unlock:
+    """End a VM's lock that automation could not (admin; shows what holds it first)."""
+
+    vm: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +167,7 @@ Command = (
     | Prune
     | HoldSnapshot
     | ReleaseHold
+    | Unlock
     | AddSchedule
     | ListSchedules
     | RemoveSchedule
@@ -252,6 +262,7 @@ _SNAPSHOT_OPTIONS = {
     "desc": True,
     "description": True,
     "hold": False,
+    "no-space-check": False,
     "until": True,
     "until-verified": False,
     "tz": True,
@@ -259,7 +270,7 @@ _SNAPSHOT_OPTIONS = {
 } | _KEEP
 # Which options each /snapshot form accepts (the key None: creating a snapshot).
 _ALLOWED: dict[str | None, set[str]] = {
-    None: {"desc", "description", "hold"},
+    None: {"desc", "description", "hold", "no-space-check"},
     "hold": {"until", "until-verified"},
     "schedule add": {"tz", "channel", *_KEEP},
 }
@@ -316,8 +327,11 @@ def _parse_snapshot(text: str) -> Command:
         return Help(cmd)
     if sub == "schedule":
         return _parse_schedule(rest, options)
-    if sub in ("list", "vms", "delete", "rename", "hold", "release"):
+    if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock"):
         _check_options(sub, options)
+    if sub == "unlock":
+        (vm,) = _expect(cmd, rest, 1, "the VM whose lock to end")
+        return Unlock(vm)
     if sub == "list":
         if len(rest) > 1:
             raise UsageError(cmd, f"list takes at most one VM name, not {len(rest)}")
@@ -346,7 +360,13 @@ def _parse_snapshot(text: str) -> Command:
     if "desc" in options and "description" in options:
         raise UsageError(cmd, "--desc and --description are the same option; give it once")
     description = options.get("desc", options.get("description", ""))
-    return CreateSnapshot(vm, label, description, hold="hold" in options)
+    return CreateSnapshot(
+        vm,
+        label,
+        description,
+        hold="hold" in options,
+        check_space="no-space-check" not in options,
+    )
 
 
 def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:

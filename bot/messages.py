@@ -1,7 +1,9 @@
 """Every sentence snapbot shows a person, in one place, so the wording is consistent and tested.
 
 Functions return plain text with light markdown (``*bold*``, backticks) that reads well both in
-a terminal and in Slack.
+a terminal and in Slack. Every piece of text that comes from a person or from libvirt (names,
+labels, descriptions, error details) goes in through ``literal``, so in Slack it never becomes a
+mention, a link or formatting; the console shows messages through ``bot.mrkdwn.plain``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.grammar import PRUNE, RESTORE, SNAPSHOT, UsageError
+from bot.mrkdwn import literal
 from core.config import SlackSettings
 from core.domain.operation import Operation, Recovery, Stage
 from core.domain.schedule import Schedule
@@ -22,21 +25,25 @@ from core.errors import (
     HoldForbidden,
     HypervisorBusy,
     HypervisorError,
+    HypervisorTimeout,
     HypervisorUnavailable,
     InsufficientSpace,
     InvalidInput,
     InvalidLabel,
     LabelTaken,
+    LibvirtJobRunning,
     RestoreFailed,
     ScheduleNotFound,
     SnapshotHeld,
     SnapshotMissing,
     SnapshotNotFound,
+    SpaceUnknown,
     Unsupported,
     VmBusy,
     VmNotFound,
     WrongVmState,
 )
+from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, VmPruneResult
 from core.services.snapshots import (
     CreateResult,
@@ -62,6 +69,8 @@ USAGE = {
         "  /snapshot <vm> <name> --hold              keep it until you say the change is verified\n"
         "  /snapshot hold <vm> <name> [--until YYYY-MM-DD | --until-verified]\n"
         "  /snapshot release <vm> <name>             end a hold (retention may then prune it)\n"
+        "  /snapshot <vm> <name> --no-space-check    go ahead where free space cannot be known\n"
+        "  /snapshot unlock <vm>                     admins: see what holds a VM, end its lock\n"
         "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
         "        [--keep-last N --keep-daily N --keep-weekly N --keep-monthly N ...]\n"
         "        [--include-manual] [--safety-keep-last N] [--safety-keep-days D]\n"
@@ -165,14 +174,20 @@ def help_text(command: str) -> str:
 def usage_error_text(error: UsageError) -> str:
     """A grammar error and the usage of its command."""
     if error.command is None:
-        return f"{error.problem}. Commands: /snapshot, /restore, /prune (try /snapshot help)."
-    return f"{error.problem}.\n{usage(error.command)}"
+        return (
+            f"{literal(error.problem)}. Commands: /snapshot, /restore, /prune (try /snapshot help)."
+        )
+    return f"{literal(error.problem)}.\n{usage(error.command)}"
 
 
 def _suggest(kind: str, suggestions: Sequence[str]) -> str:
     if not suggestions:
         return f"There are no {kind}s."
-    return f"Existing {kind}s, closest first: " + ", ".join(f"`{s}`" for s in suggestions) + "."
+    return (
+        f"Existing {kind}s, closest first: "
+        + ", ".join(f"`{literal(s)}`" for s in suggestions)
+        + "."
+    )
 
 
 _SPENT = {
@@ -186,97 +201,145 @@ def error_text(error: CoreError) -> str:
     """What went wrong, what state things are in, and what to do."""
     if isinstance(error, HoldForbidden):
         return (
-            f"Only the snapshot's creator ({error.creator}) or an admin may "
-            f"{error.verb} `{error.label}` of {error.vm or ''}. "
+            f"Only the snapshot's creator ({literal(error.creator)}) or an admin may "
+            f"{error.verb} `{literal(error.label)}` of {literal(error.vm or '')}. "
             "Nothing was changed."
         )
     if isinstance(error, SnapshotHeld):
         return (
-            f"`{error.label}` of {error.vm} is {error.hold} "
+            f"`{literal(error.label)}` of {literal(error.vm)} is {error.hold} "
             f"({_held_by(error)}), so it was not deleted. Release it first with "
-            f"`/snapshot release {error.vm} {error.label}` (its creator or "
+            f"`/snapshot release {literal(error.vm)} {literal(error.label)}` (its creator or "
             "an admin), then delete it."
         )
     if isinstance(error, Forbidden):
-        scope = f" for {error.vm}" if error.vm else ""
+        scope = f" for {literal(error.vm)}" if error.vm else ""
         return (
             f"You may not {error.action}{scope}: that needs the *{error.role}* role. "
             "Ask a snapbot admin to grant it (nothing was changed)."
         )
     if isinstance(error, ConfirmationSpent):
-        by = f" by {error.used_by}" if error.used_by else ""
-        sentence = _SPENT[error.reason].format(by=by, who=error.used_by or "someone else")
+        by = f" by {literal(error.used_by)}" if error.used_by else ""
+        who = literal(error.used_by) if error.used_by else "someone else"
+        sentence = _SPENT[error.reason].format(by=by, who=who)
         return f"This {error.action} request {sentence}."
     if isinstance(error, VmNotFound):
-        return f"No VM named `{error.name}`. " + _suggest("VM", error.suggestions)
+        return f"No VM named `{literal(error.name)}`. " + _suggest("VM", error.suggestions)
     if isinstance(error, SnapshotMissing):
         return (
-            f"Snapshot `{error.label}` of {error.vm} is recorded but libvirt no longer has it "
-            "(it was deleted outside snapbot). It cannot be restored; "
-            f"`/snapshot delete {error.vm} {error.label}` removes the record."
+            f"Snapshot `{literal(error.label)}` of {literal(error.vm)} is recorded but libvirt "
+            "no longer has it (it was deleted outside snapbot). It cannot be restored; "
+            f"`/snapshot delete {literal(error.vm)} {literal(error.label)}` removes the record."
         )
     if isinstance(error, ScheduleNotFound):
-        names = ", ".join(error.existing) or "none yet"
-        return f"No schedule `{error.key}`. Schedules: {names}."
+        names = ", ".join(literal(n) for n in error.existing) or "none yet"
+        return f"No schedule `{literal(error.key)}`. Schedules: {names}."
     if isinstance(error, SnapshotNotFound):
         deleted = ""
         if error.deleted_by and error.deleted_at:
             deleted = (
-                f"It was deleted by {error.deleted_by} at {when(error.deleted_at)} "
+                f"It was deleted by {literal(error.deleted_by)} at {when(error.deleted_at)} "
                 "(see the audit trail). "
             )
-        return f"{error.vm} has no snapshot `{error.label}`. {deleted}" + _suggest(
-            "snapshot", error.suggestions
+        return (
+            f"{literal(error.vm)} has no snapshot `{literal(error.label)}`. {deleted}"
+            + _suggest("snapshot", error.suggestions)
         )
     if isinstance(error, InvalidLabel):
-        return f"`{error.label}` cannot be a snapshot name: {error.rule}.\n{NAMING_ADVICE}"
+        return (
+            f"`{literal(error.label)}` cannot be a snapshot name: {literal(error.rule)}.\n"
+            + NAMING_ADVICE
+        )
     if isinstance(error, InvalidInput):
-        return str(error)
+        return literal(error)
     if isinstance(error, VmBusy):
         h = error.holder
         return (
-            f"{error.vm} is busy: {h.operation_kind} by {h.requested_by} since "
+            f"{literal(error.vm)} is busy: {h.operation_kind} by {literal(h.requested_by)} since "
             f"{h.since.strftime('%H:%M')} UTC. Nothing was changed; try again when it finishes."
         )
     if isinstance(error, HypervisorBusy):
         return (
-            f"libvirt is busy with {error.vm} (another tool is working on it: {error.detail}). "
+            f"libvirt is busy with {literal(error.vm)} (another tool is working on it: "
+            f"{literal(error.detail)}). "
             "Nothing was changed; try again in a minute."
         )
+    if isinstance(error, LabelTaken) and error.missing:
+        return (
+            f"{literal(error.vm)} has a record named `{literal(error.existing)}` whose snapshot is "
+            "gone from libvirt (deleted outside snapbot). Clear the record with "
+            f"`/snapshot delete {literal(error.vm)} {literal(error.existing)}`, or choose another "
+            "name."
+        )
     if isinstance(error, LabelTaken):
-        return f"{error.vm} already has a snapshot named `{error.label}`. Choose another name."
+        vm = literal(error.vm)
+        if error.existing != error.label:
+            return (
+                f"{vm} already has a snapshot named `{literal(error.existing)}`, which looks the "
+                f"same as `{literal(error.label)}` (they differ only in case or in look-alike "
+                "letters, e.g. Cyrillic е for Latin e). Choose a name that reads differently."
+            )
+        return f"{vm} already has a snapshot named `{literal(error.label)}`. Choose another name."
     if isinstance(error, WrongVmState):
-        return f"{error.vm} is {error.state}; {error.need}."
+        return f"{literal(error.vm)} is {literal(error.state)}; {literal(error.need)}."
     if isinstance(error, Unsupported):
-        return f"Cannot do that for {error.vm}: {error.reason}.\nWay out: {error.way_out}."
+        return (
+            f"Cannot do that for {literal(error.vm)}: {literal(error.reason)}.\n"
+            f"Way out: {literal(error.way_out)}."
+        )
+    if isinstance(error, SpaceUnknown):
+        places = "; ".join(f"{literal(w)} ({literal(why)})" for w, why in error.places)
+        return (
+            f"The free space for a snapshot of {literal(error.vm)} cannot be known: {places}. "
+            "Nothing was changed. If you know there is room for the guest's RAM and its disks' "
+            "growth, run the same command again with `--no-space-check`; a full disk pauses "
+            "the guest mid-snapshot."
+        )
+    if isinstance(error, LibvirtJobRunning):
+        return (
+            f"libvirt is still running a job on {literal(error.vm)}, so its lock stays: "
+            "unlocking now could start a second change while the first is still going. "
+            f"Wait for it (`virsh domjobinfo {literal(error.vm)}`) or abort it "
+            f"(`virsh domjobabort {literal(error.vm)}`), then unlock again."
+        )
+    if isinstance(error, HypervisorTimeout):
+        return (
+            f"libvirt did not answer in time{' on ' + literal(error.vm) if error.vm else ''}: "
+            f"{literal(error.detail)}. What happened is being checked against libvirt; look at "
+            "`/snapshot list` before retrying. An admin can see what holds the VM with "
+            "`/snapshot unlock`."
+        )
     if isinstance(error, InsufficientSpace):
         return (
-            f"Not enough disk space on the host for a snapshot of {error.vm}: it needs "
-            f"{human_bytes(error.needed)} in {error.path}, and {human_bytes(error.available)} "
+            f"Not enough disk space on the host for a snapshot of {literal(error.vm)}: it needs "
+            f"{human_bytes(error.needed)} in {literal(error.path)}, and "
+            f"{human_bytes(error.available)} "
             "is free. Nothing was changed; the VM keeps running. Free space there, delete old "
             "snapshots (`/snapshot list`), or snapshot it shut off (needs far less)."
         )
     if isinstance(error, RestoreFailed):
         return (
-            f"Restore of {error.vm} failed: {error.detail}.\n"
+            f"Restore of {literal(error.vm)} failed: {literal(error.detail)}.\n"
             f"The VM is now *{error.vm_state}*. {_RECOVERY.get(error.recovery, error.recovery)}\n"
             "Check it with `virsh domstate`, look at the libvirt log, and ask an administrator "
             "if it stays like this."
         )
     if isinstance(error, HypervisorUnavailable):
         return (
-            f"Lost contact with libvirt{' while working on ' + error.vm if error.vm else ''}: "
-            f"{error.detail}. Whether the change happened is checked when libvirt is back; "
-            "look at `/snapshot list` before retrying."
+            "Lost contact with libvirt"
+            + (f" while working on {literal(error.vm)}" if error.vm else "")
+            + f": {literal(error.detail)}. Whether the change happened is checked when libvirt "
+            "is back; look at `/snapshot list` before retrying."
         )
     if isinstance(error, HypervisorError):
         state = f" The VM is now *{error.vm_state}*." if error.vm_state else ""
         return (
-            f"libvirt failed{' on ' + error.vm if error.vm else ''}: {error.detail}.{state} "
+            f"libvirt failed{' on ' + literal(error.vm) if error.vm else ''}: "
+            f"{literal(error.detail)}.{state} "
             "Check free disk space on the host, make sure the VM is in a stable state, or try "
             "with the VM stopped."
         )
-    return str(error)
+    return literal(error)
 
 
 def vms_table(vms: Sequence[VmSummary]) -> str:
@@ -285,9 +348,11 @@ def vms_table(vms: Sequence[VmSummary]) -> str:
         return "No VMs on this host."
     lines = ["VMs:"]
     for s in vms:
-        busy = f"  busy: {s.busy.operation_kind} by {s.busy.requested_by}" if s.busy else ""
+        busy = (
+            f"  busy: {s.busy.operation_kind} by {literal(s.busy.requested_by)}" if s.busy else ""
+        )
         lines.append(
-            f"  {s.vm.name:<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
+            f"  {literal(s.vm.name):<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
         )
     return "\n".join(lines)
 
@@ -297,10 +362,11 @@ def _snapshot_line(s: Snapshot) -> str:
     memory = f" · memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
     missing = " · MISSING from libvirt" if s.status is CatalogueStatus.MISSING else ""
     missing += f" · {s.hold.describe()}" if s.hold else ""
-    desc = f"\n      {s.description}" if s.description else ""
+    desc = f"\n      {literal(s.description)}" if s.description else ""
     return (
-        f"  {s.label:<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
-        f"{s.captured_state.value}{memory} · {s.origin.value} by {s.created_by}{missing}{desc}"
+        f"  {literal(s.label):<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
+        f"{s.captured_state.value}{memory} · {s.origin.value} by {literal(s.created_by)}"
+        f"{missing}{desc}"
     )
 
 
@@ -311,8 +377,10 @@ def snapshots_table(groups: Sequence[VmSnapshots]) -> str:
     out = []
     for g in groups:
         gone = " (VM no longer exists)" if g.vm is None else f" ({g.vm.state.value})"
-        busy = f" — busy: {g.busy.operation_kind} by {g.busy.requested_by}" if g.busy else ""
-        out.append(f"*{g.vm_name}*{gone}{busy}")
+        busy = (
+            f" — busy: {g.busy.operation_kind} by {literal(g.busy.requested_by)}" if g.busy else ""
+        )
+        out.append(f"*{literal(g.vm_name)}*{gone}{busy}")
         if not g.snapshots:
             out.append("  no snapshots")
         for s in sorted(g.snapshots, key=lambda s: s.created_at, reverse=True):
@@ -330,7 +398,8 @@ def created(result: CreateResult) -> str:
     s = result.snapshot
     memory = f", memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
     return (
-        f"Snapshot `{s.label}` of {s.vm_name} taken in {human_seconds(result.seconds)} "
+        f"Snapshot `{literal(s.label)}` of {literal(s.vm_name)} taken in "
+        f"{human_seconds(result.seconds)} "
         f"({'disk + memory + configuration' if s.has_memory else 'disk + configuration'}"
         f"{memory}). The VM is {result.vm_state.value}. "
         f"Disk images now {human_bytes(result.disk_bytes)}."
@@ -341,26 +410,29 @@ def restore_warning(preview: RestorePreview) -> str:
     """The confirmation text before a restore (the product guide's wording)."""
     s = preview.snapshot
     lines = [
-        f"⚠️  Warning: This will restore {preview.vm.name} to snapshot state.",
+        f"⚠️  Warning: This will restore {literal(preview.vm.name)} to snapshot state.",
         "Current data will be lost. This cannot be undone.",
         "",
-        f"Snapshot: {s.label}",
+        f"Snapshot: {literal(s.label)}",
         f"Created: {when(s.created_at)} (VM was {s.captured_state.value})",
         f"VM now: {preview.vm.state.value}",
     ]
     if preview.newer:
-        names = ", ".join(n.label for n in preview.newer)
+        names = ", ".join(literal(n.label) for n in preview.newer)
         lines.append(f"Newer snapshots (kept, but the VM leaves their timeline): {names}")
     return "\n".join(lines)
 
 
 def typed_mismatch(action: str, expected: str, typed: str) -> str:
     shown = typed if typed else "nothing"
-    return f"{action} cancelled: you typed {shown!r}, not {expected!r}. Nothing was changed."
+    return (
+        f"{action} cancelled: you typed {literal(repr(shown))}, not {literal(repr(expected))}. "
+        "Nothing was changed."
+    )
 
 
 def prune_confirm_prompt(expected: str) -> str:
-    return f"Type {expected} to confirm the deletions: "
+    return f"Type {literal(expected)} to confirm the deletions: "
 
 
 def prune_nothing_confirmed(*, dry_run: bool) -> str:
@@ -371,17 +443,20 @@ def prune_nothing_confirmed(*, dry_run: bool) -> str:
 
 def restore_cancelled(vm: str, typed: str) -> str:
     shown = typed if typed else "nothing"
-    return f"Restore cancelled: you typed {shown!r}, not the VM name {vm!r}. Nothing was changed."
+    return (
+        f"Restore cancelled: you typed {literal(repr(shown))}, not the VM name "
+        f"{literal(repr(vm))}. Nothing was changed."
+    )
 
 
 def restored(result: RestoreResult) -> str:
     safety = (
-        f" Safety snapshot of the state before: `{result.safety.label}`."
+        f" Safety snapshot of the state before: `{literal(result.safety.label)}`."
         if result.safety
         else " No safety snapshot was taken."
     )
     return (
-        f"{result.snapshot.vm_name} restored to `{result.snapshot.label}` in "
+        f"{literal(result.snapshot.vm_name)} restored to `{literal(result.snapshot.label)}` in "
         f"{human_seconds(result.seconds)}. The VM is {result.vm_state.value}.{safety}\n"
         "Verify: the VM's clock and uptime, your data, and that services run."
     )
@@ -390,15 +465,21 @@ def restored(result: RestoreResult) -> str:
 def deleted(result: DeleteResult) -> str:
     s = result.snapshot
     if result.already_gone:
-        return f"`{s.label}` of {s.vm_name} was already gone from libvirt; its record is removed."
+        return (
+            f"`{literal(s.label)}` of {literal(s.vm_name)} was already gone from libvirt; its "
+            "record is removed."
+        )
     return (
-        f"Deleted `{s.label}` of {s.vm_name} in {human_seconds(result.seconds)}; "
+        f"Deleted `{literal(s.label)}` of {literal(s.vm_name)} in {human_seconds(result.seconds)}; "
         f"{human_bytes(result.freed_bytes)} freed on the host. The VM is not affected."
     )
 
 
 def renamed(result: RenameResult) -> str:
-    return f"Renamed `{result.old_label}` of {result.vm_name} to `{result.new_label}`."
+    return (
+        f"Renamed `{literal(result.old_label)}` of {literal(result.vm_name)} to "
+        f"`{literal(result.new_label)}`."
+    )
 
 
 def fallback_banner(reason: str, uri: str) -> str:
@@ -422,6 +503,16 @@ def reconciled_text(operations: Sequence[Operation]) -> str:
             f"{when(op.started_at)}: {op.outcome}"
         )
     return "\n".join(lines)
+
+
+def reconciled_notice(op: Operation) -> str:
+    """To the requester of an operation that a crash (or a dead replica) interrupted."""
+    return (
+        f"<@{op.requested_by}> your {op.kind.value} of {literal(op.vm_name)}"
+        + (f" (`{literal(op.snapshot_label)}`)" if op.snapshot_label else "")
+        + f", started {when(op.started_at)}, was interrupted when snapbot stopped. "
+        f"Checked against libvirt since: {literal(op.outcome or 'no outcome recorded')}."
+    )
 
 
 def internal_error(reference: str) -> str:
@@ -462,13 +553,13 @@ def slow_operation(elapsed: float, stage: Stage | None) -> str:
 
 def _held_by(error: SnapshotHeld) -> str:
     if error.held_by:
-        return f"hold placed by {error.held_by}"
+        return f"hold placed by {literal(error.held_by)}"
     return "who placed the hold is not recorded"
 
 
 def _held_during_prune(error: SnapshotHeld) -> str:
     return (
-        f"    kept `{error.label}`: held after the plan was made ({error.hold}, "
+        f"    kept `{literal(error.label)}`: held after the plan was made ({error.hold}, "
         f"{_held_by(error)}); a hold wins over the prune"
     )
 
@@ -484,14 +575,15 @@ def prune_preview(preview: PrunePreview, *, dry_run: bool) -> str:
         lines.append("No snapshots to consider.")
     total = 0
     for plan in preview.plans:
-        lines.append(f"*{plan.vm.name}*")
+        lines.append(f"*{literal(plan.vm.name)}*")
         for d in plan.decisions:
             mark = "keep  " if d.keep else "DELETE"
             lines.append(
-                f"  {mark} {d.snapshot.label:<28} {when(d.snapshot.created_at)}  {d.reason}"
+                f"  {mark} {literal(d.snapshot.label):<28} {when(d.snapshot.created_at)}  "
+                f"{literal(d.reason)}"
             )
         if plan.refused:
-            lines.append(f"  Nothing will be deleted: {plan.refused}")
+            lines.append(f"  Nothing will be deleted: {literal(plan.refused)}")
         elif plan.to_delete:
             total += plan.memory_bytes_freed
             lines.append(
@@ -516,11 +608,12 @@ def prune_result(results: Sequence[VmPruneResult]) -> str:
     lines = ["Prune finished:"]
     for r in results:
         if r.skipped:
-            lines.append(f"  {r.vm_name}: skipped, {r.skipped}")
+            lines.append(f"  {literal(r.vm_name)}: skipped, {literal(r.skipped)}")
             continue
         lines.append(
-            f"  {r.vm_name}: deleted {len(r.deleted)}, freed {human_bytes(r.freed_bytes)}"
-            + "".join(f"\n    - {d.snapshot.label}" for d in r.deleted)
+            f"  {literal(r.vm_name)}: deleted {len(r.deleted)}, freed "
+            f"{human_bytes(r.freed_bytes)}"
+            + "".join(f"\n    - {literal(d.snapshot.label)}" for d in r.deleted)
         )
         if r.kept_since_preview:
             lines.append(
@@ -529,43 +622,82 @@ def prune_result(results: Sequence[VmPruneResult]) -> str:
             )
         lines.extend(_held_during_prune(h) for h in r.held)
         for label, error in r.failed:
-            lines.append(f"    could not delete {label}: {error_text(error)}")
+            lines.append(f"    could not delete {literal(label)}: {error_text(error)}")
     return "\n".join(lines)
 
 
 def delete_prompt(snapshot: Snapshot) -> str:
+    if snapshot.status is CatalogueStatus.MISSING:
+        return (
+            f"Clear the record of snapshot `{literal(snapshot.label)}` of "
+            f"{literal(snapshot.vm_name)}? libvirt no longer has it (it was deleted outside "
+            f"snapbot); it was taken {when(snapshot.created_at)} by "
+            f"{literal(snapshot.created_by)}. Clearing frees its name; the audit trail keeps "
+            "its history. The VM is not affected."
+        )
     what = "disk + memory" if snapshot.has_memory else "disk"
     memory = f", memory {human_bytes(snapshot.memory_bytes)}" if snapshot.has_memory else ""
     return (
-        f"Delete snapshot `{snapshot.label}` of {snapshot.vm_name}? Taken "
+        f"Delete snapshot `{literal(snapshot.label)}` of {literal(snapshot.vm_name)}? Taken "
         f"{when(snapshot.created_at)} ({what}{memory}), {snapshot.origin.value} by "
-        f"{snapshot.created_by}. It cannot be restored afterwards. The VM is not affected."
+        f"{literal(snapshot.created_by)}. It cannot be restored afterwards. The VM is not affected."
+    )
+
+
+def unlock_preview(preview: LockPreview) -> str:
+    """What holds a VM, for an admin deciding whether to end the lock."""
+    op = preview.operation
+    job = {
+        True: "libvirt *is running a job* on it now: unlocking will be refused until it ends",
+        False: "libvirt runs no job on it",
+        None: "libvirt's job on it cannot be read",
+    }[preview.libvirt_job]
+    stage = f", at stage {op.stage.value}" if op.stage else ""
+    label = f" `{literal(op.snapshot_label)}`" if op.snapshot_label else ""
+    return (
+        f"{literal(preview.vm.name)} is locked by {op.kind.value}{label} of "
+        f"{literal(op.requested_by)} (via {op.via}), started {when(op.started_at)}{stage}. "
+        f"Held by process {literal(preview.owner or 'unknown')}, last heartbeat "
+        f"{human_seconds(max(preview.heartbeat_age_seconds, 0))} ago; {job}.\n"
+        "Unlocking checks libvirt for what that operation really did, records it with your "
+        "name, and frees the VM. Only unlock when you know that process is gone or stuck."
+    )
+
+
+def unlock_confirm_prompt(vm: str) -> str:
+    return f"Type {literal(vm)} to end its lock: "
+
+
+def unlocked(op: Operation) -> str:
+    return (
+        f"🔓 Unlocked {literal(op.vm_name)}: the {op.kind.value} it held was recorded as "
+        f"{op.status.value}: {literal(op.outcome or '')}."
     )
 
 
 def pick_snapshot(vm: VmSnapshots) -> str:
     if not vm.snapshots:
         return (
-            f"{vm.vm_name} has no snapshots to restore. "
-            f"Take one with /snapshot {vm.vm_name} <name>."
+            f"{literal(vm.vm_name)} has no snapshots to restore. "
+            f"Take one with /snapshot {literal(vm.vm_name)} <name>."
         )
     newest = sorted(vm.snapshots, key=lambda s: s.created_at, reverse=True)
     return (
-        f"Which snapshot of {vm.vm_name}? Newest first:\n"
+        f"Which snapshot of {literal(vm.vm_name)}? Newest first:\n"
         + "\n".join(_snapshot_line(s) for s in newest)
-        + f"\nThen: /restore {vm.vm_name} <name>"
+        + f"\nThen: /restore {literal(vm.vm_name)} <name>"
     )
 
 
 def cancelled(action: str, vm: str | None) -> str:
-    on = f" of {vm}" if vm else ""
+    on = f" of {literal(vm)}" if vm else ""
     return f"{action.capitalize()}{on} cancelled. Nothing was changed."
 
 
 def operation_title(action: str, vm: str, label: str | None = None) -> str:
     """The headline of a live progress message."""
-    what = f" `{label}`" if label else ""
-    return f"*{action}* {vm}{what}"
+    what = f" `{literal(label)}`" if label else ""
+    return f"*{action}* {literal(vm)}{what}"
 
 
 # Slack surfaces: modal and button wording (Slack limits titles and buttons to 24 characters).
@@ -595,7 +727,7 @@ def confirmed_by(user: str, action: str) -> str:
 
 
 def queued(action: str, vm: str | None) -> str:
-    return f"{action.capitalize()} of {vm or 'all VMs'} requested; working on it…"
+    return f"{action.capitalize()} of {literal(vm) if vm else 'all VMs'} requested; working on it…"
 
 
 def failed_text(title: str, error_text_: str) -> str:
@@ -620,18 +752,20 @@ def home_header(vm_count: int, snapshot_count: int, disk_bytes: int, memory_byte
 def home_vm(group: VmSnapshots) -> str:
     state = group.vm.state.value if group.vm else "no longer exists"
     busy = (
-        f" · busy: {group.busy.operation_kind} by {group.busy.requested_by}" if group.busy else ""
+        f" · busy: {group.busy.operation_kind} by {literal(group.busy.requested_by)}"
+        if group.busy
+        else ""
     )
-    lines = [f"*{group.vm_name}* ({state}){busy}"]
+    lines = [f"*{literal(group.vm_name)}* ({state}){busy}"]
     newest = sorted(group.snapshots, key=lambda s: s.created_at, reverse=True)
     for s in newest[:10]:
         kind = "disk+memory" if s.has_memory else "disk"
         hold = " · held" if s.held else ""
         size = f" · {human_bytes(s.memory_bytes)} memory" if s.has_memory else ""
         missing = " · MISSING" if s.status is CatalogueStatus.MISSING else ""
-        lines.append(f"• `{s.label}` {when(s.created_at)} · {kind}{size}{hold}{missing}")
+        lines.append(f"• `{literal(s.label)}` {when(s.created_at)} · {kind}{size}{hold}{missing}")
     if len(newest) > 10:
-        lines.append(f"… and {len(newest) - 10} older (/snapshot list {group.vm_name})")
+        lines.append(f"… and {len(newest) - 10} older (/snapshot list {literal(group.vm_name)})")
     if not newest:
         lines.append("no snapshots")
     return "\n".join(lines)
@@ -671,8 +805,9 @@ def slack_banner(uri: str, settings: SlackSettings) -> str:
 def held(snapshot: Snapshot) -> str:
     hold = snapshot.hold.describe() if snapshot.hold else "held"
     return (
-        f"`{snapshot.label}` of {snapshot.vm_name} is now {hold}: retention will not delete "
-        f"it. End it with /snapshot release {snapshot.vm_name} {snapshot.label}."
+        f"`{literal(snapshot.label)}` of {literal(snapshot.vm_name)} is now {hold}: retention "
+        f"will not delete it. End it with /snapshot release {literal(snapshot.vm_name)} "
+        f"{literal(snapshot.label)}."
     )
 
 
@@ -680,28 +815,33 @@ def not_held_after_create(snapshot: Snapshot, error: CoreError) -> str:
     """``--hold``: the snapshot exists, but holding it failed (someone else got the VM first)."""
     return (
         f"The snapshot was taken, but it is *not held*: {error_text(error)}\n"
-        f"Hold it with /snapshot hold {snapshot.vm_name} {snapshot.label} "
+        f"Hold it with /snapshot hold {literal(snapshot.vm_name)} {literal(snapshot.label)} "
         "--until-verified"
     )
 
 
 def released(snapshot: Snapshot) -> str:
     return (
-        f"`{snapshot.label}` of {snapshot.vm_name} is no longer held; retention rules apply "
+        f"`{literal(snapshot.label)}` of {literal(snapshot.vm_name)} is no longer held; "
+        "retention rules apply "
         "to it again."
     )
 
 
 def hold_reminder(snapshot: Snapshot) -> str:
     return (
-        f"Reminder: `{snapshot.label}` of {snapshot.vm_name} (taken {when(snapshot.created_at)}) "
+        f"Reminder: `{literal(snapshot.label)}` of {literal(snapshot.vm_name)} "
+        f"(taken {when(snapshot.created_at)}) "
         "is held until you verify the change it guards. Is the change good? *Verified* ends "
         "the hold; *Restore* goes back to the snapshot."
     )
 
 
 def verified(snapshot: Snapshot, user: str) -> str:
-    return f"<@{user}> verified the change: `{snapshot.label}` of {snapshot.vm_name} is released."
+    return (
+        f"<@{user}> verified the change: `{literal(snapshot.label)}` of "
+        f"{literal(snapshot.vm_name)} is released."
+    )
 
 
 def schedule_line(s: Schedule) -> str:
@@ -712,11 +852,11 @@ def schedule_line(s: Schedule) -> str:
         policy += f", safety-keep-last={s.policy.safety_keep_last}"
     if s.policy and s.policy.safety_keep_days is not None:
         policy += f", safety-keep-days={s.policy.safety_keep_days}"
-    where = f"<#{s.channel}>" if s.channel else "no channel"
+    where = f"<#{literal(s.channel)}>" if s.channel else "no channel"
     last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
     return (
-        f"  #{s.id} {s.name}: {s.vms} {s.when.describe()}; keep {policy}; reports to {where}; "
-        f"owner {s.owner}{last}"
+        f"  #{s.id} {literal(s.name)}: {literal(s.vms)} {s.when.describe()}; keep {policy}; "
+        f"reports to {where}; owner {literal(s.owner)}{last}"
     )
 
 
@@ -734,12 +874,14 @@ def schedule_added(s: Schedule, first: datetime | None) -> str:
 
 
 def schedule_removed(s: Schedule) -> str:
-    return f"Schedule #{s.id} {s.name} removed; its snapshots stay (prune them with /prune)."
+    return (
+        f"Schedule #{s.id} {literal(s.name)} removed; its snapshots stay (prune them with /prune)."
+    )
 
 
 def run_taken(s: Schedule) -> str:
     return (
-        f"Schedule {s.name} already has a run for this moment (another request or process "
+        f"Schedule {literal(s.name)} already has a run for this moment (another request or process "
         "started it); nothing more to do."
     )
 
@@ -755,35 +897,39 @@ def run_report(report: RunReport) -> str:
     mention = f" <@{s.owner}>" if report.failed or report.stale else ""
     if report.fire_time is None:
         return (
-            f"*Schedule {s.name}*: {_missed_text(report)} It ran no catch-up: the newest slot "
-            f"is older than the {human_seconds(s.grace.total_seconds())} grace window.{mention}"
+            f"*Schedule {literal(s.name)}*: {_missed_text(report)} It ran no catch-up: the "
+            f"newest slot is older than the {human_seconds(s.grace.total_seconds())} grace "
+            f"window.{mention}"
         )
     kind = "catch-up run" if report.catch_up else "run"
     icon = "❌" if report.failed else "✅"
     lines = [
-        f"{icon} *Schedule {s.name}* {kind} for {when(report.fire_time)} finished in "
+        f"{icon} *Schedule {literal(s.name)}* {kind} for {when(report.fire_time)} finished in "
         f"{human_seconds(report.seconds)}{mention}"
     ]
     if report.missed:
         lines.append(_missed_text(report))
     if report.no_vms:
-        lines.append(f"No VM matches `{s.vms}`.")
+        lines.append(f"No VM matches `{literal(s.vms)}`.")
     for o in report.outcomes:
         if o.skipped and o.error is not None:
-            lines.append(f"• {o.vm}: skipped — {error_text(o.error)}")
+            lines.append(f"• {literal(o.vm)}: skipped — {error_text(o.error)}")
             continue
         if o.error is not None:
-            state = f" The VM is {o.vm_state}." if o.vm_state else ""
-            lines.append(f"• {o.vm}: FAILED — {error_text(o.error)}{state}")
+            state = f" The VM is {literal(o.vm_state)}." if o.vm_state else ""
+            lines.append(f"• {literal(o.vm)}: FAILED — {error_text(o.error)}{state}")
             continue
         memory = f", memory {human_bytes(o.memory_bytes)}" if o.memory_bytes else ""
-        lines.append(f"• {o.vm}: `{o.label}` in {human_seconds(o.seconds)}{memory}")
+        lines.append(
+            f"• {literal(o.vm)}: `{literal(o.label)}` in {human_seconds(o.seconds)}{memory}"
+        )
         if o.prune is not None:
             if o.prune.skipped:
-                lines.append(f"    not pruned: {o.prune.skipped}")
+                lines.append(f"    not pruned: {literal(o.prune.skipped)}")
             elif o.prune.deleted:
                 pruned = ", ".join(
-                    f"`{d.snapshot.label}` ({o.prune_reasons.get(d.snapshot.label, 'policy')})"
+                    f"`{literal(d.snapshot.label)}` "
+                    f"({literal(o.prune_reasons.get(d.snapshot.label, 'policy'))})"
                     for d in o.prune.deleted
                 )
                 lines.append(
@@ -797,12 +943,14 @@ def run_report(report: RunReport) -> str:
     for f in report.stale:
         level = "CRITICAL" if f.critical else "warning"
         age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
-        lines.append(f"{level}: {f.vm} {age} (this schedule promises {s.when.describe()}).")
+        lines.append(
+            f"{level}: {literal(f.vm)} {age} (this schedule promises {s.when.describe()})."
+        )
     return "\n".join(lines)
 
 
 def _storage(disk_bytes: int, free: FreeSpace | None) -> str:
-    where = f"; {human_bytes(free.available_bytes)} free in {free.path}" if free else ""
+    where = f"; {human_bytes(free.available_bytes)} free in {literal(free.path)}" if free else ""
     return f"Storage: disk images {human_bytes(disk_bytes)}{where}."
 
 
@@ -817,7 +965,8 @@ RESTORE_BUTTON = "Restore"
 
 def verify_prompt(snapshot: Snapshot) -> str:
     return (
-        f"`{snapshot.label}` of {snapshot.vm_name} is held until you verify the change it "
+        f"`{literal(snapshot.label)}` of {literal(snapshot.vm_name)} is held until you verify "
+        "the change it "
         "guards. When the change is good, press *Verified* (the hold ends and retention may "
         "prune it later); if it went wrong, *Restore* goes back to it. You will be reminded "
         "every 24 h until then."
@@ -826,8 +975,8 @@ def verify_prompt(snapshot: Snapshot) -> str:
 
 def report_undeliverable(channel: str, error: str) -> str:
     return (
-        f"Could not post this schedule report in <#{channel}> ({error}); invite the bot there "
-        "or change the schedule's channel."
+        f"Could not post this schedule report in <#{literal(channel)}> ({literal(error)}); "
+        "invite the bot there or change the schedule's channel."
     )
 
 
@@ -841,11 +990,11 @@ def digest_text(digest: Digest) -> str:
         if line.stale is not None:
             flag = " — CRITICAL: too old" if line.stale.critical else " — warning: getting old"
         lines.append(
-            f"• {line.vm}: {line.snapshots} snapshot(s){held}, {newest}, disk images "
+            f"• {literal(line.vm)}: {line.snapshots} snapshot(s){held}, {newest}, disk images "
             f"{human_bytes(line.disk_bytes)}{flag}"
         )
     for schedule, status in digest.schedules:
-        lines.append(f"Schedule {schedule.name}: last run {status or 'not yet'}")
+        lines.append(f"Schedule {literal(schedule.name)}: last run {status or 'not yet'}")
     total = sum(line.disk_bytes or 0 for line in digest.lines)
     lines.append(_storage(total, digest.free))
     return "\n".join(lines)

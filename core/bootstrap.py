@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +15,11 @@ from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
-from core.domain.operation import Operation
 from core.errors import HypervisorUnavailable
 from core.ports import Clock, Hypervisor
+from core.services.availability import GatedHypervisor, HypervisorWatch
 from core.services.confirmations import ConfirmationService
+from core.services.locks import LockService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
@@ -24,6 +27,9 @@ from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
 
 logger = logging.getLogger(__name__)
+
+# The demo hypervisor's catalogue lives and dies with the process: nothing in it is real.
+DEMO_DATABASE_URL = "sqlite://:memory:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,43 +47,66 @@ class Core:
     catalogue: TortoiseCatalogue
     clock: Clock
     libvirt_uri: str
+    # Why snapbot shows libvirt's demo hypervisor instead of a real one (None: it does not).
     fallback_reason: str | None
-    reconciled: tuple[Operation, ...]
+    watch: HypervisorWatch
+    locks: LockService
 
 
-async def _connect(settings: Settings) -> tuple[LibvirtConnection, str | None]:
-    conn = LibvirtConnection(settings.libvirt_uri, workers=settings.libvirt_workers)
+def demo_allowed(settings: Settings) -> bool:
+    """The demo hypervisor is for a first run with no configuration only: never when a
+    hypervisor was named or Slack is configured (a real team relies on that process)."""
+    return not settings.libvirt_uri_explicit and settings.slack is None
+
+
+async def _answers(uri: str, workers: int) -> str | None:
+    """None when libvirt at ``uri`` answers, else why not."""
+    probe = LibvirtConnection(uri, workers=workers)
     try:
-        await conn.run(lambda c: c.getLibVersion(), mutating=False)
-        return conn, None
+        await probe.run(lambda c: c.getLibVersion(), mutating=False)
+        return None
     except HypervisorUnavailable as exc:
-        await conn.close()
-        reason = f"cannot reach libvirt at {settings.libvirt_uri} ({exc.detail})"
-    fallback = LibvirtConnection(FALLBACK_LIBVIRT_URI, workers=settings.libvirt_workers)
-    await fallback.run(lambda c: c.getLibVersion(), mutating=False)
-    return fallback, reason
+        return exc.detail
+    finally:
+        await probe.close()
 
 
 @asynccontextmanager
-async def build_core(settings: Settings, *, allow_fallback: bool = True) -> AsyncIterator[Core]:
-    """Open libvirt and the catalogue, reconcile, and yield the wired services.
+async def build_core(settings: Settings, *, allow_demo: bool = True) -> AsyncIterator[Core]:
+    """Open libvirt and the catalogue, and yield the wired services.
 
-    With ``allow_fallback``, an unreachable libvirt daemon makes snapbot use libvirt's built-in
-    test hypervisor instead, and ``Core.fallback_reason`` says why.
+    The configured hypervisor is never replaced by another: if it does not answer, snapbot
+    starts anyway, every request is told it is unreachable, and the catalogue is reconciled
+    once it answers (``HypervisorWatch``). Only a first run with no configuration at all
+    (``demo_allowed``) shows libvirt's built-in demo hypervisor instead, with its own
+    throw-away in-memory catalogue, so no real record is ever judged against demo VMs.
     """
-    if allow_fallback:
-        conn, fallback_reason = await _connect(settings)
-    else:
-        conn, fallback_reason = LibvirtConnection(settings.libvirt_uri), None
-    hypervisor = LibvirtHypervisor(conn)
+    uri, database_url, fallback_reason = settings.libvirt_uri, settings.database_url, None
+    if allow_demo and demo_allowed(settings):
+        why = await _answers(uri, settings.libvirt_workers)
+        if why is not None:
+            fallback_reason = f"cannot reach libvirt at {uri} ({why})"
+            uri, database_url = FALLBACK_LIBVIRT_URI, DEMO_DATABASE_URL
+    hypervisor = LibvirtHypervisor(
+        LibvirtConnection(
+            uri, workers=settings.libvirt_workers, mutation_deadline=settings.libvirt_timeout
+        )
+    )
+    watcher: asyncio.Task[None] | None = None
     try:
-        async with open_database(settings.database_url):
+        async with open_database(database_url):
             clock = SystemClock()
-            core = wire(settings, hypervisor, TortoiseCatalogue(clock), clock, libvirt_uri=conn.uri)
-            reconciled = await core.reconciler.recover_interrupted()
-            await core.reconciler.sync_all()
-            yield replace(core, fallback_reason=fallback_reason, reconciled=tuple(reconciled))
+            core = wire(
+                settings, hypervisor, TortoiseCatalogue(clock), clock, libvirt_uri=uri, gated=True
+            )
+            await core.watch.connect_once()
+            watcher = asyncio.create_task(core.watch.run(), name="hypervisor-watch")
+            yield replace(core, fallback_reason=fallback_reason)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await hypervisor.close()
 
 
@@ -88,10 +117,21 @@ def wire(
     clock: Clock,
     *,
     libvirt_uri: str,
+    gated: bool = False,
 ) -> Core:
-    """Connect the services to a hypervisor and a catalogue (tests pass fakes here)."""
+    """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
+    ``gated`` the services refuse every request until ``Core.watch`` has reached the
+    hypervisor and reconciled; without, the caller vouches that it has."""
     owner = process_owner()
     runner = OperationRunner(catalogue, clock, owner)
+    # The reconciler works on the hypervisor itself (it is what makes it ready); the services
+    # get it behind the gate, which says "unreachable" until then.
+    reconciler = Reconciler(hypervisor, catalogue, clock, owner)
+    watch = HypervisorWatch(hypervisor, reconciler)
+    if gated:
+        hypervisor = GatedHypervisor(hypervisor, watch)
+    else:
+        watch.ready.set()
     snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
     return Core(
         settings=settings,
@@ -103,8 +143,9 @@ def wire(
         runner=runner,
         catalogue=catalogue,
         clock=clock,
-        reconciler=Reconciler(hypervisor, catalogue, clock, owner),
+        reconciler=reconciler,
         libvirt_uri=libvirt_uri,
         fallback_reason=None,
-        reconciled=(),
+        watch=watch,
+        locks=LockService(hypervisor, catalogue, runner, reconciler),
     )

@@ -75,6 +75,9 @@ class Settings:
     data_dir: Path
     database_url: str
     libvirt_workers: int = 4
+    # Deadline of one state-changing libvirt call (a memory save of a big VM takes minutes);
+    # past it the job is aborted where libvirt can, and the outcome reconciled.
+    libvirt_timeout: float = 3600.0
     safety_snapshot: bool = True
     # Retention of safety snapshots where a prune's policy sets none: the newest N per VM, and
     # any not older than D days.
@@ -111,6 +114,15 @@ class Settings:
         uri = get("LIBVIRT_URI", "libvirt_uri")
         data_dir = Path(get("SNAPBOT_DATA_DIR", "data_dir") or default_data_dir(environ))
         database_url = get("DATABASE_URL", "database_url") or f"sqlite://{data_dir / 'snapbot.db'}"
+        timeout_text = get("SNAPBOT_LIBVIRT_TIMEOUT", "libvirt_timeout") or "3600"
+        try:
+            libvirt_timeout = float(timeout_text)
+        except ValueError:
+            libvirt_timeout = 0.0
+        if libvirt_timeout <= 0:
+            raise InvalidInput(
+                f"SNAPBOT_LIBVIRT_TIMEOUT must be a number of seconds above 0, not {timeout_text!r}"
+            )
         workers_text = get("SNAPBOT_LIBVIRT_WORKERS", "libvirt_workers") or "4"
         if not workers_text.isdigit() or int(workers_text) < 1:
             raise InvalidInput(
@@ -151,6 +163,7 @@ class Settings:
             data_dir=data_dir,
             database_url=database_url,
             libvirt_workers=int(workers_text),
+            libvirt_timeout=libvirt_timeout,
             safety_snapshot=safety_text in ("true", "1", "yes"),
             safety_keep_last=safety_keep["SNAPBOT_SAFETY_KEEP_LAST"],
             safety_keep_days=safety_keep["SNAPBOT_SAFETY_KEEP_DAYS"],

@@ -15,7 +15,8 @@ wording lives in one place and the scheduler, Slack and the console say the same
     ├── Conflict                     the request is fine but the VM's state forbids it now
     │   ├── VmBusy                   another snapbot operation holds the VM
     │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
-    │   ├── LabelTaken
+    │   ├── LabelTaken               (also by a record whose snapshot vanished from libvirt)
+    │   ├── LibvirtJobRunning        an unlock while libvirt still works on the VM
     │   ├── WrongVmState
     │   ├── SnapshotHeld             a held snapshot is not deleted; says who holds it
     │   └── ConfirmationSpent        a confirmation was already used, expired, or is someone else's
@@ -26,6 +27,7 @@ wording lives in one place and the scheduler, Slack and the console say the same
     ├── SpaceUnknown                 a place the snapshot writes to cannot be measured
     └── HypervisorError              libvirt failed
         ├── HypervisorUnavailable    connection lost or refused; outcome of a mutation unknown
+        │   └── HypervisorTimeout    a call passed its deadline; its outcome is unknown
         └── OperationFailed          libvirt refused or failed the call; says the VM's state now
             └── RestoreFailed        a restore failed; also says what recovery did
 
@@ -144,12 +146,27 @@ class HypervisorBusy(Conflict):
 
 
 class LabelTaken(Conflict):
-    """The VM already has a snapshot with that label."""
+    """The VM already has a snapshot with that label, or with ``existing``, a label that looks
+    the same (look-alike letters of another script, fullwidth forms, case)."""
 
-    def __init__(self, vm: str, label: str) -> None:
-        super().__init__(f"VM {vm!r} already has a snapshot named {label!r}")
+    def __init__(
+        self, vm: str, label: str, existing: str | None = None, *, missing: bool = False
+    ) -> None:
+        super().__init__(f"VM {vm!r} already has a snapshot named {existing or label!r}")
         self.vm = vm
         self.label = label
+        self.existing = existing or label
+        # Only a record of a snapshot deleted outside snapbot: clearing it frees the label.
+        self.missing = missing
+
+
+class LibvirtJobRunning(Conflict):
+    """libvirt still runs a job on the VM: unlocking now could let a second operation start
+    while the first is still changing it."""
+
+    def __init__(self, vm: str) -> None:
+        super().__init__(f"libvirt is still running a job on VM {vm!r}")
+        self.vm = vm
 
 
 class WrongVmState(Conflict):
@@ -259,6 +276,15 @@ class HypervisorError(CoreError):
 
 class HypervisorUnavailable(HypervisorError):
     """The libvirt connection failed. For a mutating call the outcome is unknown."""
+
+
+class HypervisorTimeout(HypervisorUnavailable):
+    """A libvirt call did not answer within ``seconds``; what it did is unknown until
+    reconciled (its thread may still be waiting on libvirt)."""
+
+    def __init__(self, detail: str, *, vm: str | None = None, seconds: float) -> None:
+        super().__init__(detail, vm=vm)
+        self.seconds = seconds
 
 
 class OperationFailed(HypervisorError):

@@ -13,7 +13,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import messages
-from bot.dispatch import PROGRESSING, ConfirmDelete, ConfirmPrune, Reply
+from bot.dispatch import PROGRESSING, ConfirmDelete, ConfirmPrune, ConfirmUnlock, Reply
 from bot.grammar import (
     Command,
     CreateSnapshot,
@@ -24,6 +24,7 @@ from bot.grammar import (
     UsageError,
     parse,
 )
+from bot.mrkdwn import decode_slack
 from bot.slack import blocks, holds, restore_modal
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
@@ -52,7 +53,8 @@ def localise(text: str, ctx: SlackContext) -> str:
 def _listener(ctx: SlackContext, canonical: str) -> Listener:
     async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
         try:
-            command = parse(canonical, str(body.get("text") or ""))
+            # Decoded once, here: the grammar and the catalogue see what the person typed.
+            command = parse(canonical, decode_slack(str(body.get("text") or "")))
         except UsageError as exc:
             await ack(text=localise(messages.usage_error_text(exc), ctx))
             return
@@ -106,6 +108,11 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
         return
     if isinstance(outcome, Reply):
         await ctx.tell(actor, localise(outcome.text, ctx), response_url)
+    elif isinstance(outcome, ConfirmUnlock):
+        text = messages.unlock_preview(outcome.preview)
+        await _send_preview(
+            ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
+        )
     elif isinstance(outcome, ConfirmDelete):
         text = messages.delete_prompt(outcome.snapshot)
         await _send_preview(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -11,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import messages
 from bot.slack.blocks import sections
 from bot.slack.holds import prompt_blocks
+from core.domain.operation import Operation
 from core.domain.snapshot import Snapshot
 from scheduler.runs import Digest, RunReport
 
@@ -47,6 +49,25 @@ class SlackReporter:
         await self._client.chat_postMessage(
             channel=snapshot.created_by, text=text, blocks=prompt_blocks(text, snapshot)
         )
+
+    async def reconciled(self, operations: Sequence[Operation]) -> None:
+        """The final word on operations a crash or a dead replica interrupted, to whoever
+        asked, where they asked."""
+        for op in operations:
+            if not SLACK_USER.match(op.requested_by):
+                continue  # a console or scheduler request: its outcome is in the audit trail
+            text = messages.reconciled_notice(op)
+            try:
+                await self._client.chat_postMessage(
+                    channel=op.channel or op.requested_by, text=text[:3900], blocks=sections(text)
+                )
+            except SlackApiError as exc:
+                logger.warning(
+                    "final word on %s to %s failed: %s",
+                    op.id,
+                    op.channel,
+                    exc.response.get("error"),
+                )
 
     async def digest(self, digest: Digest) -> None:
         text = messages.digest_text(digest)

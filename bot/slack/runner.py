@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from bot import messages
 from bot.slack.app import build_app, build_client
@@ -11,6 +12,7 @@ from bot.slack.reports import SlackReporter
 from bot.slack.transport import HttpTransport, SocketModeTransport
 from core.bootstrap import Core
 from core.config import SlackSettings
+from core.domain.operation import Operation
 from scheduler.service import build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -22,7 +24,8 @@ DRAIN_SECONDS = 60.0
 
 async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) -> None:
     client = build_client(settings)
-    scheduler = build_scheduler(core, SlackReporter(client))
+    reporter = SlackReporter(client)
+    scheduler = build_scheduler(core, reporter)
     ctx = build_app(core, settings, client, scheduler)
     transports: list[HttpTransport | SocketModeTransport] = []
     if settings.signing_secret is not None:
@@ -35,8 +38,12 @@ async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) ->
     print(messages.slack_banner(core.libvirt_uri, settings), flush=True)
     if core.fallback_reason:
         print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
-    if core.reconciled:
-        print(messages.reconciled_text(core.reconciled), flush=True)
+
+    async def tell(operations: Sequence[Operation]) -> None:
+        print(messages.reconciled_text(operations), flush=True)
+        await reporter.reconciled(operations)
+
+    await core.watch.on_reconciled(tell)
     try:
         await stop.wait()
     finally:

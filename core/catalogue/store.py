@@ -311,11 +311,25 @@ class TortoiseCatalogue:
         error: str | None = None,
     ) -> Operation:
         async with in_transaction():
-            await OperationRow.filter(id=operation_id).update(
+            # Only a running record ends: a process whose lock was taken over (it looked dead)
+            # must not overwrite the outcome the takeover established.
+            if await OperationRow.filter(
+                id=operation_id, status=OperationStatus.RUNNING.value
+            ).update(
                 status=status.value, finished_at=self._clock.now(), outcome=outcome, error=error
-            )
-            await VmLockRow.filter(operation_id=operation_id).delete()
+            ):
+                await VmLockRow.filter(operation_id=operation_id).delete()
         return _operation(await OperationRow.get(id=operation_id))
+
+    async def take_over(self, operation_id: str, from_owner: str, to_owner: str) -> bool:
+        now = await self.database_now()
+        if not from_owner:
+            # a running record without a lock row (an older release's crash): nothing to claim
+            return True
+        claimed = await VmLockRow.filter(operation_id=operation_id, owner=from_owner).update(
+            owner=to_owner, heartbeat_at=now
+        )
+        return claimed == 1
 
     async def running_operations(self) -> list[RunningOperation]:
         result = []

@@ -54,6 +54,7 @@ class Action(enum.Enum):
     DELETE = ("delete snapshots", Role.ADMIN)
     PRUNE = ("prune snapshots", Role.ADMIN)
     SCHEDULE = ("manage schedules", Role.ADMIN)
+    UNLOCK = ("unlock VMs", Role.ADMIN)
 
     def __init__(self, description: str, role: Role) -> None:
         self.description = description

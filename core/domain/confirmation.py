@@ -21,6 +21,7 @@ class ConfirmationKind(enum.Enum):
     RESTORE = "restore"
     PRUNE = "prune"
     DELETE = "delete"
+    UNLOCK = "unlock"
 
 
 @dataclass(frozen=True, slots=True)

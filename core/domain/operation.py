@@ -18,6 +18,7 @@ class OperationKind(enum.Enum):
     PRUNE = "prune"
     HOLD = "hold"
     RELEASE = "release"
+    UNLOCK = "unlock"
 
 
 class OperationStatus(enum.Enum):

@@ -26,6 +26,7 @@ _AUDITED_AS = {
     Action.RESTORE: OperationKind.RESTORE,
     Action.DELETE: OperationKind.DELETE,
     Action.PRUNE: OperationKind.PRUNE,
+    Action.UNLOCK: OperationKind.UNLOCK,
 }
 
 

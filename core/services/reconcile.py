@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from core.domain.names import lookalike
 from core.domain.operation import Operation, OperationKind, OperationStatus, Recovery, Stage
 from core.domain.snapshot import (
     CatalogueStatus,
@@ -137,7 +138,7 @@ async def refresh_memory_sizes(hypervisor: Hypervisor, catalogue: Catalogue, vm:
 
 def _label_for(hs: HypervisorSnapshot, taken: set[str]) -> str:
     recorded, _ = split_libvirt_description(hs.description)
-    if recorded is not None and recorded not in taken:
+    if recorded is not None and lookalike(recorded, taken) is None:
         try:
             return validate_label(recorded)
         except InvalidLabel:
@@ -187,6 +188,10 @@ class Reconciler:
         for running in await self._catalogue.running_operations():
             if not self._abandoned(running, db_now):
                 continue
+            if not await self._catalogue.take_over(
+                running.operation.id, running.owner, self._owner
+            ):
+                continue
             op = running.operation
             try:
                 outcome = await self._reconcile(op)
@@ -217,6 +222,11 @@ class Reconciler:
                     row.vm_uuid, row.libvirt_name, CatalogueStatus.MISSING
                 )
         return reports
+
+    async def reconcile_one(self, op: Operation) -> str:
+        """The outcome of ``op`` as the evidence in libvirt shows it (for an admin's unlock);
+        the caller records it."""
+        return await self._reconcile(op)
 
     async def _reconcile(self, op: Operation) -> str:
         """Decide what an interrupted operation did from its recorded stage and from evidence

@@ -7,7 +7,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
-from core.domain.names import closest
+from core.domain.names import closest, lookalike
 from core.domain.operation import (
     Actor,
     OperationKind,
@@ -26,6 +26,7 @@ from core.domain.snapshot import (
     SnapshotKind,
     libvirt_description,
     new_libvirt_name,
+    validate_description,
     validate_label,
 )
 from core.domain.vm import FreeSpace, Vm, VmState
@@ -175,15 +176,19 @@ class SnapshotService:
                 result.append(VmSnapshots(snaps[-1].vm_name, None, tuple(snaps), None, None))
         return result
 
-    async def restore_preview(self, vm_name: str, label: str) -> RestorePreview:
-        """Look up what ``restore`` would do, without doing it (for the confirmation)."""
+    async def restore_preview(
+        self, vm_name: str, label: str, *, allow_missing: bool = False
+    ) -> RestorePreview:
+        """Look up what ``restore`` would do, without doing it (for the confirmation). With
+        ``allow_missing`` (a delete) a record whose snapshot vanished from libvirt is found
+        too: deleting it clears the record and frees its label."""
         vm = await self._vm(vm_name)
         snaps = await self._catalogue.snapshots(vm.uuid)
         if not snaps:
             await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
             snaps = await self._catalogue.snapshots(vm.uuid)
         target = await self._lookup(vm, snaps, label)
-        if target.status is CatalogueStatus.MISSING:
+        if target.status is CatalogueStatus.MISSING and not allow_missing:
             raise SnapshotMissing(vm.name, target.label)
         newer = tuple(s for s in snaps if s.created_at > target.created_at and s is not target)
         return RestorePreview(vm, target, newer)
@@ -207,6 +212,7 @@ class SnapshotService:
         kind = OperationKind.SNAPSHOT
         try:
             label = validate_label(label)
+            description = validate_description(description)
             vm = await self._vm(vm_name)
         except CoreError as exc:
             await self._runner.reject(kind, actor, vm_name, exc)
@@ -350,8 +356,9 @@ class SnapshotService:
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
             target = await self._lookup(vm, snaps, old_label)
-            if any(s.label == new_label and s is not target for s in snaps):
-                raise LabelTaken(vm.name, new_label)
+            clash = lookalike(new_label, [s.label for s in snaps if s is not target])
+            if clash is not None:
+                raise LabelTaken(vm.name, new_label, clash)
             await op.record(libvirt_name=target.libvirt_name, new_label=new_label)
             if target.status is CatalogueStatus.PRESENT:
                 # libvirt's description carries the label too (a catalogue rebuilt from
@@ -461,8 +468,13 @@ class SnapshotService:
         record_as: str = "libvirt_name",
         check_space: bool = True,
     ) -> Snapshot:
-        if any(s.label == label for s in await self._catalogue.snapshots(vm.uuid)):
-            raise LabelTaken(vm.name, label)
+        rows = await self._catalogue.snapshots(vm.uuid)
+        clash = lookalike(label, [s.label for s in rows])
+        if clash is not None:
+            missing = any(
+                s.label == clash and s.status is CatalogueStatus.MISSING for s in rows
+            )
+            raise LabelTaken(vm.name, label, clash, missing=missing)
         facts = await self._hv.vm_facts(vm)
         plan = plan_snapshot(facts, await self._hv.snapshot_places(facts), check_space=check_space)
         name = new_libvirt_name()

@@ -58,7 +58,7 @@ async def main(database_url: str, libvirt_uri: str, t0: str, epoch: float, secon
         database_url=database_url,
     )
     clock = SimulatedClock(datetime.fromisoformat(t0), epoch, speed=600.0)
-    async with build_core(settings, allow_fallback=False) as core:
+    async with build_core(settings, allow_demo=False) as core:
         core = replace(core, clock=clock)
         service = build_scheduler(core, PrintingReporter(), lease_ttl=timedelta(seconds=2))
         await service.start()

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from core.adapters.libvirt.errors import is_connection_error, map_libvirt_errors
+from core.errors import CoreError, HypervisorTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,14 @@ T = TypeVar("T")
 # (30 s by default); keepalives need a running libvirt event loop in the client.
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
+
+# Deadlines of one libvirt call: reads answer in well under a second on a healthy host; a
+# memory save writes the guest's RAM and may take many minutes on a big VM.
+READ_DEADLINE = 120.0
+MUTATION_DEADLINE = 3600.0
+# After an abort request (or the deadline of a call that cannot be aborted), how long the call
+# still gets to come back before its outcome is reported unknown.
+ABORT_GRACE = 30.0
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -56,6 +65,11 @@ def _ensure_event_loop() -> None:
         _event_loop_started = True
 
 
+def _log_late_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("a libvirt call that timed out failed later: %s", future.exception())
+
+
 def _assert_off_loop() -> None:
     try:
         asyncio.get_running_loop()
@@ -73,9 +87,20 @@ def is_local_uri(uri: str) -> bool:
 class LibvirtConnection:
     """A lazily opened, self-healing connection with its own bounded thread pool."""
 
-    def __init__(self, uri: str, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        workers: int = 4,
+        read_deadline: float = READ_DEADLINE,
+        mutation_deadline: float = MUTATION_DEADLINE,
+    ) -> None:
         self.uri = uri
+        self.read_deadline = read_deadline
+        self.mutation_deadline = mutation_deadline
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt")
+        # Aborts get their own thread: the pool may be full of the very calls that hang.
+        self._abort_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt-abort")
         self._lock = threading.Lock()
         self._conn: Any = None
         self._opened = False
@@ -88,11 +113,45 @@ class LibvirtConnection:
         mutating: bool,
         vm: str | None = None,
         snapshot: str | None = None,
+        abort: Callable[[Any], None] | None = None,
     ) -> T:
         """Run ``fn(conn)`` on the pool. A read whose connection died is retried once on a new
-        connection; a mutating call never is (it may have happened): the caller reconciles."""
+        connection; a mutating call never is (it may have happened): the caller reconciles.
+
+        Every call has a deadline (``read_deadline`` or ``mutation_deadline``): a hung call
+        would otherwise hold its VM's lock forever while the heartbeat says all is well. At the
+        deadline ``abort(conn)`` asks libvirt to abort the job where it can
+        (``virDomainAbortJob``; only a request), the call gets ``ABORT_GRACE`` seconds more to
+        come back, and then ``HypervisorTimeout`` says the outcome is unknown. The thread itself
+        cannot be stopped (CPython has no way); it ends when libvirt answers.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, fn, mutating, vm, snapshot)
+        future = loop.run_in_executor(self._pool, self._call, fn, mutating, vm, snapshot)
+        limit = self.mutation_deadline if mutating else self.read_deadline
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), limit)
+        except TimeoutError:
+            pass
+        aborted = ""
+        if abort is not None:
+            logger.warning("libvirt call on %s exceeded %.0f s; asking libvirt to abort", vm, limit)
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._abort_pool, self._call, abort, True, vm, None),
+                    ABORT_GRACE,
+                )
+                aborted = "; snapbot asked libvirt to abort the job"
+            except (TimeoutError, CoreError) as exc:
+                aborted = f"; asking libvirt to abort the job failed ({exc or 'no answer'})"
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), ABORT_GRACE)
+            except TimeoutError:
+                pass
+        # Whatever the call raises later is logged, not lost in an unawaited future.
+        future.add_done_callback(_log_late_failure)
+        raise HypervisorTimeout(
+            f"libvirt did not answer within {limit:.0f} s{aborted}", vm=vm, seconds=limit
+        )
 
     async def run_blocking(self, fn: Callable[[], T]) -> T:
         """Run other blocking host work (qemu-img, statvfs) on the same bounded pool."""
@@ -170,5 +229,6 @@ class LibvirtConnection:
                     conn.close()
 
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, _close)
+        await loop.run_in_executor(self._abort_pool, _close)
         self._pool.shutdown(wait=False)
+        self._abort_pool.shutdown(wait=False)

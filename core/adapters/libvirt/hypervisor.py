@@ -289,7 +289,13 @@ class LibvirtHypervisor:
             )
             return parse_snapshot(snap.getXMLDesc(0), is_current=True)
 
-        return await self._conn.run(call, mutating=True, vm=vm.name, snapshot=libvirt_name)
+        def abort(conn: Any) -> None:
+            # A memory save is an async job libvirt can abort; it then drops the half snapshot.
+            conn.lookupByUUIDString(vm.uuid).abortJob()
+
+        return await self._conn.run(
+            call, mutating=True, vm=vm.name, snapshot=libvirt_name, abort=abort
+        )
 
     async def revert_snapshot(self, vm: Vm, libvirt_name: str, *, paused: bool) -> None:
         def call(conn: Any) -> None:
