@@ -26,6 +26,7 @@ from core.errors import HoldForbidden, LockHolder, SnapshotHeld, VmBusy
 from scheduler.service import HOLD_EXPIRY_ACTOR, build_scheduler
 from tests.conftest import ALICE, BOB, Services
 from tests.fakes.hypervisor import FakeHypervisor
+from tests.reliability.figures import record
 
 ADMIN = Actor(user="U_ADMIN", via="test", team="T1", channel="C1")
 
@@ -147,28 +148,32 @@ async def test_a_hold_on_a_busy_vm_is_refused_as_busy(core: Core, services: Serv
 
 
 def hold_between_plan_and_delete(
-    hv: FakeHypervisor, place_hold: Callable[[], Awaitable[object]]
+    hv: FakeHypervisor, place_hold: Callable[[], Awaitable[object]], *, before_delete: int = 0
 ) -> list[str]:
-    """Run ``place_hold`` once a prune has made its fresh plan and is about to delete.
+    """Run ``place_hold`` once a prune has made its fresh plan, right before its deletion
+    number ``before_delete`` (0: the first) takes the VM's lock.
 
     A prune looks its VM up by uuid, re-plans, then each deletion looks the VM up by name and
     only then takes the lock: the hold lands in that gap, as a person's would."""
     by_uuid, by_name = hv.get_vm_by_uuid, hv.get_vm
-    armed: list[str] = []
+    events: list[str] = []
 
     async def get_vm_by_uuid(uuid: str) -> Vm:
-        armed.append(uuid)
+        events.append("planned")
         return await by_uuid(uuid)
 
     async def get_vm(name: str) -> Vm:
-        if armed and "fired" not in armed:
-            armed.append("fired")
-            await place_hold()
+        if "planned" in events and "fired" not in events:
+            if events.count("delete") == before_delete:
+                events.append("fired")
+                await place_hold()
+            else:
+                events.append("delete")
         return await by_name(name)
 
     hv.get_vm_by_uuid = get_vm_by_uuid  # type: ignore[method-assign]
     hv.get_vm = get_vm  # type: ignore[method-assign]
-    return armed
+    return events
 
 
 async def take_scheduled(services: Services, vm: str, count: int) -> None:
@@ -194,7 +199,7 @@ async def test_a_hold_placed_during_a_confirmed_prune_wins(core: Core, services:
         lambda: core.holds.hold("web-01", "daily-1", HoldKind.INDEFINITE, None, ALICE),
     )
     text = await dispatcher.confirm(request.confirmation.id, ALICE)
-    assert "fired" in fired
+    assert fired.count("fired") == 1
 
     assert sorted(s.label for s in await services.catalogue.snapshots()) == [
         "daily-1",
@@ -310,3 +315,65 @@ async def test_a_before_change_snapshot_that_cannot_be_held_says_so(
     (snap,) = await services.catalogue.snapshots()
     assert snap.label == "pre-change"
     assert snap.hold is None
+
+
+async def holds_win_at_every_position(core: Core, services: Services, pinned: int) -> int:
+    """For each deletion of a confirmed prune, and each snapshot not yet deleted at that point,
+    place a hold on it right before that deletion; return how many of these holds won."""
+    dispatcher = Dispatcher(core, access=None)
+    vm = "web-01"
+    (fake,) = [f for f in services.hv.vms.values() if f.vm.name == vm]
+    won = 0
+    for position in range(pinned):
+        for victim in range(position, pinned):
+            # A fresh set each time: the VM's last pinned+1 scheduled snapshots.
+            for snap in await services.catalogue.snapshots():
+                await services.catalogue.remove_snapshot(snap.vm_uuid, snap.libvirt_name)
+            fake.snapshots.clear()
+            await take_scheduled(services, vm, pinned + 1)
+            request = await dispatcher.handle(Prune(vm, (("last", 1),), False), ALICE)
+            assert isinstance(request, ConfirmPrune)
+            assert request.confirmation is not None
+            (plan,) = request.preview.plans
+            order = [s.label for s in plan.to_delete]
+            target = order[victim]
+
+            async def place(label: str = target, vm: str = vm) -> None:
+                await core.holds.hold(vm, label, HoldKind.INDEFINITE, None, BOB)
+
+            restore = services.hv.get_vm_by_uuid, services.hv.get_vm
+            events = hold_between_plan_and_delete(services.hv, place, before_delete=position)
+            try:
+                text = await dispatcher.confirm(request.confirmation.id, ALICE)
+            finally:
+                services.hv.get_vm_by_uuid, services.hv.get_vm = restore  # type: ignore[method-assign]
+            assert "fired" in events
+            left = {s.label for s in await services.catalogue.snapshots()}
+            assert left == {f"daily-{pinned}", target}, (position, victim, left)
+            assert f"kept `{target}`: held after the plan was made" in text
+            assert f"deleted {pinned - 1}" in text
+            won += 1
+    return won
+
+
+async def test_a_hold_wins_wherever_it_lands_in_a_prune(core: Core, services: Services) -> None:
+    pinned = 3
+    won = await holds_win_at_every_position(core, services, pinned)
+    assert won == pinned * (pinned + 1) // 2
+
+
+@pytest.mark.reliability
+async def test_a_hold_wins_wherever_it_lands_in_a_long_prune(
+    core: Core, services: Services
+) -> None:
+    pinned = 8
+    won = await holds_win_at_every_position(core, services, pinned)
+    expected = pinned * (pinned + 1) // 2
+    record(
+        "Hold during prune",
+        f"a hold placed between a confirmed prune's fresh plan and each of its {pinned} "
+        "deletions, on every snapshot not yet deleted",
+        f"{expected} interleavings, {won} holds won, 0 held snapshots deleted",
+        passed=won == expected,
+    )
+    assert won == expected

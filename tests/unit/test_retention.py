@@ -33,6 +33,7 @@ from core.domain.snapshot import (
     SnapshotKind,
 )
 from core.errors import InvalidInput
+from tests.reliability.figures import record
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -741,3 +742,45 @@ def test_a_snapshot_removed_by_an_earlier_rule_is_not_taken_by_a_later_one() -> 
     ours = plan_retention(items, RetentionPolicy.from_counts(weekly=1, monthly=1), UTC)
     assert ours.keep_keys == ("d-02-02", "d-01-27")
     assert by_key(ours)["d-01-27"] == (True, "monthly[oldest]")
+
+
+# --- The long run for `make reliability` ------------------------------------------------------
+
+_PROPERTIES = (
+    test_keep_and_delete_partition_the_input,
+    test_held_manual_and_newest_are_never_deleted,
+    test_newest_n_candidates_are_kept_by_last,
+    test_replanning_the_kept_snapshots_deletes_nothing,
+)
+_TIMED_PROPERTIES = (
+    test_held_is_never_deleted_and_the_vm_never_emptied_at_any_time,
+    test_safety_snapshots_follow_their_own_rule_exactly,
+    test_included_manual_snapshots_are_judged_exactly_like_scheduled_ones,
+)
+LONG_EXAMPLES = int(os.environ.get("SNAPBOT_RELIABILITY_EXAMPLES", "3000"))
+
+
+@pytest.mark.reliability
+def test_every_retention_property_holds_over_many_random_plans() -> None:
+    tried = 0
+
+    @settings(max_examples=LONG_EXAMPLES, deadline=None)
+    @given(snapshot_sets(), policies(), st.sampled_from(ZONES), moments)
+    def every_property(
+        items: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo, now: datetime
+    ) -> None:
+        nonlocal tried
+        tried += 1
+        for prop in _PROPERTIES:
+            prop.hypothesis.inner_test(items, policy, tz)  # type: ignore[attr-defined]
+        for timed in _TIMED_PROPERTIES:
+            timed.hypothesis.inner_test(items, policy, tz, now)  # type: ignore[attr-defined]
+
+    every_property()
+    record(
+        "Retention properties",
+        f"random snapshot sets (scheduled, manual, safety, held) × policies × time zones × "
+        f"plan times; {len(_PROPERTIES) + len(_TIMED_PROPERTIES)} invariants each (partition, "
+        "held and last snapshot never deleted, safety rule, include-manual, idempotence)",
+        f"{tried} plans checked, 0 violations",
+    )
