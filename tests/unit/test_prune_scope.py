@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.console import Console, ConsoleReporter
+from bot.grammar import AddSchedule, Prune, RetentionScope, UsageError, parse
 from core.bootstrap import Core
 from core.catalogue.models import ScheduleRow
 from core.config import Settings
@@ -170,3 +171,26 @@ def test_settings_read_the_safety_rule_and_refuse_nonsense(tmp_path: Path) -> No
     for bad in ("-1", "3.5", "²", "lots"):
         with pytest.raises(InvalidInput, match="SNAPBOT_SAFETY_KEEP_DAYS must be a whole number"):
             Settings.load(base | {"SNAPBOT_SAFETY_KEEP_DAYS": bad})
+
+
+def test_the_grammar_reads_include_manual_and_the_safety_rule() -> None:
+    prune = parse("prune", "web-01 --keep-last 1 --include-manual --safety-keep-last 2")
+    assert prune == Prune("web-01", (("last", 1),), False, RetentionScope(True, 2, None))
+    assert parse("prune", "all --keep-daily 7").scope == RetentionScope()  # type: ignore[union-attr]
+    add = parse(
+        "snapshot",
+        "schedule add nightly web-* daily 02:00 --keep-daily 7 --safety-keep-days 30 "
+        "--include-manual",
+    )
+    assert isinstance(add, AddSchedule)
+    assert add.scope == RetentionScope(True, None, 30)
+    for text, problem in (
+        ("web-01 --keep-last 1 --include-manual=yes", "--include-manual takes no value"),
+        ("web-01 --keep-last 1 --safety-keep-days -3", "--safety-keep-days needs a whole number"),
+        ("web-01 --keep-last 1 --safety-keep-last 999999", "is too large"),
+        ("web-01 --keep-last 1 --include-manual --include-manual", "given twice"),
+    ):
+        with pytest.raises(UsageError, match=problem):
+            parse("prune", text)
+    with pytest.raises(UsageError, match="--include-manual does not go with"):
+        parse("snapshot", "web-01 snap --include-manual")
