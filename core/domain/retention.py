@@ -35,8 +35,7 @@ Reasons. Kept: ``last #2``, ``hourly #1``, ``daily #3``, ``weekly #1``, ``monthl
 ``yearly #1``, ``<rule>[oldest]``, ``newest``, ``held``, ``manual``,
 ``safety snapshot: one of the 3 newest``, ``safety snapshot: not older than 14 days``. Deleted:
 
-* ``safety snapshot older than 14 days and not among the 3 newest``.
-
+* ``safety snapshot older than 14 days and not among the 3 newest`` -- by the safety rule.
 * ``daily: day 2025-03-02 already kept`` -- for the first rule of the policy (hourly..yearly, in
   order) whose period of this snapshot holds a kept candidate: that period is covered, so this one
   is redundant. Period labels: ``hour 2025-03-02 14:00``, ``day 2025-03-02``,
@@ -163,18 +162,16 @@ class RetentionPolicy:
         return dict(self.counts())[rule]
 
     def validate(self) -> None:
-        """Raise ``InvalidInput`` for a negative or non-integer count, or when every count is 0."""
-        for rule, n in self.counts():
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise InvalidInput(f"--keep-{rule} must be a whole number, not {n!r}")
-            if n < 0:
-                raise InvalidInput(f"--keep-{rule} must be 0 or more, not {n}")
-        for option, value in (
+        """Raise ``InvalidInput`` for a negative or non-integer count (safety rule included), or
+        when every keep count is 0."""
+        options: list[tuple[str, object]] = [(f"--keep-{r}", n) for r, n in self.counts()]
+        options += [
             ("--safety-keep-last", self.safety_keep_last),
             ("--safety-keep-days", self.safety_keep_days),
-        ):
-            if value is None:
-                continue
+        ]
+        for option, value in options:
+            if value is None and option.startswith("--safety"):
+                continue  # the configured default
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidInput(f"{option} must be a whole number, not {value!r}")
             if value < 0:
