@@ -116,6 +116,11 @@ class Catalogue(Protocol):
 
     async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None: ...
 
+    async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
+        """Record the host of the VM's snapshot records that have none (made before snapbot
+        kept it); records already assigned to a host are left as they are."""
+        ...
+
     async def begin_operation(self, operation: Operation, owner: str) -> None:
         """Record ``operation`` as running and take its VM's lock, atomically.
 

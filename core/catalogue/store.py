@@ -67,6 +67,8 @@ def _snapshot(row: SnapshotRow) -> Snapshot:
         hold=None
         if row.hold_kind is None
         else Hold(HoldKind(row.hold_kind), row.hold_until, row.hold_reminded_at),
+        host_uuid=row.host_uuid,
+        hypervisor_uri=row.hypervisor_uri,
     )
 
 
@@ -208,6 +210,13 @@ class TortoiseCatalogue:
             held=snapshot.held,
             hold_kind=snapshot.hold.kind.value if snapshot.hold else None,
             hold_until=snapshot.hold.until if snapshot.hold else None,
+            host_uuid=snapshot.host_uuid,
+            hypervisor_uri=snapshot.hypervisor_uri,
+        )
+
+    async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, host_uuid__isnull=True).update(
+            host_uuid=host_uuid, hypervisor_uri=hypervisor_uri
         )
 
     async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None:

@@ -16,15 +16,24 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.errors import InvalidLabel
+from core.domain.names import lookalike
+from core.errors import InvalidInput, InvalidLabel
 
 LABEL_MAX_LENGTH = 64
+# Descriptions are one line of prose shown under the snapshot in every listing; the catalogue's
+# column and libvirt's <description> take far more, a listing does not.
+DESCRIPTION_MAX_LENGTH = 500
 LIBVIRT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
 
 # Code points that reorder or hide text (Trojan Source, CVE-2021-42574) are all in category Cf;
 # Cc are control characters, Cs lone surrogates, Co private use, Cn unassigned.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+# Format characters that reorder what is shown (Trojan Source, CVE-2021-42574). Other format
+# characters stay allowed in descriptions: emoji sequences need the zero-width joiner.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 class SnapshotKind(enum.Enum):
@@ -91,6 +100,10 @@ class Snapshot:
     memory_bytes: int | None
     held: bool = False
     hold: Hold | None = None
+    # Which hypervisor the VM lives on (None: recorded before snapbot kept it): a sync judges
+    # only its own host's records.
+    host_uuid: str | None = None
+    hypervisor_uri: str | None = None
 
 
 class HoldKind(enum.Enum):
@@ -146,6 +159,43 @@ def validate_label(raw: str) -> str:
     return label
 
 
+def validate_description(raw: str) -> str:
+    """Return the NFC form of a snapshot description, or raise ``InvalidInput`` naming what is
+    wrong and how to write it instead."""
+    description = unicodedata.normalize("NFC", raw) if _encodable(raw) else raw
+    for char in description:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise InvalidInput(
+                f"the description contains a broken character (a lone UTF-16 surrogate "
+                f"U+{ord(char):04X}); type it again or copy it from a plain-text source"
+            )
+        if category == "Cc":
+            what = "a line break" if char in "\r\n" else f"the control character U+{ord(char):04X}"
+            raise InvalidInput(
+                f"the description contains {what}; write it on one line, without control characters"
+            )
+        if char in _BIDI_CONTROLS:
+            raise InvalidInput(
+                f"the description contains the invisible direction control U+{ord(char):04X}, "
+                "which can make text display differently from what it says; remove it"
+            )
+    if len(description) > DESCRIPTION_MAX_LENGTH:
+        raise InvalidInput(
+            f"the description is {len(description)} characters long; the limit is "
+            f"{DESCRIPTION_MAX_LENGTH}. Keep the details elsewhere and say where"
+        )
+    return description
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def new_libvirt_name(now_ms: int | None = None, entropy: bytes | None = None) -> str:
     """Generate a libvirt snapshot name: ``sb-`` and a lowercase ULID (time-ordered, unique)."""
     millis = int(time.time() * 1000) if now_ms is None else now_ms
@@ -167,7 +217,8 @@ def is_generated_name(name: str) -> bool:
 
 def label_for_external(libvirt_name: str, taken: set[str]) -> str:
     """Choose a label for a snapshot made outside snapbot: its own name when that is a valid label,
-    otherwise a cleaned-up form, made unique among ``taken``."""
+    otherwise a cleaned-up form, made distinct from every label in ``taken`` (look-alikes
+    included)."""
     try:
         base = validate_label(libvirt_name)
     except InvalidLabel:
@@ -178,7 +229,7 @@ def label_for_external(libvirt_name: str, taken: set[str]) -> str:
         if base.isdigit():
             base = "snap-" + base
     label, n = base, 2
-    while label in taken:
+    while lookalike(label, taken) is not None:
         label = f"{base[: LABEL_MAX_LENGTH - 6]}~{n}"
         n += 1
     return label

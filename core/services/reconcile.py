@@ -59,6 +59,9 @@ async def sync_vm(
     operation is changing the VM (under its lock, or after checking it is free)."""
     report = SyncReport()
     present = {s.libvirt_name: s for s in listing or await hypervisor.list_snapshots(vm)}
+    host = await hypervisor.host_uuid()
+    # Records from before snapbot kept the host belong to the VM's host: it is listed here.
+    await catalogue.claim_host(vm.uuid, host, hypervisor.uri)
     rows = {s.libvirt_name: s for s in await catalogue.snapshots(vm.uuid)}
     taken = {s.label for s in rows.values()}
     need_sizes = False
@@ -82,6 +85,8 @@ async def sync_vm(
                     origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
                     status=CatalogueStatus.PRESENT,
                     memory_bytes=None,
+                    host_uuid=host,
+                    hypervisor_uri=hypervisor.uri,
                 )
             )
             report.added.append(label)
@@ -216,8 +221,15 @@ class Reconciler:
             if report is not None:
                 reports[vm.name] = report
         known = {vm.uuid for vm in vms}
+        host = await self._hv.host_uuid()
         for row in await self._catalogue.snapshots():
-            if row.vm_uuid not in known and row.status is CatalogueStatus.PRESENT:
+            # Only this host's records can be judged by its listing: a VM of another host (or
+            # of unknown host) is not "gone" because this hypervisor does not have it.
+            if (
+                row.vm_uuid not in known
+                and row.status is CatalogueStatus.PRESENT
+                and row.host_uuid == host
+            ):
                 await self._catalogue.set_snapshot_status(
                     row.vm_uuid, row.libvirt_name, CatalogueStatus.MISSING
                 )
@@ -312,6 +324,8 @@ class Reconciler:
                     or (Origin(recorded_origin) if recorded_origin else Origin.MANUAL),
                     status=CatalogueStatus.PRESENT,
                     memory_bytes=None,
+                    host_uuid=await self._hv.host_uuid(),
+                    hypervisor_uri=self._hv.uri,
                 )
             )
         elif label:

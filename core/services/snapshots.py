@@ -38,13 +38,12 @@ from core.errors import (
     LockHolder,
     OperationFailed,
     RestoreFailed,
-    SnapshotHeld,
     SnapshotMissing,
     SnapshotNotFound,
     VmNotFound,
 )
 from core.ports import Catalogue, Clock, Hypervisor
-from core.services.holds import hold_placed_by
+from core.services.holds import refuse_if_held
 from core.services.operations import OperationHandle, OperationRunner
 from core.services.reconcile import refresh_memory_sizes, sync_if_free, sync_vm
 
@@ -319,11 +318,8 @@ class SnapshotService:
                 await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
                 op.outcome = f"{target.label} was already gone from libvirt; record removed"
                 return DeleteResult(target, None, time.monotonic() - started, True)
-            if target.held or target.hold is not None:
-                # Checked under the lock: a hold placed after a prune's plan still wins.
-                hold = target.hold.describe() if target.hold else "held"
-                by = await hold_placed_by(self._catalogue, target)
-                raise SnapshotHeld(vm.name, target.label, hold, by)
+            # Checked under the lock: a hold placed after a prune's plan still wins.
+            await refuse_if_held(self._catalogue, target)
             before = await self._hv.disk_allocation(vm)
             await op.stage(Stage.DELETING)
             try:
@@ -513,6 +509,8 @@ class SnapshotService:
             origin=origin,
             status=CatalogueStatus.PRESENT,
             memory_bytes=None,
+            host_uuid=await self._hv.host_uuid(),
+            hypervisor_uri=self._hv.uri,
         )
         await self._catalogue.add_snapshot(snapshot)
         await refresh_memory_sizes(self._hv, self._catalogue, vm)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -34,7 +34,8 @@ class FakeHypervisor:
         self.space_unknown: str | None = None
         # VMs with a libvirt job running (someone else's virsh dump, a migration).
         self.jobs: set[str] = set()
-        self.host = "fake-host-0000-0000-0000-000000000001"
+        self.host = "fa4e0000-0000-4000-8000-000000000001"
+        self.after_create: Callable[[], Awaitable[None]] | None = None
         self.fail: dict[str, CoreError] = {}
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
@@ -127,6 +128,10 @@ class FakeHypervisor:
         )
         f.snapshots[libvirt_name] = snap
         f.disk_bytes += 1024 * 1024
+        # The snapshot exists in libvirt, the call has not returned yet: a test can interleave
+        # another request exactly here.
+        if self.after_create is not None:
+            await self.after_create()
         return snap
 
     async def revert_snapshot(self, vm: Vm, libvirt_name: str, *, paused: bool) -> None:
