@@ -39,9 +39,10 @@ from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
-from core.domain.snapshot import HoldKind, Snapshot
+from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput
 from core.services.access import AccessService
+from core.services.holds import refuse_if_held
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
@@ -249,6 +250,9 @@ class Dispatcher:
         preview = await self._core.snapshots.restore_preview(
             command.vm, command.label, allow_missing=True
         )
+        if preview.snapshot.status is CatalogueStatus.PRESENT:
+            # Said before a confirmation is offered; the delete checks again under the lock.
+            await refuse_if_held(self._core.catalogue, preview.snapshot)
         confirmation = await self._pin_snapshot(ConfirmationKind.DELETE, actor, preview)
         return ConfirmDelete(confirmation, preview.snapshot)
 

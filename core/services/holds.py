@@ -13,7 +13,7 @@ from typing import Protocol
 from core.domain.access import Action
 from core.domain.operation import Actor, OperationKind, OperationStatus
 from core.domain.snapshot import HoldKind, Snapshot
-from core.errors import HoldForbidden
+from core.errors import HoldForbidden, SnapshotHeld
 from core.ports import Catalogue
 
 
@@ -51,3 +51,13 @@ async def hold_placed_by(catalogue: Catalogue, snapshot: Snapshot) -> str | None
         # Held before holds were audited: `--hold` at creation, by its creator.
         return snapshot.created_by
     return None
+
+
+async def refuse_if_held(catalogue: Catalogue, snapshot: Snapshot) -> None:
+    """Raise ``SnapshotHeld`` (saying who holds it) when ``snapshot`` is held: nothing deletes a
+    held snapshot."""
+    if snapshot.held or snapshot.hold is not None:
+        hold = snapshot.hold.describe() if snapshot.hold else "held"
+        raise SnapshotHeld(
+            snapshot.vm_name, snapshot.label, hold, await hold_placed_by(catalogue, snapshot)
+        )

@@ -249,15 +249,22 @@ async def test_deleting_a_held_snapshot_says_who_holds_it_and_how_to_release_it(
 ) -> None:
     await core.snapshots.create_snapshot("web-01", "keep-me", actor=ALICE)
     await core.snapshots.create_snapshot("web-01", "other", actor=ALICE)
-    await core.holds.hold("web-01", "keep-me", HoldKind.INDEFINITE, None, BOB)
     dispatcher = Dispatcher(core, access=None)
+    # Asked for while free, held before the confirmation: the delete refuses under the lock.
     request = await dispatcher.handle(DeleteSnapshot("web-01", "keep-me"), ALICE)
     assert isinstance(request, ConfirmDelete)
+    await core.holds.hold("web-01", "keep-me", HoldKind.INDEFINITE, None, BOB)
     with pytest.raises(SnapshotHeld) as held:
         await dispatcher.confirm(request.confirmation.id, ALICE)
     text = messages.error_text(held.value)
     assert "`keep-me` of web-01 is held (hold placed by U_BOB), so it was not deleted" in text
     assert "`/snapshot release web-01 keep-me`" in text
+    (refused,) = await audit(services, OperationKind.DELETE)
+    assert refused.status is OperationStatus.REJECTED
+
+    # Asked for while held: refused at once, no confirmation offered.
+    with pytest.raises(SnapshotHeld, match="keep-me"):
+        await dispatcher.handle(DeleteSnapshot("web-01", "keep-me"), ALICE)
     assert "keep-me" in {s.label for s in await services.catalogue.snapshots()}
     assert not [call for call in services.hv.calls if call[0] == "delete_snapshot"]
 
