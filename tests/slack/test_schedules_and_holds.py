@@ -214,3 +214,15 @@ async def test_a_schedule_with_include_manual_prunes_manual_snapshots_too(
         bot, "/snapshot schedule add plain web-01 daily 03:00 --include-manual", ADMIN
     )
     assert "add its --keep-… rules" in refused
+
+
+async def test_deleting_a_held_snapshot_in_slack_says_who_holds_it(
+    bot: SlackBot, services: Services
+) -> None:
+    await services.service.create_snapshot("web-01", "base", actor=ALICE)
+    await bot.command("/snapshot web-01 pre-change --hold", user=OPERATOR)
+    await bot.idle()
+    refused = await reply_to(bot, "/snapshot delete web-01 pre-change", ADMIN)
+    assert "`pre-change` of web-01 is held until verified (hold placed by U_OPS)" in refused
+    assert "/snapshot release web-01 pre-change" in refused
+    assert "pre-change" in {s.label for s in await services.catalogue.snapshots()}
