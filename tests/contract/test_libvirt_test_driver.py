@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.domain.snapshot import CapturedState, Origin
 from core.domain.vm import VmState
-from core.errors import SnapshotNotFound, Unsupported, VmNotFound
+from core.errors import HypervisorTimeout, SnapshotNotFound, Unsupported, VmNotFound
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
@@ -119,3 +121,73 @@ async def test_catalogue_rebuilt_from_libvirt_after_loss(
     (row,) = await catalogue.snapshots(vm.uuid)
     assert row.label == "keep-me"
     assert row.libvirt_name == made.snapshot.libvirt_name
+
+
+async def test_rename_reaches_libvirts_description_through_redefine(
+    hypervisor: LibvirtHypervisor, service: SnapshotService, catalogue: TortoiseCatalogue
+) -> None:
+    made = await service.create_snapshot("web-01", "before", actor=ALICE, description="pg 15")
+    await service.rename_snapshot("web-01", "before", "after", actor=ALICE)
+    vm = await hypervisor.get_vm("web-01")
+    [hs] = await hypervisor.list_snapshots(vm)
+    assert hs.description.startswith("snapbot label: after")
+    assert "pg 15" in hs.description
+    assert hs.is_current  # REDEFINE kept it the current snapshot: revert evidence relies on it
+    await catalogue.remove_snapshot(vm.uuid, made.snapshot.libvirt_name)
+    await Reconciler(hypervisor, catalogue, SystemClock(), "me").sync_all()
+    [row] = await catalogue.snapshots(vm.uuid)
+    assert row.label == "after"
+
+
+async def test_host_uuid_comes_from_the_hosts_capabilities(
+    hypervisor: LibvirtHypervisor,
+) -> None:
+    host = await hypervisor.host_uuid()
+    assert len(host) == 36
+    assert host.count("-") == 4
+
+
+async def test_a_hung_libvirt_call_passes_its_deadline_and_asks_libvirt_to_abort(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.adapters.libvirt import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "ABORT_GRACE", 0.2)
+    conn = LibvirtConnection("test:///default", workers=2, mutation_deadline=0.3)
+    release = threading.Event()
+    aborted: list[bool] = []
+
+    def hangs(c: object) -> int:
+        release.wait(10)  # a libvirt call that does not come back (a stuck QEMU job)
+        return 1
+
+    def abort(c: object) -> None:
+        aborted.append(True)
+
+    started = time.monotonic()
+    with pytest.raises(HypervisorTimeout) as info:
+        await conn.run(hangs, mutating=True, vm="web-01", abort=abort)
+    assert time.monotonic() - started < 3
+    assert aborted == [True]
+    assert "asked libvirt to abort" in info.value.detail
+    # the connection still serves other calls while the hung thread waits
+    assert await conn.run(lambda c: c.getLibVersion(), mutating=False) > 0
+    release.set()
+    await conn.close()
+
+
+async def test_an_aborted_call_that_comes_back_in_the_grace_returns_normally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.adapters.libvirt import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "ABORT_GRACE", 2.0)
+    conn = LibvirtConnection("test:///default", workers=2, mutation_deadline=0.2)
+    release = threading.Event()
+
+    def hangs(c: object) -> int:
+        release.wait(10)
+        return 7
+
+    assert await conn.run(hangs, mutating=True, abort=lambda c: release.set()) == 7
+    await conn.close()
