@@ -78,9 +78,7 @@ class LockService:
                 )
             if preview.libvirt_job:
                 raise LibvirtJobRunning(preview.vm.name)
-            if not await self._catalogue.take_over(
-                operation_id, preview.owner, self._runner.owner
-            ):
+            if not await self._catalogue.take_over(operation_id, preview.owner, self._runner.owner):
                 raise InvalidInput(
                     f"another snapbot process took over the lock on {preview.vm.name} just now; "
                     "run unlock again to see what holds it"
