@@ -336,9 +336,7 @@ class Dispatcher:
         if confirmation.kind is ConfirmationKind.UNLOCK:
             assert vm is not None
             await self._require(actor, Action.UNLOCK, vm)
-            unlocked = await self._core.locks.unlock(
-                vm, str(payload.get("operation_id")), actor
-            )
+            unlocked = await self._core.locks.unlock(vm, str(payload.get("operation_id")), actor)
             return messages.unlocked(unlocked)
         if confirmation.kind is ConfirmationKind.DELETE:
             assert vm is not None

@@ -467,9 +467,7 @@ class SnapshotService:
         rows = await self._catalogue.snapshots(vm.uuid)
         clash = lookalike(label, [s.label for s in rows])
         if clash is not None:
-            missing = any(
-                s.label == clash and s.status is CatalogueStatus.MISSING for s in rows
-            )
+            missing = any(s.label == clash and s.status is CatalogueStatus.MISSING for s in rows)
             raise LabelTaken(vm.name, label, clash, missing=missing)
         facts = await self._hv.vm_facts(vm)
         plan = plan_snapshot(facts, await self._hv.snapshot_places(facts), check_space=check_space)

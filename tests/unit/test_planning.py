@@ -88,11 +88,15 @@ def test_disks_sharing_a_filesystem_add_up() -> None:
 def test_unknown_space_is_said_and_refused_unless_the_user_skips_the_check() -> None:
     places = [
         StoragePlace("/vm", ("vda",), 10_000 * MIB),
-        StoragePlace("network disk vdb", ("vdb",), None, "a network disk's free space is not visible"),
+        StoragePlace(
+            "network disk vdb", ("vdb",), None, "a network disk's free space is not visible"
+        ),
     ]
     with pytest.raises(SpaceUnknown) as info:
         plan_snapshot(facts(disks=(QCOW, QCOW_B)), places)
-    assert info.value.places == (("network disk vdb", "a network disk's free space is not visible"),)
+    assert info.value.places == (
+        ("network disk vdb", "a network disk's free space is not visible"),
+    )
     plan = plan_snapshot(facts(disks=(QCOW, QCOW_B)), places, check_space=False)
     assert plan.with_memory
 
