@@ -123,9 +123,15 @@ def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:
 
 
 @asynccontextmanager
-async def running_bot(core: Core, slack: FakeSlack, **overrides: Any) -> AsyncIterator[SlackBot]:
+async def running_bot(
+    core: Core,
+    slack: FakeSlack,
+    *,
+    grants: list[dict[str, object]] = GRANTS,
+    **overrides: Any,
+) -> AsyncIterator[SlackBot]:
     slack.usergroups.setdefault("S_OPS", [OPERATOR])
-    core = replace(core, settings=replace(core.settings, access=parse_grants(GRANTS, [ADMIN])))
+    core = replace(core, settings=replace(core.settings, access=parse_grants(grants, [ADMIN])))
     settings = slack_settings(slack, **overrides)
     client = build_client(settings)
     ctx = build_app(core, settings, client)

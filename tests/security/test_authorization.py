@@ -1,0 +1,472 @@
+"""R17: the authorization matrix, through the real bolt app over HTTP.
+
+Every form of every command the grammar knows (``bot.grammar.Command``) is sent by every kind
+of principal (each role, a role limited to VM patterns, a role limited to a channel, nobody,
+the bot's own user) about a VM inside and one outside the patterns, from a public channel, the
+limited role's channel and a DM. The expected answer comes from the access rules
+(``bot.dispatch.required_action`` and the ``AccessPolicy`` of the grants below); whether a
+request ran is judged by its effect (a snapshot taken, a preview with a Confirm button, a
+restore modal, a hold placed, a schedule added, a VM or snapshot shown), not by its wording.
+A new command without a case here fails the coverage assertion.
+
+Then confirmations: a restore modal or a Confirm button submitted by another user, replayed,
+or double-submitted at once runs at most once, and the others are told why.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from bot import grammar
+from bot.dispatch import required_action
+from bot.slack import blocks
+from core.bootstrap import Core
+from core.catalogue.models import OperationRow
+from core.domain.access import Action, parse_grants
+from core.domain.operation import OperationStatus
+from core.domain.schedule import parse_when
+from core.domain.snapshot import Hold, HoldKind
+from tests.conftest import ALICE, Services
+from tests.fakes import slack_requests as req
+from tests.fakes.slack import FakeSlack
+from tests.reliability.figures import record
+from tests.slack.harness import ADMIN, SlackBot, running_bot
+
+GENERAL = "C0001"
+OPS = "C_OPS"
+DM = "D_DM0001"
+CHANNELS = (GENERAL, OPS, DM)
+VMS = ("web-01", "db-01")  # inside and outside the restorer's ``web-*``
+
+OPERATOR = "U_OPS"  # through the user group S_OPS
+RESTORER = "U_RESTORER"  # restorer on web-* only
+VIEWER = "U_VIEWER"
+CHANNEL_ADMIN = "U_CHAN_ADMIN"  # admin, but only from #ops
+NOBODY = "U_NOBODY"
+BOT_USER = req.BOT_USER_ID
+GROUPS = {OPERATOR: frozenset({"S_OPS"})}
+GRANTS: list[dict[str, object]] = [
+    {"role": "operator", "usergroups": ["S_OPS"]},
+    {"role": "restorer", "users": [RESTORER], "vms": ["web-*"]},
+    {"role": "viewer", "users": [VIEWER]},
+    {"role": "admin", "users": [CHANNEL_ADMIN], "channels": [OPS]},
+]
+POLICY = parse_grants(GRANTS, [ADMIN])
+PRINCIPALS = (ADMIN, OPERATOR, RESTORER, VIEWER, CHANNEL_ADMIN, NOBODY, BOT_USER)
+
+# Every command form, by the grammar's class name. ``{vm}`` is the VM; ``{snap}`` a snapshot
+# made for the case, ``{held}`` a held one, ``{schedule}`` a schedule made for it, ``{new}`` a
+# fresh name. A grammar class without an entry fails test_every_command_has_a_case.
+FORMS: dict[str, tuple[str, ...]] = {
+    "ListVms": ("/snapshot vms",),
+    "ListSnapshots": ("/snapshot list {vm}", "/snapshot list"),
+    "CreateSnapshot": ("/snapshot {vm} {new}",),
+    "RenameSnapshot": ("/snapshot rename {vm} {snap} {new}",),
+    "DeleteSnapshot": ("/snapshot delete {vm} {snap}",),
+    "Restore": ("/restore {vm} {snap}", "/restore {vm}"),
+    "Prune": (
+        "/prune {vm} --keep-last 1 --include-manual",
+        "/prune all --keep-last 1 --include-manual",
+    ),
+    "HoldSnapshot": ("/snapshot hold {vm} {snap}",),
+    "ReleaseHold": ("/snapshot release {vm} {held}",),
+    "AddSchedule": ("/snapshot schedule add {new} {vm} daily 02:00",),
+    "ListSchedules": ("/snapshot schedule list",),
+    "RemoveSchedule": ("/snapshot schedule remove {schedule}",),
+    "RunSchedule": ("/snapshot schedule run {schedule}",),
+    "Unlock": ("/snapshot unlock {vm}",),
+}
+NOT_REQUESTS = {"Help"}  # answered in the ack from the grammar alone; no access involved
+
+
+def command_classes() -> dict[str, type]:
+    return {c.__name__: c for c in typing.get_args(grammar.Command)}
+
+
+def test_every_command_has_a_case() -> None:
+    missing = sorted(set(command_classes()) - set(FORMS) - NOT_REQUESTS)
+    assert not missing, (
+        f"commands without an authorization case: {missing}; add their forms to FORMS in "
+        "tests/security/test_authorization.py"
+    )
+    for name, forms in FORMS.items():
+        cls = command_classes().get(name)
+        if cls is None:
+            continue  # a form for a command this grammar does not have yet
+        for form in forms:
+            parsed = grammar.parse_line(
+                form.format(vm="web-01", snap="s", held="h", schedule="k", new="n")
+            )
+            assert isinstance(parsed, cls), (form, parsed)
+
+
+@dataclass
+class Case:
+    n: int
+    form: str
+    user: str
+    vm: str
+    channel: str
+    line: str = ""
+    command: grammar.Command | None = None
+    snap: str = ""
+    held: str = ""
+    schedule: str = ""
+    new: str = ""
+    reply: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    views: list[dict[str, Any]] = field(default_factory=list)
+
+
+def allowed(case: Case) -> dict[str, bool]:
+    """What the access rules allow: per VM for listings, else one answer under the key ``""``."""
+    assert case.command is not None
+    groups = GROUPS.get(case.user, frozenset())
+
+    def may(action: Action, vm: str | None) -> bool:
+        return POLICY.allows(case.user, groups, action, vm=vm, channel=case.channel)
+
+    command = case.command
+    if isinstance(command, grammar.ListVms) or (
+        isinstance(command, grammar.ListSnapshots) and command.vm is None
+    ):
+        return {vm: may(Action.VIEW, vm) for vm in VMS}
+    action, vm = required_action(command)
+    ok = may(action, vm)
+    if isinstance(command, (grammar.HoldSnapshot, grammar.ReleaseHold)):
+        # The hold rule: the snapshot's creator (ALICE, never a principal here) or whoever may
+        # delete it.
+        ok = ok and may(Action.DELETE, vm)
+    return {"": ok}
+
+
+def _has_confirm_button(blocks_: list[dict[str, Any]]) -> bool:
+    return any(
+        e.get("action_id") == blocks.CONFIRM_ACTION
+        for b in blocks_
+        if b.get("type") == "actions"
+        for e in b.get("elements", [])
+    )
+
+
+REFUSALS = ("You may not", "needs the *", "Only the snapshot's creator")
+
+
+async def ran(case: Case, core: Core, services: Services) -> dict[str, bool]:
+    """Did the request run? Judged by its effect, in the shape ``allowed`` answers."""
+    command = case.command
+    text = case.reply
+    if isinstance(command, grammar.ListVms):
+        return {vm: vm in text for vm in VMS}
+    if isinstance(command, grammar.ListSnapshots):
+        if command.vm is None:
+            return {vm: f"base-{vm}" in text for vm in VMS}
+        return {"": f"base-{case.vm}" in text}
+    labels = {s.label: s for s in await services.catalogue.snapshots()}
+    if isinstance(command, (grammar.CreateSnapshot, grammar.RenameSnapshot)):
+        return {"": case.new in labels}
+    if isinstance(command, (grammar.DeleteSnapshot, grammar.Prune)):
+        return {"": _has_confirm_button(case.blocks)}
+    if isinstance(command, grammar.Restore):
+        callbacks = {v.get("callback_id") for v in case.views}
+        return {"": bool(callbacks & {blocks.RESTORE_CALLBACK, blocks.PICK_CALLBACK})}
+    if isinstance(command, grammar.HoldSnapshot):
+        return {"": labels[case.snap].hold is not None}
+    if isinstance(command, grammar.ReleaseHold):
+        return {"": labels[case.held].hold is None}
+    schedules = {s.name for s in await core.schedules.list()}
+    if isinstance(command, grammar.AddSchedule):
+        return {"": case.new in schedules}
+    if isinstance(command, grammar.RemoveSchedule):
+        return {"": case.schedule not in schedules}
+    if isinstance(command, grammar.ListSchedules):
+        assert case.schedule
+        return {"": case.schedule in text}
+    # No effect to look at (running a schedule needs the scheduler, which this front end is
+    # built without; a new command): it ran unless it was refused.
+    return {"": not any(r in text for r in REFUSALS)}
+
+
+@dataclass
+class Tally:
+    cases: int = 0
+    decisions: int = 0
+    unauthorized: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    unaudited: list[str] = field(default_factory=list)
+    refusals: int = 0
+    forms: set[str] = field(default_factory=set)
+
+
+@pytest.fixture
+async def authz_bot(core: Core, slack: FakeSlack) -> AsyncIterator[SlackBot]:
+    # Hundreds of requests on a shared 2-core machine: a modal must not miss Slack's 3 s
+    # trigger window because the machine is busy; that window is not what is tested here.
+    slack.trigger_ttl = 30.0
+    async with running_bot(core, slack, grants=GRANTS) as running:
+        yield running
+
+
+async def _prepare(case: Case, core: Core, services: Services) -> None:
+    n = case.n
+    case.new = f"new-{n}"
+    if "{snap}" in case.form or case.form.startswith("/restore"):
+        case.snap = f"snap-{n}"
+        await services.service.create_snapshot(case.vm, case.snap, actor=ALICE)
+    if "{held}" in case.form:
+        case.held = f"held-{n}"
+        created = await services.service.create_snapshot(case.vm, case.held, actor=ALICE)
+        vm = await services.hv.get_vm(case.vm)
+        await services.catalogue.set_hold(
+            vm.uuid, created.snapshot.libvirt_name, Hold(HoldKind.INDEFINITE)
+        )
+    if "{schedule}" in case.form or case.form == "/snapshot schedule list":
+        case.schedule = f"sched-{n}"
+        when = parse_when(["daily", "03:00"], "UTC")
+        await core.schedules.add(case.schedule, case.vm, when, None, GENERAL, ALICE)
+    case.line = case.form.format(
+        vm=case.vm, snap=case.snap, held=case.held, schedule=case.schedule, new=case.new
+    )
+    case.command = grammar.parse_line(case.line)
+
+
+async def _send(bot: SlackBot, case: Case) -> None:
+    """The command as Slack sends it; everything the user sees comes back into ``case``."""
+    command, _, text = case.line.partition(" ")
+    response_url = bot.slack.new_response_url(channel=case.channel)
+    trigger_id = bot.slack.new_trigger_id(user_id=case.user)
+    body = req.slash_command_body(
+        command,
+        text,
+        response_url=response_url,
+        trigger_id=trigger_id,
+        user_id=case.user,
+        channel_id=case.channel,
+    )
+    status, ack, _ = await bot.signed(body)
+    assert status == 200, ack
+    await bot.idle()
+    posts = bot.slack.responses(response_url)
+    opened = [
+        c.response["view"]["id"]
+        for c in bot.slack.calls_to("views.open")
+        if c.params.get("trigger_id") == trigger_id and c.ok and c.response
+    ]
+    case.views = [bot.slack.views[v] for v in opened if v in bot.slack.views]
+    case.blocks = [b for p in posts for b in p.blocks or []]
+    case.reply = "\n".join(
+        [ack, *(p.text or "" for p in posts), json.dumps(case.views), json.dumps(case.blocks)]
+    )
+
+
+async def run_matrix(
+    bot: SlackBot,
+    core: Core,
+    services: Services,
+    *,
+    channels: tuple[str, ...],
+    principals: tuple[str, ...] = PRINCIPALS,
+) -> Tally:
+    tally = Tally()
+    for vm in VMS:
+        await services.service.create_snapshot(vm, f"base-{vm}", actor=ALICE)
+        await services.service.create_snapshot(vm, f"extra-{vm}", actor=ALICE)
+    known = command_classes()
+    n = 0
+    for name, forms in FORMS.items():
+        if name not in known:
+            continue
+        for form in forms:
+            for user in principals:
+                for vm in VMS if "{vm}" in form else VMS[:1]:
+                    for channel in channels:
+                        n += 1
+                        case = Case(n, form, user, vm, channel)
+                        await _prepare(case, core, services)
+                        rejected_before = await _rejections(user)
+                        await _send(bot, case)
+                        await _judge(case, core, services, tally, rejected_before)
+                        tally.forms.add(name)
+    return tally
+
+
+async def _rejections(user: str) -> int:
+    return await OperationRow.filter(
+        status=OperationStatus.REJECTED.value, requested_by=user
+    ).count()
+
+
+async def _judge(
+    case: Case, core: Core, services: Services, tally: Tally, rejected_before: int
+) -> None:
+    tally.cases += 1
+    expected = allowed(case)
+    actual = await ran(case, core, services)
+    who = f"#{case.n} {case.user} in {case.channel}: {case.line}"
+    for key, may in expected.items():
+        tally.decisions += 1
+        did = actual[key]
+        where = f" ({key})" if key else ""
+        if did and not may:
+            tally.unauthorized.append(f"{who}{where} ran without the right")
+        if may and not did:
+            tally.not_run.append(f"{who}{where} was allowed but did not run: {case.reply[:200]}")
+    single_refusal = list(expected) == [""] and not expected[""]
+    if single_refusal:
+        tally.refusals += 1
+        if await _rejections(case.user) <= rejected_before:
+            tally.unaudited.append(f"{who}: refused without an audit row")
+
+
+async def test_authorization_matrix(authz_bot: SlackBot, core: Core, services: Services) -> None:
+    """Every command form × every principal × both VMs, from the public channel (the full
+    channel dimension runs in `make reliability`)."""
+    tally = await run_matrix(authz_bot, core, services, channels=(GENERAL,))
+    _report("Authorization matrix (one channel)", tally, channels=1)
+
+
+@pytest.mark.reliability
+async def test_authorization_matrix_every_channel(
+    authz_bot: SlackBot, core: Core, services: Services
+) -> None:
+    """The same across the public channel, the channel-limited grant's channel and a DM."""
+    tally = await run_matrix(authz_bot, core, services, channels=CHANNELS)
+    _report("Authorization matrix (every channel)", tally, channels=len(CHANNELS))
+
+
+def _report(check: str, tally: Tally, *, channels: int) -> None:
+    covered = set(FORMS) & set(command_classes())
+    coverage = 100 * len(tally.forms & covered) // max(len(covered), 1)
+    audited = tally.refusals - len(tally.unaudited)
+    record(
+        check,
+        f"{sum(len(FORMS[f]) for f in tally.forms)} forms of {len(tally.forms)} commands × "
+        f"{len(PRINCIPALS)} principals (4 roles, VM-pattern and channel limits, nobody, the bot "
+        f"user) × {len(VMS)} VMs × {channels} channel(s), over signed HTTP",
+        f"{tally.cases} cases ({tally.decisions} decisions), {len(tally.unauthorized)} "
+        f"unauthorized executions, coverage {coverage} %, {audited}/{tally.refusals} refusals "
+        "audited",
+        passed=not tally.unauthorized and not tally.not_run and coverage == 100,
+    )
+    assert not tally.unauthorized, "\n".join(tally.unauthorized)
+    assert not tally.not_run, "\n".join(tally.not_run)
+    assert coverage == 100
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="defect in core/services/access.py: AccessService.require audits a refusal only "
+    "for actions in _AUDITED_AS (snapshot, rename, restore, delete, prune); refusals of "
+    "Action.VIEW (/snapshot list <vm>, and /snapshot hold|release by someone who may not "
+    "see the VM) and of Action.SCHEDULE (schedule add/list/remove/run) leave no row, only "
+    "an INFO log line that the default WARNING level never writes",
+)
+async def test_every_refusal_is_audited(
+    authz_bot: SlackBot, core: Core, services: Services
+) -> None:
+    """README: "Every request, refusals included, is in the audit trail with the Slack user,
+    team and channel". Every form, refused to a user without a role and to a restorer outside
+    its VMs, leaves a REJECTED row naming the user and the channel."""
+    tally = await run_matrix(
+        authz_bot, core, services, channels=(GENERAL,), principals=(NOBODY, RESTORER)
+    )
+    assert tally.refusals > 0
+    record(
+        "Authorization: every refusal audited",
+        f"every command form refused to a user with no role and to a VM-limited restorer "
+        f"({tally.refusals} refusals)",
+        f"{tally.refusals - len(tally.unaudited)}/{tally.refusals} refusals audited",
+        passed=not tally.unaudited,
+    )
+    assert not tally.unaudited, "\n".join(tally.unaudited)
+
+
+FOREIGN = "T_OTHER"  # not the workspace the app is installed in (T0001)
+
+
+def _foreign_command(bot: SlackBot, text: str, **fields: str) -> bytes:
+    """``/snapshot <text>`` by the admin's user id, with Slack's team fields overridden."""
+    payload = req.slash_command_payload(
+        "/snapshot",
+        text,
+        response_url=bot.slack.new_response_url(channel=GENERAL),
+        trigger_id=bot.slack.new_trigger_id(user_id=ADMIN),
+        user_id=ADMIN,
+        channel_id=GENERAL,
+    )
+    payload.update(fields)
+    return urlencode(payload).encode()
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="defect in bot/slack (context.actor_from) and core/services/access.py: the team "
+    "of a request is recorded but never checked; a granted user id arriving from another "
+    "workspace (slash command team_id T_OTHER) takes a snapshot, and a Slack Connect user "
+    "whose user.team_id differs from the installing team confirms a delete. (A differing "
+    "enterprise_id with is_enterprise_install already runs nothing.) Fix: refuse (and "
+    "audit) requests whose team or user team is not the installation's.",
+)
+async def test_a_user_from_another_workspace_runs_nothing(
+    authz_bot: SlackBot, services: Services
+) -> None:
+    bot = authz_bot
+    sent = {
+        "team_id differs": _foreign_command(bot, "web-01 foreign-team", team_id=FOREIGN),
+        "enterprise differs": _foreign_command(
+            bot, "web-01 foreign-grid", enterprise_id="E_OTHER", is_enterprise_install="true"
+        ),
+    }
+    for body in sent.values():
+        status, _, _ = await bot.signed(body)
+        assert status == 200
+    await bot.idle()
+
+    # Slack Connect: the admin's own delete preview, confirmed by a click whose user belongs
+    # to another organisation (user.team_id) in the shared channel.
+    await services.service.create_snapshot("web-02", "connect", actor=ALICE)
+    answer = await bot.command("/snapshot delete web-02 connect", user=ADMIN, channel=GENERAL)
+    preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    value = next(
+        e["value"]
+        for b in preview[0].blocks or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == blocks.CONFIRM_ACTION
+    )
+    payload = req.block_actions_payload(
+        action_id=blocks.CONFIRM_ACTION,
+        value=value,
+        user_id=ADMIN,
+        channel_id=GENERAL,
+        message_ts="1700000000.000001",
+        response_url=answer.response_url,
+        trigger_id=bot.slack.new_trigger_id(user_id=ADMIN),
+    )
+    payload["user"]["team_id"] = FOREIGN
+    status, _, _ = await bot.signed(req.interaction_body(payload))
+    assert status == 200
+    await bot.idle()
+
+    labels = {s.label for s in await services.catalogue.snapshots()}
+    ran = {
+        "team_id differs": "foreign-team" in labels,
+        "enterprise differs": "foreign-grid" in labels,
+        "Slack Connect user_team differs": "connect" not in labels,
+    }
+    executed = [name for name, did in ran.items() if did]
+    record(
+        "Authorization: another workspace / Slack Connect",
+        "a granted user id from another workspace, another Enterprise Grid org, and a Slack "
+        "Connect user (user.team_id differs) confirming a delete",
+        f"{len(ran)} requests, {len(executed)} unauthorized executions",
+        passed=not executed,
+    )
+    assert not executed, executed
