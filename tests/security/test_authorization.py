@@ -15,6 +15,7 @@ or double-submitted at once runs at most once, and the others are told why.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
 from collections.abc import AsyncIterator
@@ -24,15 +25,16 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot import grammar
+from bot import grammar, messages
 from bot.dispatch import required_action
 from bot.slack import blocks
 from core.bootstrap import Core
 from core.catalogue.models import OperationRow
 from core.domain.access import Action, parse_grants
-from core.domain.operation import OperationStatus
+from core.domain.operation import OperationKind, OperationStatus
 from core.domain.schedule import parse_when
 from core.domain.snapshot import Hold, HoldKind
+from core.errors import ConfirmationSpent
 from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
 from tests.fakes.slack import FakeSlack
@@ -470,3 +472,115 @@ async def test_a_user_from_another_workspace_runs_nothing(
         passed=not executed,
     )
     assert not executed, executed
+
+
+def _spent_replies(texts: list[str]) -> int:
+    """Replies that tell someone a confirmation is not theirs or already ran (the product's
+    own wording for ``ConfirmationSpent``)."""
+    markers = [
+        messages.error_text(ConfirmationSpent(kind, reason, "U_X")).split("U_X")[0]
+        for kind in ("restore", "delete")
+        for reason in ("used", "not_yours")
+    ]
+    return sum(any(m in t for m in markers) for t in texts)
+
+
+async def test_a_confirmation_runs_once_and_only_for_its_requester(
+    authz_bot: SlackBot, services: Services
+) -> None:
+    """R2: a restore modal and a Confirm button, each submitted by another user, by someone
+    with no role, five times at once by their requester, and replayed afterwards: one restore
+    and one delete; every other submission is told why."""
+    bot = authz_bot
+    hv = services.hv
+    hv.delay = 0.2  # the restore is still running while the duplicates arrive
+    await services.service.create_snapshot("web-01", "golden", actor=ALICE)
+    await services.service.create_snapshot("web-02", "doomed", actor=ALICE)
+
+    # The restore modal.
+    answer = await bot.command("/restore web-01 golden", user=RESTORER, channel=GENERAL)
+    view = await bot.slack.wait_until(
+        lambda: next(
+            (
+                v
+                for v in bot.slack.views.values()
+                if v.get("callback_id") == blocks.RESTORE_CALLBACK
+            ),
+            None,
+        ),
+        what="the restore modal",
+    )
+    typed = {blocks.CONFIRM_BLOCK: {blocks.CONFIRM_INPUT: {"value": "web-01"}}}
+    await bot.submit(view, typed, user=ADMIN)  # someone else, with every right
+    await bot.submit(view, typed, user=NOBODY)
+    await bot.idle()
+    assert not any(m == "revert_snapshot" for m, _ in hv.calls), "another user's submit ran"
+    own = req.submission_for(view, values=typed, user_id=RESTORER)
+    await asyncio.gather(*(bot.signed(own) for _ in range(5)))
+    await bot.idle()
+    await bot.signed(own)  # replayed after it ran
+    await bot.idle()
+    restore_submits = 2 + 5 + 1
+
+    # The Confirm button of a delete preview.
+    preview = await bot.command("/snapshot delete web-02 doomed", user=ADMIN, channel=GENERAL)
+    shown = await bot.slack.wait_until(lambda: bot.slack.responses(preview.response_url))
+    value = next(
+        e["value"]
+        for b in shown[0].blocks or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == blocks.CONFIRM_ACTION
+    )
+    click_urls: list[str] = []
+
+    def click(user: str) -> bytes:
+        url = bot.slack.new_response_url(channel=GENERAL)
+        click_urls.append(url)
+        return req.block_actions_body(
+            action_id=blocks.CONFIRM_ACTION,
+            value=value,
+            user_id=user,
+            channel_id=GENERAL,
+            message_ts="1700000000.000001",
+            response_url=url,
+            trigger_id=bot.slack.new_trigger_id(user_id=user),
+        )
+
+    await bot.signed(click(OPERATOR))
+    await bot.idle()
+    assert not any(m == "delete_snapshot" for m, _ in hv.calls), "another user's click ran"
+    double = [click(ADMIN) for _ in range(5)]
+    await asyncio.gather(*(bot.signed(body) for body in double))
+    await bot.idle()
+    status, _, _ = await bot.signed(double[0])  # a captured click re-sent
+    assert status == 200
+    await bot.idle()
+    delete_clicks = 1 + 5 + 1
+
+    reverts = sum(m == "revert_snapshot" for m, _ in hv.calls)
+    deletes = sum(m == "delete_snapshot" for m, _ in hv.calls)
+    restore_told = _spent_replies([p.text or "" for p in bot.slack.responses(answer.response_url)])
+    delete_told = _spent_replies(
+        [p.text or "" for url in click_urls for p in bot.slack.responses(url)]
+    )
+    ops = await services.catalogue.operations(limit=1000)
+    restores = [o for o in ops if o.kind is OperationKind.RESTORE]
+    record(
+        "Confirmations run once (R2)",
+        f"a restore modal submitted {restore_submits}× (another user, no role, 5× at once, a "
+        f"replay) and a Confirm button clicked {delete_clicks}× (another user, 5× at once, a "
+        "replay), over signed HTTP",
+        f"reverts per confirmation {reverts}, deletes per confirmation {deletes}; "
+        f"{restore_told + delete_told} of {restore_submits + delete_clicks - 3} duplicates told "
+        "why (a replayed click is dropped silently)",
+        passed=reverts == 1 and deletes == 1,
+    )
+    assert reverts == 1
+    assert [o.status for o in restores] == [OperationStatus.SUCCEEDED]
+    assert deletes == 1
+    assert "doomed" not in {s.label for s in await services.catalogue.snapshots()}
+    # Every refused restore submission is told why: 2 other users, 4 losers, 1 replay.
+    assert restore_told == 7, bot.slack.responses(answer.response_url)
+    # The other user and the 4 losing clicks (the replay is the same click: dropped).
+    assert delete_told == 5
