@@ -139,7 +139,7 @@ def wire(
         pruning=PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)),
         confirmations=ConfirmationService(catalogue, clock),
         schedules=ScheduleService(catalogue, clock),
-        holds=HoldService(snapshots, catalogue, clock),
+        holds=HoldService(snapshots, catalogue, clock, runner),
         runner=runner,
         catalogue=catalogue,
         clock=clock,

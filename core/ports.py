@@ -10,7 +10,7 @@ from typing import Protocol
 from core.domain.confirmation import Confirmation
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.snapshot import CatalogueStatus, HypervisorSnapshot, Snapshot
-from core.domain.vm import StoragePlace, Vm, VmFacts, VmState
+from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
 
 
 class Clock(Protocol):
@@ -78,6 +78,10 @@ class Hypervisor(Protocol):
         ...
 
     async def state(self, vm: Vm) -> VmState: ...
+
+    async def state_cause(self, vm: Vm) -> StateCause:
+        """Why the VM is in its current state (libvirt's state reason)."""
+        ...
 
     async def stop(self, vm: Vm) -> None:
         """Power the VM off at once (its current state is being replaced anyway)."""

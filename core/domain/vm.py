@@ -21,6 +21,17 @@ class VmState(enum.Enum):
         return self in (VmState.RUNNING, VmState.PAUSED)
 
 
+class StateCause(enum.Enum):
+    """Why the VM is in its state, as libvirt recorded it: the evidence a crash recovery
+    needs to tell a pause snapbot caused from one somebody chose."""
+
+    FROM_SNAPSHOT = "restored from a snapshot"
+    BY_USER = "paused by someone"
+    SNAPSHOT_SAVE = "paused while a snapshot saved its memory"
+    IO_ERROR = "paused on a disk error (a full disk?)"
+    OTHER = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class Vm:
     """A libvirt domain. ``uuid`` is its identity; names can change."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from core.domain.operation import Operation
 from core.domain.snapshot import HypervisorSnapshot
-from core.domain.vm import StoragePlace, Vm, VmFacts, VmState
+from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import CoreError, HypervisorError, HypervisorUnavailable
 from core.ports import Hypervisor
 from core.services.reconcile import Reconciler
@@ -206,6 +206,10 @@ class GatedHypervisor:
     async def state(self, vm: Vm) -> VmState:
         self._watch.check()
         return await self._inner.state(vm)
+
+    async def state_cause(self, vm: Vm) -> StateCause:
+        self._watch.check()
+        return await self._inner.state_cause(vm)
 
     async def stop(self, vm: Vm) -> None:
         self._watch.check()

@@ -29,7 +29,7 @@ from core.domain.snapshot import (
     split_libvirt_description,
     validate_label,
 )
-from core.domain.vm import Vm, VmState
+from core.domain.vm import StateCause, Vm, VmState
 from core.errors import CoreError, InvalidLabel, VmNotFound
 from core.ports import Catalogue, Clock, Hypervisor, RunningOperation
 
@@ -338,6 +338,9 @@ class Reconciler:
         Resume it only when snapbot saw it running right before it started the save."""
         state = await self._hv.state(vm)
         if state is VmState.PAUSED and pre_state == VmState.RUNNING.value:
+            cause = await self._hv.state_cause(vm)
+            if cause is StateCause.BY_USER:
+                return state, "was left paused: libvirt says someone paused it; "
             await self._hv.resume(vm)
             note = f"was {Recovery.RESUMED.value} (a memory save had paused it) and "
             return await self._hv.state(vm), note
@@ -421,6 +424,20 @@ class Reconciler:
         await sync_vm(self._hv, self._catalogue, vm)
         return _joined(f"interrupted during {stage}, before the disk was replaced", *notes)
 
+    async def _from_this_revert(self, vm: Vm, op: Operation) -> bool:
+        """libvirt records when a state came from a snapshot. snapbot stops an active VM before
+        it reverts, so for a VM that was running that reason can only come from this revert;
+        a memory revert leaves the VM paused or running, a disk-only one shut off."""
+        if str(op.details.get("pre_state", "")) not in (
+            VmState.RUNNING.value,
+            VmState.PAUSED.value,
+        ):
+            return False  # shut off before: an older revert may have left the same reason
+        if await self._hv.state_cause(vm) is not StateCause.FROM_SNAPSHOT:
+            return False
+        state = await self._hv.state(vm)
+        return state.is_active == bool(op.details.get("target_has_memory"))
+
     async def _revert_landed(self, vm: Vm, op: Operation, target: str) -> bool | None:
         """Evidence that the revert completed: libvirt makes the target the current snapshot
         when a revert succeeds. libvirtd finishes a revert whose client died, so give it time.
@@ -433,6 +450,8 @@ class Reconciler:
             listing = await self._hv.list_snapshots(vm)
             current = next((s.libvirt_name for s in listing if s.is_current), None)
             if current == target and before != target:
+                return True
+            if await self._from_this_revert(vm, op):
                 return True
             if waited >= REVERT_SETTLE_SECONDS:
                 return None if before == target or current is None else False

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from core.domain.snapshot import CapturedState, HypervisorSnapshot
-from core.domain.vm import Disk, DiskFormat, StoragePlace, Vm, VmFacts, VmState
+from core.domain.vm import Disk, DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import CoreError, SnapshotNotFound, VmNotFound
 
 
@@ -36,6 +36,7 @@ class FakeHypervisor:
         self.jobs: set[str] = set()
         self.host = "fa4e0000-0000-4000-8000-000000000001"
         self.after_create: Callable[[], Awaitable[None]] | None = None
+        self.causes: dict[str, StateCause] = {}
         self.fail: dict[str, CoreError] = {}
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
@@ -51,9 +52,12 @@ class FakeHypervisor:
             raise VmNotFound(uuid)
         return self.vms[uuid]
 
-    def _set_state(self, uuid: str, state: VmState) -> None:
+    def _set_state(
+        self, uuid: str, state: VmState, cause: StateCause = StateCause.OTHER
+    ) -> None:
         fv = self._vm(uuid)
         fv.vm = replace(fv.vm, state=state)
+        self.causes[uuid] = cause
 
     async def _mutate(self, method: str, uuid: str) -> None:
         self.calls.append((method, uuid))
@@ -144,9 +148,10 @@ class FakeHypervisor:
         for name, s in f.snapshots.items():
             f.snapshots[name] = replace(s, is_current=name == libvirt_name)
         if snap.has_memory:
-            self._set_state(vm.uuid, VmState.PAUSED if paused else VmState.RUNNING)
+            state = VmState.PAUSED if paused else VmState.RUNNING
+            self._set_state(vm.uuid, state, StateCause.FROM_SNAPSHOT)
         else:
-            self._set_state(vm.uuid, VmState.SHUT_OFF)
+            self._set_state(vm.uuid, VmState.SHUT_OFF, StateCause.FROM_SNAPSHOT)
 
     async def delete_snapshot(self, vm: Vm, libvirt_name: str) -> None:
         await self._mutate("delete_snapshot", vm.uuid)
@@ -158,6 +163,9 @@ class FakeHypervisor:
 
     async def state(self, vm: Vm) -> VmState:
         return self._vm(vm.uuid).vm.state
+
+    async def state_cause(self, vm: Vm) -> StateCause:
+        return self.causes.get(vm.uuid, StateCause.OTHER)
 
     async def stop(self, vm: Vm) -> None:
         await self._mutate("stop", vm.uuid)

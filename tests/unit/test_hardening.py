@@ -17,7 +17,7 @@ from core.catalogue.models import OperationRow, SnapshotRow, VmLockRow
 from core.catalogue.store import TortoiseCatalogue
 from core.domain.operation import OperationKind, OperationStatus, Stage
 from core.domain.snapshot import CatalogueStatus, Origin
-from core.domain.vm import VmState
+from core.domain.vm import StateCause, VmState
 from core.errors import (
     HypervisorUnavailable,
     LabelTaken,
@@ -493,3 +493,41 @@ async def test_busy_stays_busy_for_a_real_operation(services: Services) -> None:
     await interrupted(services, OperationKind.RESTORE, Stage.STOPPING, owner="otherhost:1:live")
     with pytest.raises(VmBusy):
         await services.service.create_snapshot("web-01", "x", actor=BOB)
+
+
+async def test_a_vm_someone_paused_during_a_cut_off_save_stays_paused(services: Services) -> None:
+    services.hv._set_state(WEB, VmState.PAUSED, StateCause.BY_USER)
+    await interrupted(
+        services,
+        OperationKind.SNAPSHOT,
+        Stage.SAVING_MEMORY_AND_DISK,
+        libvirt_name="sb-never-made",
+        pre_state="running",
+    )
+    [op] = await services.reconciler.recover_interrupted()
+    assert "someone paused it" in (op.outcome or "")
+    assert services.hv.vms[WEB].vm.state is VmState.PAUSED
+
+
+async def test_libvirts_state_reason_proves_a_revert_to_the_already_current_snapshot(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target was current before (no safety snapshot), so "current" proves nothing; the
+    VM paused *from a snapshot* after snapbot had stopped it does."""
+    monkeypatch.setattr(reconcile, "REVERT_SETTLE_SECONDS", 0.0)
+    base = await services.service.create_snapshot("web-01", "base", actor=ALICE)
+    name = base.snapshot.libvirt_name
+    await interrupted(
+        services,
+        OperationKind.RESTORE,
+        Stage.REPLACING_DISK_AND_MEMORY,
+        libvirt_name=name,
+        pre_state="running",
+        target_has_memory=True,
+        revert_issued=True,
+        current_before=name,
+    )
+    services.hv._set_state(WEB, VmState.PAUSED, StateCause.FROM_SNAPSHOT)
+    [op] = await services.reconciler.recover_interrupted()
+    assert "had completed" in (op.outcome or "")
+    assert services.hv.vms[WEB].vm.state is VmState.RUNNING

@@ -24,7 +24,7 @@ from core.adapters.libvirt.xml import (
     with_description,
 )
 from core.domain.snapshot import HypervisorSnapshot
-from core.domain.vm import DiskFormat, StoragePlace, Vm, VmFacts, VmState
+from core.domain.vm import DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import VmNotFound
 
 _STATES = {
@@ -35,6 +35,15 @@ _STATES = {
     libvirt.VIR_DOMAIN_SHUTDOWN: VmState.RUNNING,  # shutting down: still has a QEMU process
     libvirt.VIR_DOMAIN_SHUTOFF: VmState.SHUT_OFF,
     libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
+}
+_FROM_SNAPSHOT = StateCause.FROM_SNAPSHOT
+_CAUSES = {
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT): _FROM_SNAPSHOT,
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_FROM_SNAPSHOT): _FROM_SNAPSHOT,
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT): _FROM_SNAPSHOT,
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER): StateCause.BY_USER,
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT): StateCause.SNAPSHOT_SAVE,
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR): StateCause.IO_ERROR,
 }
 QEMU_IMG_TIMEOUT = 30
 
@@ -352,6 +361,13 @@ class LibvirtHypervisor:
         def call(conn: Any) -> VmState:
             state, _reason = conn.lookupByUUIDString(vm.uuid).state(0)
             return _STATES.get(state, VmState.OTHER)
+
+        return await self._conn.run(call, mutating=False, vm=vm.name)
+
+    async def state_cause(self, vm: Vm) -> StateCause:
+        def call(conn: Any) -> StateCause:
+            state, reason = conn.lookupByUUIDString(vm.uuid).state(0)
+            return _CAUSES.get((state, reason), StateCause.OTHER)
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
