@@ -390,6 +390,8 @@ async def test_qemu_killed_while_memory_is_restored(real: RealCore, guests: Gues
     op, error, running, state = await interrupted_restore(real, guest, inject)
     assert op.status is not OperationStatus.SUCCEEDED, "the revert's QEMU was killed"
     assert truthful_restore(op, error, running, state) == []
+    assert state == VmState.RUNNING.value, "recovered: running as before the restore"
+    assert await libvirt_names(real, guest.name) == await catalogue_names(real, guest.name)
     await next_job_works(real, guest, "after-kill")
     report = await stop_and_check_image(real, guest)
     record(
@@ -407,7 +409,27 @@ async def restart_daemon_now() -> None:
     await asyncio.to_thread(daemon.restart_daemon)
 
 
+async def running_again(real: RealCore, guest: Guest, problems: list[str], when: str) -> None:
+    """A VM that was running before must be running after the fault; if not, that is a
+    problem to report, and the test resumes it (as its operator would) to go on checking."""
+    vm = await real.hv.get_vm(guest.name)
+    state = await real.hv.state(vm)
+    if state is not VmState.RUNNING:
+        problems.append(f"the VM was left {state.value} after {when} (it was running)")
+        if state is VmState.PAUSED:
+            await real.hv.resume(vm)
+
+
 @pytest.mark.reliability
+@pytest.mark.xfail(
+    raises=Untruthful,
+    strict=False,
+    reason="core defect: libvirtd stopped by SIGTERM finishes the snapshot it is saving, but "
+    "SnapshotService._take_snapshot looks for it (list_snapshots) while the daemon is still "
+    "down, so the operation is recorded FAILED ('Lost contact with libvirt') for a snapshot "
+    "that exists, and nothing corrects the record later (only RUNNING operations are "
+    "reconciled); it should wait for libvirt to answer again, then record what it finds",
+)
 async def test_libvirtd_restarted_while_memory_is_saved(real: RealCore, guests: Guests) -> None:
     guest = await asyncio.to_thread(guests, memory_mib=MEMORY_MIB, fill_mib=FILL_MIB)
     await counter_after(guest, 0, minimum=2)
@@ -416,36 +438,49 @@ async def test_libvirtd_restarted_while_memory_is_saved(real: RealCore, guests: 
     await poll(lambda: watcher.state()[0] == libvirt.VIR_DOMAIN_PAUSED, 60, "the memory save")
     watcher.close()
     await restart_daemon_now()
-    error: BaseException | None = None
-    try:
+    with contextlib.suppress(CoreError):  # judged below from the record and from libvirt
         await create
-    except CoreError as exc:
-        error = exc
     await nothing_running(real)
     op = await last_operation(real, guest.name, OperationKind.SNAPSHOT)
+    name = op.libvirt_name or str(op.details.get("libvirt_name"))
     in_libvirt = await libvirt_names(real, guest.name)
-    assert in_libvirt == await catalogue_names(real, guest.name)
+    problems: list[str] = []
     if op.status is OperationStatus.SUCCEEDED:
-        # libvirtd finished the job before it stopped: then the snapshot must really exist.
-        assert op.libvirt_name in in_libvirt
+        assert name in in_libvirt, "reported SUCCEEDED: the snapshot must exist"
     else:
         assert op.status in (OperationStatus.FAILED, OperationStatus.RECONCILED), op
-        assert error is not None
-    vm = await real.hv.get_vm(guest.name)
-    assert await real.hv.state(vm) is VmState.RUNNING, (
-        "a VM that was running before the snapshot is running after it, whatever the daemon did"
-    )
+        if name in in_libvirt and op.status is OperationStatus.FAILED:
+            problems.append(
+                f"recorded FAILED ({op.error}) but libvirt finished the snapshot: it exists"
+            )
+    await running_again(real, guest, problems, "a snapshot interrupted by a libvirtd restart")
+    # The user looks, as the reply advises: the listing shows what libvirt has.
+    listing = await real.service.list_snapshots(guest.name)
+    assert await catalogue_names(real, guest.name) == in_libvirt
+    if name in in_libvirt:
+        assert "during" in {s.label for s in listing[0].snapshots}
     await next_job_works(real, guest, "after-restart")
     report = await stop_and_check_image(real, guest)
     record(
         "fault: libvirtd restarted during a snapshot",
         "SIGTERM to libvirtd and a fresh start while it saved the guest's memory",
-        f"1 fault injected, 1 survived: {op.status.value}, VM running, catalogue = libvirt, "
-        f"next snapshot ok, {report.describe()}",
+        f"1 fault injected, 1 survived: {op.status.value}, snapshot "
+        f"{'exists' if name in in_libvirt else 'absent'}, catalogue = libvirt, next snapshot "
+        f"ok, {report.describe()}" + (f"; untrue: {'; '.join(problems)}" if problems else ""),
+        passed=not problems,
     )
+    tell_the_truth(problems)
 
 
 @pytest.mark.reliability
+@pytest.mark.xfail(
+    raises=Untruthful,
+    strict=False,
+    reason="core defect: libvirtd stopped by SIGTERM finishes the revert (VM paused, reason "
+    "from-snapshot); SnapshotService._revert's recovery runs at once while the daemon is down, "
+    "fails, and leaves the VM paused with its state reported 'unknown'; it should wait for "
+    "libvirt to answer again, then resume the reverted VM and report the restore as done",
+)
 async def test_libvirtd_restarted_while_memory_is_restored(real: RealCore, guests: Guests) -> None:
     guest = await asyncio.to_thread(guests, memory_mib=MEMORY_MIB, fill_mib=FILL_MIB)
 
@@ -458,16 +493,20 @@ async def test_libvirtd_restarted_while_memory_is_restored(real: RealCore, guest
         await restart_daemon_now()
 
     op, error, running, state = await interrupted_restore(real, guest, inject)
-    assert truthful_restore(op, error, running, state) == []
-    assert state == VmState.RUNNING.value, "the guest was running before the restore"
+    problems = truthful_restore(op, error, running, state)
+    await running_again(real, guest, problems, "a restore interrupted by a libvirtd restart")
+    assert await libvirt_names(real, guest.name) == await catalogue_names(real, guest.name)
     await next_job_works(real, guest, "after-restart")
     report = await stop_and_check_image(real, guest)
     record(
         "fault: libvirtd restarted during a restore",
         "SIGTERM to libvirtd and a fresh start while the new QEMU loaded the snapshot",
-        f"1 fault injected, 1 survived: {op.status.value}, guest runs its {running} state, "
-        f"told truthfully; next snapshot ok, {report.describe()}",
+        f"1 fault injected, 1 survived: {op.status.value}, VM {state}, guest in its "
+        f"{running} state; next snapshot ok, {report.describe()}"
+        + (f"; untrue: {'; '.join(problems)}" if problems else ""),
+        passed=not problems,
     )
+    tell_the_truth(problems)
 
 
 # -- a job held by someone else ------------------------------------------------------------------
