@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot import messages
+from bot.mrkdwn import literal
 from core.domain.snapshot import Snapshot
 from core.services.snapshots import RestorePreview, VmSnapshots
 
@@ -140,7 +141,7 @@ def pick_view(group: VmSnapshots, metadata: dict[str, str]) -> View:
         "submit": _plain(messages.PICK_MODAL_SUBMIT),
         "close": _plain(messages.MODAL_CLOSE),
         "blocks": [
-            *sections(f"*{group.vm_name}*"),
+            *sections(f"*{literal(group.vm_name)}*"),
             {
                 "type": "input",
                 "block_id": PICK_BLOCK,
