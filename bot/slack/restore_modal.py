@@ -48,16 +48,20 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
     @app.view(blocks.PICK_CALLBACK)
     @guarded(ctx, Kind.VIEW)
     async def on_pick_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
-        view = body["view"]
         meta = _metadata(body)
-        picked = view["state"]["values"][blocks.PICK_BLOCK][blocks.PICK_INPUT]
+        picked = _input(body, blocks.PICK_BLOCK, blocks.PICK_INPUT)
         label = str((picked.get("selected_option") or {}).get("value") or "")
+        view_id = str((body.get("view") or {}).get("id") or "")
+        if not meta.get("vm") or not view_id:
+            unknown = blocks.notice_view(messages.restore_request_unknown())
+            await ack(response_action="update", view=unknown)
+            return
         await ack(response_action="update", view=blocks.loading_view())
         actor = _actor(body, meta)
         command = Restore(meta["vm"], label, meta.get("safety") != "off")
         ctx.jobs.start(
             f"restore-pick-{actor.user}",
-            _fill(ctx, str(view["id"]), command, actor, meta),
+            _fill(ctx, view_id, command, actor, meta),
         )
 
 
@@ -114,16 +118,12 @@ async def _fill(
 
 
 async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]) -> None:
-    view = body["view"]
     meta = _metadata(body)
-    values = view["state"]["values"]
-    typed = str(
-        (values.get(blocks.CONFIRM_BLOCK, {}).get(blocks.CONFIRM_INPUT) or {}).get("value") or ""
+    typed = str(_input(body, blocks.CONFIRM_BLOCK, blocks.CONFIRM_INPUT).get("value") or "")
+    selected = _input(body, blocks.SAFETY_BLOCK, blocks.SAFETY_INPUT).get("selected_options")
+    safety = any(
+        isinstance(o, dict) and o.get("value") == blocks.SAFETY_VALUE for o in selected or []
     )
-    selected = (values.get(blocks.SAFETY_BLOCK, {}).get(blocks.SAFETY_INPUT) or {}).get(
-        "selected_options"
-    ) or []
-    safety = any(o.get("value") == blocks.SAFETY_VALUE for o in selected)
     confirmation = await ctx.core.confirmations.get(meta.get("id", ""))
     if confirmation is None or confirmation.vm_name is None:
         await ack(
@@ -151,6 +151,15 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
         )
 
     ctx.jobs.start(f"restore-{vm}", ctx.run_operation(actor, where, title, work))
+
+
+def _input(body: dict[str, Any], block: str, action: str) -> dict[str, Any]:
+    """One input's state in a view payload; empty when the payload lacks it (a payload is input
+    like any other: it is read, never trusted to have every key)."""
+    view = body.get("view") or {}
+    values = (view.get("state") or {}).get("values") or {}
+    found = (values.get(block) or {}).get(action)
+    return found if isinstance(found, dict) else {}
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:
