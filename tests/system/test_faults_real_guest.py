@@ -229,14 +229,15 @@ async def stop_and_check_image(real: RealCore, guest: Guest) -> ImageReport:
     return report
 
 
-class Untruthful(AssertionError):
-    """snapbot's account of a fault differs from what libvirt and the guest show. Raised only
-    after every other check passed, so an xfail on it (a known core defect) hides nothing else."""
+class Shortfall(AssertionError):
+    """What snapbot did under the fault falls short of what it must do: its account differs
+    from what libvirt and the guest show, or it made someone wait. Raised only after every
+    other check passed, so an xfail on it (a known core defect) hides nothing else."""
 
 
-def tell_the_truth(lies: list[str]) -> None:
-    if lies:
-        raise Untruthful("; ".join(lies))
+def report_shortfalls(problems: list[str]) -> None:
+    if problems:
+        raise Shortfall("; ".join(problems))
 
 
 # -- truth about a restore -----------------------------------------------------------------------
@@ -327,7 +328,7 @@ async def interrupted_restore(
 
 
 @pytest.mark.xfail(
-    raises=Untruthful,
+    raises=Shortfall,
     strict=False,
     reason="core defect: QEMU dying mid-snapshot fails libvirt's call with VIR_ERR_SYSTEM_ERROR "
     "('Unable to write to monitor: Broken pipe', from the QEMU driver), which "
@@ -377,7 +378,7 @@ async def test_qemu_killed_while_memory_is_saved(real: RealCore, guests: Guests)
         + (f"; reply untrue: {lies[0]}" if lies else ""),
         passed=not lies,
     )
-    tell_the_truth(lies)
+    report_shortfalls(lies)
 
 
 @pytest.mark.reliability
@@ -422,7 +423,7 @@ async def running_again(real: RealCore, guest: Guest, problems: list[str], when:
 
 @pytest.mark.reliability
 @pytest.mark.xfail(
-    raises=Untruthful,
+    raises=Shortfall,
     strict=False,
     reason="core defect: libvirtd stopped by SIGTERM finishes the snapshot it is saving, but "
     "SnapshotService._take_snapshot looks for it (list_snapshots) while the daemon is still "
@@ -469,12 +470,12 @@ async def test_libvirtd_restarted_while_memory_is_saved(real: RealCore, guests: 
         f"ok, {report.describe()}" + (f"; untrue: {'; '.join(problems)}" if problems else ""),
         passed=not problems,
     )
-    tell_the_truth(problems)
+    report_shortfalls(problems)
 
 
 @pytest.mark.reliability
 @pytest.mark.xfail(
-    raises=Untruthful,
+    raises=Shortfall,
     strict=False,
     reason="core defect: libvirtd stopped by SIGTERM finishes the revert (VM paused, reason "
     "from-snapshot); SnapshotService._revert's recovery runs at once while the daemon is down, "
@@ -506,12 +507,24 @@ async def test_libvirtd_restarted_while_memory_is_restored(real: RealCore, guest
         + (f"; untrue: {'; '.join(problems)}" if problems else ""),
         passed=not problems,
     )
-    tell_the_truth(problems)
+    report_shortfalls(problems)
 
 
 # -- a job held by someone else ------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    raises=Shortfall,
+    strict=False,
+    reason="core defects: (1) nothing checks for someone else's libvirt job before the "
+    "snapshot call, so 'busy' comes only with libvirt's 30 s job-lock timeout (a pre-check "
+    "must not block either: virDomainGetJobInfo waits for the same lock); (2) "
+    "core/adapters/libvirt/connection.py shares one libvirt connection for every VM, and "
+    "while one call on it waits, libvirt's client delays the other calls on that connection "
+    "to the next keepalive tick (5 s steps; 29.5 s without the event loop; reproduced with "
+    "plain libvirt-python), so another VM's snapshot waits ~25 s; mutating calls need their "
+    "own connection (or one per VM)",
+)
 async def test_a_job_held_by_someone_else_is_answered_busy_at_once(
     real: RealCore, guests: Guests
 ) -> None:
@@ -548,18 +561,24 @@ async def test_a_job_held_by_someone_else_is_answered_busy_at_once(
         os.kill(pid, signal.SIGCONT)
         out, _ = await asyncio.to_thread(holder.communicate, timeout=60)
     assert holder.returncode == 0, out
-    assert other_took < 10, f"another VM's snapshot waited {other_took:.1f} s"
     await nothing_running(real)
-    assert answered < 5, f'"busy" came after {answered:.1f} s, not at once'
-    assert "by-virsh" in {
-        s.label for s in (await real.service.list_snapshots(held.name))[0].snapshots
-    }
+    vm = await real.hv.get_vm(held.name)
+    assert await real.hv.state(vm) is VmState.RUNNING
+    listing = await real.service.list_snapshots(held.name)
+    assert {s.label for s in listing[0].snapshots} == {"by-virsh"}, "virsh's job was not harmed"
+    problems = []
+    if answered >= 5:
+        problems.append(f'"busy" came after {answered:.1f} s, not at once')
+    if other_took >= 5:
+        problems.append(f"another VM's snapshot waited {other_took:.1f} s for it")
     record(
         "fault: libvirt job held by someone else",
-        "virsh snapshot-create-as holding the VM's libvirt job; snapbot snapshot of that VM and "
-        "of another",
+        "virsh snapshot-create-as holding the VM's libvirt job; snapbot snapshots of that VM "
+        "and of another at the same time",
         f'"busy" after {answered:.1f} s; the other VM\'s snapshot took {other_took:.1f} s',
+        passed=not problems,
     )
+    report_shortfalls(problems)
 
 
 # -- disk full -----------------------------------------------------------------------------------
