@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,51 @@ def session_dir() -> Path:
         TEST_ROOT.mkdir(mode=0o755, exist_ok=True)
         SESSION_DIR.mkdir(mode=0o755)
     return SESSION_DIR
+
+
+OWNER_FILE = "owner"
+
+
+def process_identity(pid: int) -> str | None:
+    """``pid`` and its start time: a pid alone may be reused by another process."""
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{pid} {start}"
+
+
+def sweep_dead_sessions() -> list[str]:
+    """Remove what runs killed before their own clean-up (timeout, SIGKILL, a lost CI
+    machine) left: each session dir names its pytest process, and only sessions whose
+    process is gone are swept, so a parallel run's guests are never touched."""
+    swept: list[str] = []
+    if not TEST_ROOT.exists():
+        return swept
+    for path in sorted(TEST_ROOT.iterdir()):
+        try:
+            owner = (path / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue  # not a session of this design: not ours to judge
+        pid = int(owner.split()[0]) if owner.split()[0].isdigit() else 0
+        if path == SESSION_DIR or process_identity(pid) == owner:
+            continue
+        prefix = f"{DOMAIN_PREFIX}{path.name}-"
+        try:
+            conn = libvirt.open(TEST_URI)
+        except libvirt.libvirtError:
+            conn = None
+        if conn is not None:
+            try:
+                names = [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
+            finally:
+                conn.close()
+            for name in names:
+                remove_guest(name)
+                swept.append(f"domain {name}")
+        remove_files(path)
+        swept.append(f"dir {path}")
+    return swept
 
 
 def guest_files() -> tuple[Path, Path]:
@@ -348,8 +394,8 @@ def leftovers() -> list[str]:
         found += [f"domain {n}" for n in sorted(names) if n.startswith(SESSION_PREFIX)]
     if SESSION_DIR.exists():
         found += [f"mount {m}" for m in mounts_under(SESSION_DIR)]
-        guest_copy = SESSION_DIR / "guest"
-        found += [f"file {p}" for p in sorted(SESSION_DIR.iterdir()) if p != guest_copy]
+        ours = {SESSION_DIR / "guest", SESSION_DIR / OWNER_FILE}
+        found += [f"file {p}" for p in sorted(SESSION_DIR.iterdir()) if p not in ours]
     return found
 
 
@@ -358,6 +404,14 @@ def host_left_alone() -> Iterator[None]:
     """Fails the run, loudly and by name, if it left anything behind or touched what it did
     not start; removes the leftovers too, so a failed run still cleans up."""
     before = host_state()
+    swept = sweep_dead_sessions()
+    if swept:
+        warnings.warn(
+            "removed what killed system-test runs left behind: " + "; ".join(swept),
+            stacklevel=1,
+        )
+    session_dir()
+    (SESSION_DIR / OWNER_FILE).write_text(f"{process_identity(os.getpid())}\n")
     yield
     left = leftovers()
     for item in left:
