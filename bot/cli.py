@@ -10,6 +10,7 @@ import signal
 import sys
 
 from bot import messages, redaction
+from bot.mrkdwn import plain
 from core.bootstrap import build_core
 from core.config import Settings
 from core.errors import CoreError
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         # `run` is the service: schedules run too; `console` is an interactive session only.
         return asyncio.run(_console(settings, with_scheduler=args.mode == "run"))
     except CoreError as exc:
-        print(messages.error_text(exc), file=sys.stderr)
+        print(plain(messages.error_text(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

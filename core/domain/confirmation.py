@@ -8,6 +8,7 @@ replayed request or a second click runs the action at most once, even across pro
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,6 +41,15 @@ class Confirmation:
     channel: str | None = None
     used_at: datetime | None = None
     used_by: str | None = None
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_confirmation_id(text: str) -> bool:
+    """Whether ``text`` could be an id ``new_confirmation`` made. A button's value and a modal's
+    metadata come back from Slack: anything else names no confirmation, and is not looked up."""
+    return _ID.fullmatch(text) is not None
 
 
 def new_confirmation(

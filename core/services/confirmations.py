@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from core.domain.confirmation import Confirmation, ConfirmationKind, new_confirmation
+from core.domain.confirmation import (
+    Confirmation,
+    ConfirmationKind,
+    is_confirmation_id,
+    new_confirmation,
+)
 from core.domain.operation import Actor
+from core.errors import ConfirmationSpent
 from core.ports import Catalogue, Clock
 
 
@@ -34,7 +40,11 @@ class ConfirmationService:
 
     async def claim(self, confirmation_id: str, actor: Actor) -> Confirmation:
         """Use the confirmation, once; ``ConfirmationSpent`` otherwise."""
+        if not is_confirmation_id(confirmation_id):
+            raise ConfirmationSpent("an unknown request", "expired")
         return await self._catalogue.claim_confirmation(confirmation_id, actor.user)
 
     async def get(self, confirmation_id: str) -> Confirmation | None:
+        if not is_confirmation_id(confirmation_id):
+            return None
         return await self._catalogue.get_confirmation(confirmation_id)

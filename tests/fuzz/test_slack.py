@@ -389,3 +389,28 @@ async def test_a_modal_payload_missing_its_pieces_is_refused_inside_the_modal(
     ack = json.loads(answer)
     assert ack["response_action"] == "update"
     assert "no longer known" in json.dumps(ack["view"])
+
+
+async def test_a_malformed_confirmation_id_is_an_unknown_request(bot: SlackBot) -> None:
+    # Found by the fuzzer: an id longer than the column raised out of the database layer.
+    long_id = json.dumps({"id": "f" * 200, "channel": CHANNEL})
+    body = _view_body(
+        Request(
+            "restore_submit",
+            {"typed": "web-01", "safety": [], "picked": None, "user": ADMIN, "drop": None},
+        ),
+        long_id,
+    )
+    status, answer, _ = await bot.signed(body)
+    assert status == 200
+    ack = json.loads(answer)
+    assert ack["response_action"] == "errors"
+    assert "no longer known" in json.dumps(ack["errors"])
+
+    url = bot.slack.new_response_url(channel=CHANNEL)
+    await bot.click(blocks.CONFIRM_ACTION, "<!channel>" * 40, user=ADMIN, response_url=url)
+    await bot.idle()
+    (reply,) = bot.slack.responses(url)
+    assert reply.text is not None
+    assert "This request has expired; run the command again" in reply.text
+    assert INTERNAL not in reply.text

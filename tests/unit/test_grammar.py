@@ -3,7 +3,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import messages
@@ -20,6 +20,7 @@ from bot.grammar import (
     parse,
     parse_line,
 )
+from tests.fuzz.strategies import EXAMPLES, command_line
 
 
 @pytest.mark.parametrize(
@@ -123,3 +124,17 @@ def test_errors_echo_long_input_shortened() -> None:
     with pytest.raises(UsageError) as info:
         parse_line("/restore web-01 a " + "b" * 3000)
     assert len(info.value.problem) < 120
+
+
+@settings(max_examples=EXAMPLES * 5)
+@given(command_line(wire=False))
+def test_real_commands_with_hostile_values_parse_or_name_the_problem(line: str) -> None:
+    """Random text never gets past "unknown command"; these are real verbs and options."""
+    problem: UsageError | None = None
+    try:
+        parse_line(line)
+    except UsageError as exc:
+        problem = exc
+    if problem is not None:
+        assert problem.problem
+        assert len(messages.usage_error_text(problem)) < 3000, "it names the problem, briefly"
