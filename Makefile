@@ -7,7 +7,8 @@ GUEST_DIR ?= .build/guest
 # What libvirt-python needs to build, and what the bot needs to run.
 BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest. Not
-# libvirt-daemon-system: the tests run their own daemon (tests/system/host/start-libvirtd.sh).
+# libvirt-daemon-system: each test run starts (and at its end removes) a libvirtd of its own
+# (tests/system/daemon.py), and never touches the machine's.
 TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
 
 .PHONY: run console test reliability lint typecheck unit system bench deps test-deps clean
@@ -41,13 +42,11 @@ unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit tests/contract
 
 system: test-deps $(VENV)/.installed
-	bash tests/system/host/start-libvirtd.sh
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest tests/system
 
 test: test-deps $(VENV)/.installed lint typecheck
-	bash tests/system/host/start-libvirtd.sh
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest -m "not reliability"
@@ -62,7 +61,6 @@ RELIABILITY_TESTS = $(RELIABILITY_SUITES) $(filter-out $(addsuffix /%,$(RELIABIL
 	$(shell grep -rl --include='test_*.py' 'reliability.figures' tests))
 
 reliability: test-deps $(VENV)/.installed
-	bash tests/system/host/start-libvirtd.sh
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	mkdir -p $(dir $(RELIABILITY_LOG)) && rm -f $(RELIABILITY_LOG)

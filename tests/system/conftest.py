@@ -1,11 +1,12 @@
-"""Fixtures for tests on a real QEMU guest under the tests' own libvirt daemon (``make test``
-starts it and builds the guest; these tests fail, not skip, when either is missing).
+"""Fixtures for tests on a real QEMU guest under the tests' own libvirt daemon (the session
+fixture below starts it; ``make test`` builds the guest; these tests fail, not skip, when
+either cannot be had).
 
 The suite must leave the host as it found it (issue 7, defect 13): it talks only to the daemon
-``host/start-libvirtd.sh`` started (``daemon.URI``), every domain it defines is undefined with
-its files in a finalizer that runs even when the test fails, and a session-end check fails the
-run, naming them, if a test domain, a test file or a mount is left, or if the machine's system
-libvirtd or /etc/libvirt changed.
+it starts for itself (``daemon.URI``, stopped and removed at the end), every domain it defines
+is undefined with its files in a finalizer that runs even when the test fails, and a
+session-end check fails the run, naming them, if a test domain, a test file or a mount is
+left, or if the machine's system libvirtd or /etc/libvirt changed.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ BOOT_TIMEOUT = 60.0
 DOMAIN_PREFIX = "snapbot-test-"
 # One directory and one domain-name prefix per pytest process: the end-of-session check judges
 # only what this run made, so a developer's parallel run is not reported as our leftover.
-SESSION = uuid.uuid4().hex[:6]
+SESSION = daemon.SESSION
 SESSION_PREFIX = f"{DOMAIN_PREFIX}{SESSION}-"
-TEST_ROOT = Path("/var/tmp/snapbot-tests")
-SESSION_DIR = TEST_ROOT / SESSION
+TEST_ROOT = daemon.TEST_ROOT
+SESSION_DIR = daemon.SESSION_DIR
 SYSTEM_PID_FILES = (Path("/run/libvirt/libvirtd.pid"), Path("/var/run/libvirtd.pid"))
 SYSTEM_CONFIG_DIR = Path("/etc/libvirt")
 
@@ -91,9 +92,13 @@ def sweep_dead_sessions() -> list[str]:
         pid = int(owner.split()[0]) if owner.split()[0].isdigit() else 0
         if path == SESSION_DIR or process_identity(pid) == owner:
             continue
+        # Its guests ran on its own daemon, which outlived it; or, in a shared daemon, under
+        # its name prefix.
+        own_daemon = path / "libvirt"
+        uri = daemon.uri_of(own_daemon) if own_daemon.exists() else TEST_URI
         prefix = f"{DOMAIN_PREFIX}{path.name}-"
         try:
-            conn = libvirt.open(TEST_URI)
+            conn = libvirt.open(uri)
         except libvirt.libvirtError:
             conn = None
         if conn is not None:
@@ -102,8 +107,11 @@ def sweep_dead_sessions() -> list[str]:
             finally:
                 conn.close()
             for name in names:
-                remove_guest(name)
+                remove_guest(name, uri)
                 swept.append(f"domain {name}")
+        if own_daemon.exists():
+            daemon.run_script("stop-libvirtd.sh", "--purge", base=own_daemon)
+            swept.append(f"its libvirtd in {own_daemon}")
         remove_files(path)
         swept.append(f"dir {path}")
     return swept
@@ -136,8 +144,8 @@ def open_test_conn() -> libvirt.virConnect:
         return libvirt.open(TEST_URI)
     except libvirt.libvirtError as exc:
         pytest.fail(
-            f"cannot reach the test libvirtd at {TEST_URI} ({exc}); "
-            "`bash tests/system/host/start-libvirtd.sh` (or `make test`) starts it"
+            f"cannot reach the tests' own libvirtd at {TEST_URI} ({exc}); its log is "
+            f"{daemon.BASE}/cache/libvirt/libvirtd.log"
         )
 
 
@@ -193,15 +201,17 @@ def define_guest(
     return guest
 
 
-def remove_guest(name: str) -> None:
+def remove_guest(name: str, uri: str = TEST_URI) -> None:
     """Destroy and undefine ``name`` (its snapshot metadata too) on a fresh connection: the
     test's own connection may have died with a libvirtd restart, and a daemon a test stopped
     is started again first."""
     try:
-        conn = libvirt.open(TEST_URI)
+        conn = libvirt.open(uri)
     except libvirt.libvirtError:
+        if uri != TEST_URI:
+            return  # another run's daemon, gone with its guests
         daemon.start_daemon()
-        conn = libvirt.open(TEST_URI)
+        conn = libvirt.open(uri)
     try:
         try:
             dom = conn.lookupByName(name)
@@ -391,10 +401,15 @@ def leftovers() -> list[str]:
             names = [d.name() for d in conn.listAllDomains()]
         finally:
             conn.close()
-        found += [f"domain {n}" for n in sorted(names) if n.startswith(SESSION_PREFIX)]
+        # Our own daemon holds only our guests; a shared one, others' too.
+        found += [
+            f"domain {n}"
+            for n in sorted(names)
+            if n.startswith(SESSION_PREFIX) or not daemon.SHARED
+        ]
     if SESSION_DIR.exists():
         found += [f"mount {m}" for m in mounts_under(SESSION_DIR)]
-        ours = {SESSION_DIR / "guest", SESSION_DIR / OWNER_FILE}
+        ours = {SESSION_DIR / "guest", SESSION_DIR / OWNER_FILE, SESSION_DIR / "libvirt"}
         found += [f"file {p}" for p in sorted(SESSION_DIR.iterdir()) if p not in ours]
     return found
 
@@ -412,12 +427,15 @@ def host_left_alone() -> Iterator[None]:
         )
     session_dir()
     (SESSION_DIR / OWNER_FILE).write_text(f"{process_identity(os.getpid())}\n")
+    daemon.start_daemon()
     yield
     left = leftovers()
     for item in left:
         kind, _, what = item.partition(" ")
         if kind == "domain":
             remove_guest(what)
+    if not daemon.SHARED:
+        daemon.run_script("stop-libvirtd.sh", "--purge")
     if SESSION_DIR.exists():
         remove_files(SESSION_DIR)
     problems = host_changes(before, host_state())

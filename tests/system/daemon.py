@@ -2,7 +2,10 @@
 test restarts it or finds its QEMU processes, always by pid file and owner, never by name.
 
 It is a session libvirtd of the ``snapbot-test`` user, so nothing here can reach the machine's
-system libvirtd or its VMs (issue 7, defect 13).
+system libvirtd or its VMs (issue 7, defect 13). Each pytest run starts its own, under its own
+session directory, and stops and removes it at the end (conftest's ``host_left_alone``): runs
+side by side never see each other's guests, and a daemon restart in one cannot hit another.
+With ``SNAPBOT_TEST_LIBVIRT_DIR`` set, the daemon there is used instead and left running.
 """
 
 from __future__ import annotations
@@ -12,17 +15,44 @@ import pwd
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
-BASE = Path(os.environ.get("SNAPBOT_TEST_LIBVIRT_DIR", "/var/tmp/snapbot-libvirt"))
+ENV = "SNAPBOT_TEST_LIBVIRT_DIR"
+TEST_ROOT = Path("/var/tmp/snapbot-tests")
+# One directory and one domain-name prefix per pytest process.
+SESSION = uuid.uuid4().hex[:6]
+SESSION_DIR = TEST_ROOT / SESSION
+# A daemon someone else runs (the variable was set before us, or we are a subprocess of a run
+# that set it): used, never stopped.
+SHARED = ENV in os.environ
+if not SHARED:
+    os.environ[ENV] = str(SESSION_DIR / "libvirt")
+BASE = Path(os.environ[ENV])
 TEST_USER = "snapbot-test"
-SOCKET = BASE / "runtime" / "libvirt" / "libvirt-sock"
-# The path is /session: the daemon is an unprivileged one; the socket query parameter makes
-# root's client talk to it instead of to the system daemon. Still a local URI for snapbot.
-URI = f"qemu:///session?socket={SOCKET}"
+HOST_SCRIPTS = Path(__file__).resolve().parent / "host"
+
+
+def socket_of(base: Path) -> Path:
+    return base / "runtime" / "libvirt" / "libvirt-sock"
+
+
+def uri_of(base: Path) -> str:
+    # The path is /session: the daemon is an unprivileged one; the socket query parameter makes
+    # root's client talk to it instead of to the system daemon. Still a local URI for snapbot.
+    return f"qemu:///session?socket={socket_of(base)}"
+
+
+SOCKET = socket_of(BASE)
+URI = uri_of(BASE)
 LIBVIRTD_PID_FILE = BASE / "runtime" / "libvirt" / "libvirtd.pid"
 QEMU_RUN_DIR = BASE / "runtime" / "libvirt" / "qemu" / "run"
-HOST_SCRIPTS = Path(__file__).resolve().parent / "host"
+
+
+def run_script(name: str, *args: str, base: Path = BASE) -> None:
+    subprocess.run(
+        ["bash", str(HOST_SCRIPTS / name), *args], check=True, env={**os.environ, ENV: str(base)}
+    )
 
 
 def user_ids() -> tuple[int, int]:
@@ -52,7 +82,7 @@ def owned_pid(pid_file: Path, program: str) -> int | None:
 
 
 def start_daemon() -> None:
-    subprocess.run(["bash", str(HOST_SCRIPTS / "start-libvirtd.sh")], check=True)
+    run_script("start-libvirtd.sh")
 
 
 def daemon_pid() -> int:
