@@ -180,6 +180,15 @@ def _tokens(command: str, text: str) -> list[str]:
         raise UsageError(
             command, f"the command is {len(text)} characters long; the limit is {TEXT_MAX}"
         )
+    broken = next((c for c in text if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if broken is not None:
+        # Bytes that are not UTF-8 (a terminal in another encoding) arrive as lone surrogates;
+        # no VM or snapshot name can hold one, and libvirt cannot even be asked about it.
+        raise UsageError(
+            command,
+            f"the command contains bytes that are not UTF-8 (U+{ord(broken):04X}); "
+            "type it again in a UTF-8 terminal",
+        )
     try:
         return shlex.split(text.translate(_QUOTES))
     except ValueError as exc:  # an unclosed quote

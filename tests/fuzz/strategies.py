@@ -111,6 +111,10 @@ _SNAPSHOT_OPTIONS = (
     "keep-yearly",
     "dry-run",
     "no-safety-snapshot",
+    "no-space-check",
+    "include-manual",
+    "safety-keep-last",
+    "safety-keep-days",
     "unknown",
     "",
 )
@@ -140,6 +144,7 @@ _FORMS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("/snapshot", ("rename",), 3),
     ("/snapshot", ("hold",), 2),
     ("/snapshot", ("release",), 2),
+    ("/snapshot", ("unlock",), 1),
     ("/snapshot", ("help",), 0),
     ("/snapshot", ("schedule", "add"), 4),
     ("/snapshot", ("schedule", "list"), 0),

@@ -92,6 +92,8 @@ def test_grammar(line: str, expected: object) -> None:
         ("/prune web-01 --keep-last 1 --keep-last 2", "prune", "--keep-last is given twice"),
         ("/snapshot web-01 x --desc a --description b", "snapshot", "same option"),
         ("/snapshot web-01 " + "x" * 5000, "snapshot", "the limit is 4000"),
+        # Invalid UTF-8 on a pipe (surrogateescape): libvirt raised UnicodeEncodeError on it.
+        ("/snapshot \udcff\udcfe x", "snapshot", "bytes that are not UTF-8 (U+DCFF)"),
         ("snapshot x y", None, "commands start with /"),
     ],
 )
