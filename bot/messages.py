@@ -860,8 +860,8 @@ def schedule_line(s: Schedule) -> str:
     where = f"<#{literal(s.channel)}>" if s.channel else "no channel"
     last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
     return (
-        f"  #{s.id} {literal(s.name)}: {literal(s.vms)} {s.when.describe()}; keep {policy}; "
-        f"reports to {where}; owner {literal(s.owner)}{last}"
+        f"  #{s.id} {literal(s.name)}: {literal(s.vms)} {literal(s.when.describe())}; "
+        f"keep {policy}; reports to {where}; owner {literal(s.owner)}{last}"
     )
 
 
@@ -949,7 +949,7 @@ def run_report(report: RunReport) -> str:
         level = "CRITICAL" if f.critical else "warning"
         age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
         lines.append(
-            f"{level}: {literal(f.vm)} {age} (this schedule promises {s.when.describe()})."
+            f"{level}: {literal(f.vm)} {age} (this schedule promises {literal(s.when.describe())})."
         )
     return "\n".join(lines)
 
