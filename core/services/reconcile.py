@@ -60,7 +60,7 @@ async def sync_vm(
     report = SyncReport()
     present = {s.libvirt_name: s for s in listing or await hypervisor.list_snapshots(vm)}
     host = await hypervisor.host_uuid()
-    # Records from before snapbot kept the host belong to the VM's host: it is listed here.
+    # A VM's UUID is its identity: listed here, its records are this host's.
     await catalogue.claim_host(vm.uuid, host, hypervisor.uri)
     rows = {s.libvirt_name: s for s in await catalogue.snapshots(vm.uuid)}
     taken = {s.label for s in rows.values()}
@@ -217,7 +217,12 @@ class Reconciler:
         reports = {}
         vms = await self._hv.list_vms()
         for vm in vms:
-            report = await sync_if_free(self._hv, self._catalogue, vm, self._owner)
+            try:
+                report = await sync_if_free(self._hv, self._catalogue, vm, self._owner)
+            except VmNotFound:
+                # undefined between the listing and its sync: the next sync marks its records
+                logger.info("VM %s vanished while the catalogue was synced", vm.name)
+                continue
             if report is not None:
                 reports[vm.name] = report
         known = {vm.uuid for vm in vms}
@@ -248,14 +253,15 @@ class Reconciler:
         try:
             vm = await self._hv.get_vm_by_uuid(op.vm_uuid)
         except VmNotFound:
+            # A VM's UUID is its identity; a missing one is only "gone" if it lived here.
+            recorded_host = op.details.get("host_uuid")
+            host = await self._hv.host_uuid()
+            if recorded_host and recorded_host != host:
+                return (
+                    f"unknown: it ran on another hypervisor (host {recorded_host}) than the one "
+                    f"snapbot is connected to now ({host}); check the VM there"
+                )
             return "interrupted; the VM no longer exists in libvirt"
-        recorded_host = op.details.get("host_uuid")
-        host = await self._hv.host_uuid()
-        if recorded_host and recorded_host != host:
-            return (
-                f"unknown: it ran on another hypervisor (host {recorded_host}) than the one "
-                f"snapbot is connected to now ({host}); check the VM there"
-            )
         stage = op.stage.value if op.stage else "start"
         if op.kind is OperationKind.SNAPSHOT:
             return await self._reconcile_snapshot(vm, op, stage)
@@ -263,12 +269,27 @@ class Reconciler:
             return await self._reconcile_restore(vm, op, stage)
         if op.kind is OperationKind.DELETE:
             name = op.libvirt_name
+            if not name:
+                # the snapshot is recorded once chosen, before libvirt is asked to delete it
+                await sync_vm(self._hv, self._catalogue, vm)
+                return (
+                    f"interrupted during {stage}, before a snapshot was chosen; no snapshot "
+                    "was touched"
+                )
+            # libvirtd goes on deleting after its client died: look once it is done.
+            settled = await self._job_settled(vm)
             listing = await self._hv.list_snapshots(vm)
             still = any(s.libvirt_name == name for s in listing)
             if not still and name:
                 await self._catalogue.remove_snapshot(vm.uuid, name)
             else:
                 await sync_vm(self._hv, self._catalogue, vm, listing)
+            if still and not settled:
+                return (
+                    "interrupted; unknown whether the snapshot will be deleted: libvirt was "
+                    f"still working on the VM after {REVERT_SETTLE_SECONDS:.0f} s; the next "
+                    "listing shows it"
+                )
             return "interrupted; the snapshot " + ("still exists" if still else "was deleted")
         return f"interrupted during {stage}; nothing in libvirt was being changed"
 
@@ -282,11 +303,29 @@ class Reconciler:
                 f"interrupted during {stage}, before the snapshot was started; nothing was "
                 f"changed; the VM is {state.value}"
             )
+        # libvirtd goes on saving after its client died: judge the result once the job ends.
+        if not await self._job_settled(vm):
+            state = await self._hv.state(vm)
+            return (
+                f"interrupted during {stage}; unknown whether the snapshot will be made: libvirt "
+                f"is still running a job on the VM after {REVERT_SETTLE_SECONDS:.0f} s (see "
+                f"`virsh domjobinfo {vm.name}`); the VM is {state.value}; the next listing "
+                "records the snapshot if it completes"
+            )
         listing = await self._hv.list_snapshots(vm)
         made = await self._adopt(vm, op, name, listing, op.snapshot_label)
         state, resumed = await self._resume_after_save(vm, str(op.details.get("pre_state", "")))
         result = "the snapshot was completed and is kept" if made else "no snapshot was made"
         return f"interrupted during {stage}; {result}; the VM {resumed}is {state.value}"
+
+    async def _job_settled(self, vm: Vm) -> bool:
+        waited = 0.0
+        while await self._hv.job_active(vm):
+            if waited >= REVERT_SETTLE_SECONDS:
+                return False
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        return True
 
     async def _adopt(
         self,
@@ -358,6 +397,7 @@ class Reconciler:
         safety = details.get("safety")
         notes: list[str] = []
         if isinstance(safety, str) and safety:
+            await self._job_settled(vm)  # a safety snapshot's memory save may still be going
             listing = await self._hv.list_snapshots(vm)
             kept = await self._adopt(vm, op, safety, listing, None, Origin.SAFETY)
             notes.append(
@@ -367,6 +407,7 @@ class Reconciler:
         if not details.get("revert_issued"):
             return await self._before_revert(vm, op, stage, pre_state, notes)
         target = op.libvirt_name or ""
+        await self._job_settled(vm)  # QEMU may still be loading the snapshot's memory
         landed = await self._revert_landed(vm, op, target)
         state = await self._hv.state(vm)
         if landed is None:
@@ -412,10 +453,12 @@ class Reconciler:
             state, resumed = await self._resume_after_save(vm, pre_state)
             notes.append(f"the VM {resumed}is {state.value}")
         elif (
-            op.stage is Stage.STOPPING
+            op.stage in (Stage.STOPPING, Stage.REPLACING_DISK_AND_MEMORY, Stage.REPLACING_DISK)
             and state is VmState.SHUT_OFF
             and pre_state == VmState.RUNNING.value
         ):
+            # snapbot stopped it for the restore, and the revert was never sent: the disk is
+            # as it was, so the VM comes back as it was (less the memory the stop dropped).
             await self._hv.start(vm)
             state = await self._hv.state(vm)
             notes.append(f"the VM was {Recovery.STARTED.value} and is {state.value}")

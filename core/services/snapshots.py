@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.domain.names import closest, lookalike
 from core.domain.operation import (
@@ -152,19 +152,27 @@ class SnapshotService:
         """Snapshots of one VM, or of every VM (and of VMs gone from libvirt), synced first."""
         vms = [await self._vm(vm_name)] if vm_name is not None else await self._hv.list_vms()
         result = []
-        for vm in vms:
-            await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
-        busy = await self._busy()
-        for vm in vms:
+        for vm in list(vms):
+            try:
+                await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
+                disk_bytes = await self._hv.disk_allocation(vm)
+            except VmNotFound:
+                if vm_name is not None:
+                    raise
+                vms.remove(vm)  # undefined while we listed: it is gone, not an error
+                continue
             result.append(
                 VmSnapshots(
                     vm_name=vm.name,
                     vm=vm,
                     snapshots=tuple(await self._catalogue.snapshots(vm.uuid)),
-                    disk_bytes=await self._hv.disk_allocation(vm),
-                    busy=busy.get(vm.uuid),
+                    disk_bytes=disk_bytes,
+                    busy=None,
                 )
             )
+        # who holds each VM, read after the syncs: a listing shows the locks as they are now
+        busy = await self._busy()
+        result = [replace(g, busy=busy.get(g.vm.uuid)) if g.vm else g for g in result]
         if vm_name is None:
             known = {vm.uuid for vm in vms}
             orphans: dict[str, list[Snapshot]] = {}

@@ -349,11 +349,22 @@ class LibvirtHypervisor:
 
     async def job_active(self, vm: Vm) -> bool | None:
         def call(conn: Any) -> bool | None:
+            dom = conn.lookupByUUIDString(vm.uuid)
+            if not dom.isActive():
+                return False  # no QEMU, no job libvirt can show (a shut-off revert uses qemu-img)
             try:
-                kind = conn.lookupByUUIDString(vm.uuid).jobInfo()[0]
-            except libvirt.libvirtError:
+                # An async job (a memory save, a dump, a migration) shows in jobInfo; a
+                # synchronous one (deleting or loading an internal snapshot) only keeps the
+                # monitor occupied, which controlInfo shows.
+                kind = dom.jobInfo()[0]
+                control = dom.controlInfo(0)[0]
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+                    return False  # stopped between the two calls
                 return None
-            return bool(kind != libvirt.VIR_DOMAIN_JOB_NONE)
+            return bool(
+                kind != libvirt.VIR_DOMAIN_JOB_NONE or control != libvirt.VIR_DOMAIN_CONTROL_OK
+            )
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
