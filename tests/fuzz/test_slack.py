@@ -239,7 +239,11 @@ async def _body(bot: SlackBot, services: Services, request: Request) -> tuple[by
 
 def _everything_sent(bot: SlackBot) -> str:
     """Every text snapbot sent Slack: Web API calls and response_url posts."""
-    sent = [json.dumps(c.params, default=str) for c in bot.slack.calls]
+    shown = ("text", "blocks", "view", "attachments")  # not ids such as user_id
+    sent = [
+        json.dumps({k: v for k, v in c.params.items() if k in shown}, default=str)
+        for c in bot.slack.calls
+    ]
     for hook in bot.slack.hooks.values():
         sent.extend(json.dumps(p.body, default=str) for p in hook.posts)
     sent.extend(json.dumps(p.body, default=str) for p in bot.slack.unknown_hook_posts)
@@ -262,8 +266,13 @@ async def send(bot: SlackBot, services: Services, request: Request, tally: Tally
         action = json.loads(answer).get("response_action")
         if action not in ("errors", "update", "push", "clear"):
             problems.append(f"invalid view ack {answer[:200]}")
-    if INTERNAL in answer or INTERNAL in _everything_sent(bot):
+    sent = answer + _everything_sent(bot)
+    if INTERNAL in sent:
         problems.append("answered with an internal error")
+    # snapbot never pings a channel or links anywhere itself: any of these came from input.
+    for markup in ("<!channel>", "<!here>", "<!everyone>", "<!subteam", "<https://", "<mailto:"):
+        if markup in sent:
+            problems.append(f"input became markup: {markup}")
     if problems:
         tally.crashes.append(f"{request}: {problems}")
     assert not problems, f"{request}: {problems}\n{bot.slack.dump()}"

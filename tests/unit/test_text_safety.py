@@ -236,3 +236,17 @@ async def test_a_virsh_snapshot_with_a_look_alike_name_gets_a_distinct_label(
     labels = sorted(s.label for s in group.snapshots)
     assert labels == ["before", "bеfore~2"]
     assert label_for_external("ｂｅｆｏｒｅ", {"before"}) != "ｂｅｆｏｒｅ"
+
+
+async def test_a_virsh_snapshot_named_like_a_mention_is_plain_text_in_slack(
+    core: Core, services: Services, slack: FakeSlack
+) -> None:
+    vm = await services.hv.get_vm("web-01")
+    await services.hv.create_snapshot(vm, "<!here>", "made by hand")  # virsh snapshot-create-as
+    async with running_bot(core, slack) as bot:
+        answer = await bot.command("/snapshot list web-01", user=ADMIN)
+        (reply,) = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+        assert reply.text is not None
+        assert "&lt;!here&gt;" in reply.text
+        assert "<!here>" not in reply.text
+    assert "  <!here> " in await console(core, "/snapshot list web-01\n")
