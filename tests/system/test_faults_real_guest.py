@@ -235,6 +235,11 @@ class Shortfall(AssertionError):
     other check passed, so an xfail on it (a known core defect) hides nothing else."""
 
 
+def injected(problems: list[str]) -> str:
+    """The head of a fault's figure: survived means nothing lost and the user told the truth."""
+    return f"1 fault injected, {0 if problems else 1} survived"
+
+
 def report_shortfalls(problems: list[str]) -> None:
     if problems:
         raise Shortfall("; ".join(problems))
@@ -373,7 +378,7 @@ async def test_qemu_killed_while_memory_is_saved(real: RealCore, guests: Guests)
     record(
         "fault: QEMU killed during a snapshot",
         "SIGKILL to the guest's QEMU while libvirt saved its memory (384 MiB in use)",
-        f"1 fault injected, 1 survived: {op.status.value}, VM {actual.value}, next snapshot ok, "
+        f"{injected(lies)}: {op.status.value}, VM {actual.value}, next snapshot ok, "
         f"{report.describe()} ({len(report.tags)} snapshot(s), as libvirt lists)"
         + (f"; reply untrue: {lies[0]}" if lies else ""),
         passed=not lies,
@@ -398,7 +403,7 @@ async def test_qemu_killed_while_memory_is_restored(real: RealCore, guests: Gues
     record(
         "fault: QEMU killed during a restore",
         "SIGKILL to the new QEMU while it loaded the snapshot's memory",
-        f"1 fault injected, 1 survived: {op.status.value}, guest runs its {running} state, "
+        f"{injected([])}: {op.status.value}, guest runs its {running} state, "
         f"told truthfully; next snapshot ok, {report.describe()}",
     )
 
@@ -465,7 +470,7 @@ async def test_libvirtd_restarted_while_memory_is_saved(real: RealCore, guests: 
     record(
         "fault: libvirtd restarted during a snapshot",
         "SIGTERM to libvirtd and a fresh start while it saved the guest's memory",
-        f"1 fault injected, 1 survived: {op.status.value}, snapshot "
+        f"{injected(problems)}: {op.status.value}, snapshot "
         f"{'exists' if name in in_libvirt else 'absent'}, catalogue = libvirt, next snapshot "
         f"ok, {report.describe()}" + (f"; untrue: {'; '.join(problems)}" if problems else ""),
         passed=not problems,
@@ -502,8 +507,9 @@ async def test_libvirtd_restarted_while_memory_is_restored(real: RealCore, guest
     record(
         "fault: libvirtd restarted during a restore",
         "SIGTERM to libvirtd and a fresh start while the new QEMU loaded the snapshot",
-        f"1 fault injected, 1 survived: {op.status.value}, VM {state}, guest in its "
-        f"{running} state; next snapshot ok, {report.describe()}"
+        f"{injected(problems)}: {op.status.value}, VM {state}"
+        + (f", guest in its {running} state" if running else "")
+        + f"; next snapshot ok, {report.describe()}"
         + (f"; untrue: {'; '.join(problems)}" if problems else ""),
         passed=not problems,
     )

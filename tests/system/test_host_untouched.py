@@ -30,33 +30,33 @@ pytestmark = pytest.mark.system
 
 
 @pytest.fixture
-def impostors() -> Iterator[list[subprocess.Popen[bytes]]]:
+def impostors() -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """Root processes named libvirtd and virtlogd, standing in for a system daemon: anything
     that kills by name (pkill -x libvirtd) kills them."""
     where = new_workdir()
-    procs = []
+    procs = {}
     for name in ("libvirtd", "virtlogd"):
         program = where / name
         shutil.copyfile("/bin/sleep", program)
         program.chmod(0o755)
-        procs.append(subprocess.Popen([str(program), "600"]))
+        procs[name] = subprocess.Popen([str(program), "600"])
     try:
         yield procs
     finally:
-        for proc in procs:
+        for proc in procs.values():
             proc.kill()
             proc.wait()
         remove_files(where)
 
 
 def test_daemon_start_restart_and_stop_touch_only_the_tests_own(
-    impostors: list[subprocess.Popen[bytes]],
+    impostors: dict[str, subprocess.Popen[bytes]],
 ) -> None:
     before = host_state()
     first = daemon.daemon_pid()
     daemon.restart_daemon()
     # The full start path, not the early exit for a daemon that answers: stopped first.
-    subprocess.run(["bash", str(daemon.HOST_SCRIPTS / "stop-libvirtd.sh")], check=True)
+    daemon.run_script("stop-libvirtd.sh")
     assert daemon.owned_pid(daemon.LIBVIRTD_PID_FILE, "libvirtd") is None
     daemon.start_daemon()
     assert daemon.daemon_pid() != first, "the tests' own daemon was restarted"
@@ -66,8 +66,8 @@ def test_daemon_start_restart_and_stop_touch_only_the_tests_own(
     finally:
         conn.close()
 
-    for proc in impostors:
-        assert proc.poll() is None, f"{proc.args[0]} was killed by name"
+    for name, proc in impostors.items():
+        assert proc.poll() is None, f"a process named {name} was killed by name"
     assert host_changes(before, host_state()) == []
 
 
