@@ -455,7 +455,7 @@ class SnapshotService:
         taken = {s.label for s in await self._catalogue.snapshots(vm.uuid)}
         base = "safety-" + self._clock.now().strftime("%Y%m%d-%H%M%S")
         label, n = base, 2
-        while label in taken:
+        while lookalike(label, taken) is not None:  # as _take_snapshot judges "taken"
             label, n = f"{base}-{n}", n + 1
         return label
 
