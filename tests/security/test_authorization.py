@@ -27,7 +27,7 @@ import pytest
 
 from bot import grammar, messages
 from bot.dispatch import required_action
-from bot.slack import blocks
+from bot.slack import blocks, holds
 from core.bootstrap import Core
 from core.catalogue.models import OperationRow
 from core.domain.access import Action, parse_grants
@@ -584,3 +584,199 @@ async def test_a_confirmation_runs_once_and_only_for_its_requester(
     assert restore_told == 7, bot.slack.responses(answer.response_url)
     # The other user and the 4 losing clicks (the replay is the same click: dropped).
     assert delete_told == 5
+
+
+# ----------------------------------------------------------------- buttons and modals
+
+
+def interactive_surfaces() -> set[tuple[str, str]]:
+    """``(kind, id)`` of every button and modal the Slack front end listens to, read from its
+    ``@app.action(...)``, ``@app.view(...)`` and ``@app.view_closed(...)`` registrations."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import bot.slack
+
+    found = set()
+    for path in Path(bot.slack.__file__).parent.glob("*.py"):
+        module = importlib.import_module(f"bot.slack.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in ("action", "view", "view_closed") or not node.args:
+                continue
+            if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "app"):
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name):
+                value = getattr(getattr(module, arg.value.id), arg.attr)
+            elif isinstance(arg, ast.Name):
+                value = getattr(module, arg.id)
+            else:
+                value = ast.literal_eval(arg)
+            found.add((node.func.attr, str(value)))
+    return found
+
+
+BUTTONS: dict[tuple[str, str], str] = {
+    ("action", blocks.CONFIRM_ACTION): "Confirm under someone's delete preview",
+    ("action", blocks.CANCEL_ACTION): "Cancel under someone's delete preview",
+    ("action", holds.VERIFIED_ACTION): "Verified under a before-change hold",
+    ("action", holds.RESTORE_ACTION): "Restore under a before-change hold",
+    ("view", blocks.RESTORE_CALLBACK): "submitting someone's typed-name restore modal",
+    ("view_closed", blocks.RESTORE_CALLBACK): "closing someone's restore modal",
+    ("view", blocks.PICK_CALLBACK): "picking a snapshot in someone's /restore picker",
+}
+
+
+def test_every_button_and_modal_has_a_case() -> None:
+    missing = interactive_surfaces() - set(BUTTONS)
+    assert not missing, (
+        f"buttons or modals without an authorization case: {sorted(missing)}; add them to "
+        "BUTTONS in tests/security/test_authorization.py"
+    )
+
+
+def _first_confirm_value(posts: list[Any]) -> str:
+    return next(
+        e["value"]
+        for p in posts
+        for b in p.blocks or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == blocks.CONFIRM_ACTION
+    )
+
+
+async def _admin_view(bot: SlackBot, line: str, callback: str) -> dict[str, Any]:
+    """The modal ``line`` opens for the admin, once filled in."""
+    trigger = bot.slack.new_trigger_id(user_id=ADMIN)
+    command, _, text = line.partition(" ")
+    body = req.slash_command_body(
+        command,
+        text,
+        response_url=bot.slack.new_response_url(channel=GENERAL),
+        trigger_id=trigger,
+        user_id=ADMIN,
+        channel_id=GENERAL,
+    )
+    await bot.signed(body)
+    await bot.idle()
+    (opened,) = [c for c in bot.slack.calls_to("views.open") if c.params["trigger_id"] == trigger]
+    view = bot.slack.views[opened.response["view"]["id"]]
+    assert view.get("callback_id") == callback, view
+    return view
+
+
+async def _button_case(
+    bot: SlackBot, services: Services, surface: tuple[str, str], user: str, vm: str, n: int
+) -> tuple[bool, bool]:
+    """Set up ``surface`` as its owner would, let ``user`` use it; (allowed, ran)."""
+    groups = GROUPS.get(user, frozenset())
+
+    def may(action: Action) -> bool:
+        return POLICY.allows(user, groups, action, vm=vm, channel=GENERAL)
+
+    kind, ident = surface
+    label = f"b{n}"
+    created = await services.service.create_snapshot(vm, label, actor=ALICE)
+    reverts = sum(m == "revert_snapshot" for m, _ in services.hv.calls)
+    url = bot.slack.new_response_url(channel=GENERAL)
+    trigger = bot.slack.new_trigger_id(user_id=user)
+
+    def click(action_id: str, value: str) -> bytes:
+        return req.block_actions_body(
+            action_id=action_id,
+            value=value,
+            user_id=user,
+            channel_id=GENERAL,
+            message_ts="1700000000.000001",
+            response_url=url,
+            trigger_id=trigger,
+        )
+
+    if ident in (blocks.CONFIRM_ACTION, blocks.CANCEL_ACTION):
+        answer = await bot.command(f"/snapshot delete {vm} {label}", user=ADMIN, channel=GENERAL)
+        posts = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+        value = _first_confirm_value(posts)
+        await bot.signed(click(ident, value))
+        await bot.idle()
+        confirmation = await services.catalogue.get_confirmation(value)
+        assert confirmation is not None
+        if ident == blocks.CONFIRM_ACTION:
+            ran = label not in {s.label for s in await services.catalogue.snapshots()}
+        else:
+            ran = confirmation.used_at is not None
+        return user == ADMIN, ran
+    if ident in (holds.VERIFIED_ACTION, holds.RESTORE_ACTION):
+        await services.catalogue.set_hold(
+            created.snapshot.vm_uuid, created.snapshot.libvirt_name, Hold(HoldKind.VERIFIED)
+        )
+        await bot.signed(click(ident, f"{vm}\n{label}"))
+        await bot.idle()
+        if ident == holds.VERIFIED_ACTION:
+            snap = next(s for s in await services.catalogue.snapshots() if s.label == label)
+            return may(Action.DELETE), snap.hold is None
+        opened = [c for c in bot.slack.calls_to("views.open") if c.params["trigger_id"] == trigger]
+        views = [bot.slack.views[c.response["view"]["id"]] for c in opened if c.ok]
+        return may(Action.RESTORE), any(
+            v.get("callback_id") == blocks.RESTORE_CALLBACK for v in views
+        )
+    if ident == blocks.RESTORE_CALLBACK:
+        view = await _admin_view(bot, f"/restore {vm} {label}", blocks.RESTORE_CALLBACK)
+        meta = json.loads(view["private_metadata"])
+        payload = req.submission_payload_for(
+            view,
+            values={blocks.CONFIRM_BLOCK: {blocks.CONFIRM_INPUT: {"value": vm}}},
+            user_id=user,
+        )
+        if kind == "view_closed":
+            payload["type"] = "view_closed"
+            payload["is_cleared"] = False
+        await bot.signed(req.interaction_body(payload))
+        await bot.idle()
+        if kind == "view_closed":
+            confirmation = await services.catalogue.get_confirmation(meta["id"])
+            assert confirmation is not None
+            return user == ADMIN, confirmation.used_at is not None
+        after = sum(m == "revert_snapshot" for m, _ in services.hv.calls)
+        return user == ADMIN, after > reverts
+    assert ident == blocks.PICK_CALLBACK
+    view = await _admin_view(bot, f"/restore {vm}", blocks.PICK_CALLBACK)
+    values = {blocks.PICK_BLOCK: {blocks.PICK_INPUT: {"selected_option": {"value": label}}}}
+    await bot.signed(req.submission_for(view, values=values, user_id=user))
+    await bot.idle()
+    shown = bot.slack.views[view["id"]]
+    # Picking only opens the typed-name step, as a request of the one who picked.
+    return may(Action.RESTORE), shown.get("callback_id") == blocks.RESTORE_CALLBACK
+
+
+async def test_button_and_modal_matrix(authz_bot: SlackBot, services: Services) -> None:
+    """Every button and modal × every principal × both VMs: another person's confirmation never
+    runs (nor is cancelled) by anyone else; Verified needs the creator or the delete right;
+    the hold's Restore button and the picker open a restore only for someone who may restore."""
+    tally = Tally()
+    n = 0
+    for surface in sorted(BUTTONS):
+        for user in PRINCIPALS:
+            for vm in VMS:
+                n += 1
+                may, did = await _button_case(authz_bot, services, surface, user, vm, n)
+                tally.cases += 1
+                tally.decisions += 1
+                who = f"#{n} {user}: {BUTTONS[surface]} ({surface[1]}) on {vm}"
+                if did and not may:
+                    tally.unauthorized.append(f"{who} ran without the right")
+                if may and not did:
+                    tally.not_run.append(f"{who} was allowed but did not run")
+    record(
+        "Authorization: buttons and modals",
+        f"{len(BUTTONS)} buttons and modal actions × {len(PRINCIPALS)} principals × {len(VMS)} "
+        "VMs, each on a request someone else made, over signed HTTP",
+        f"{tally.cases} cases, {len(tally.unauthorized)} unauthorized executions, coverage "
+        f"{100 * len(set(BUTTONS) & interactive_surfaces()) // len(interactive_surfaces())} %",
+        passed=not tally.unauthorized and not tally.not_run,
+    )
+    assert not tally.unauthorized, "\n".join(tally.unauthorized)
+    assert not tally.not_run, "\n".join(tally.not_run)
