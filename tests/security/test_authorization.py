@@ -780,3 +780,45 @@ async def test_button_and_modal_matrix(authz_bot: SlackBot, services: Services) 
     )
     assert not tally.unauthorized, "\n".join(tally.unauthorized)
     assert not tally.not_run, "\n".join(tally.not_run)
+
+
+async def test_a_user_removed_from_a_group_loses_the_role_when_slack_says_so(
+    authz_bot: SlackBot, services: Services
+) -> None:
+    """Group membership is cached for 5 minutes; Slack's ``subteam_members_changed`` event
+    ends the cache at once, so a removed operator cannot snapshot any more."""
+    bot = authz_bot
+    first = await bot.command("/snapshot web-01 while-member", user=OPERATOR, channel=GENERAL)
+    assert first.status == 200
+    await bot.idle()
+    assert "while-member" in {s.label for s in await services.catalogue.snapshots()}
+
+    bot.slack.usergroups["S_OPS"] = []
+    payload = req.app_home_opened_event_payload(ADMIN)
+    payload["event"] = {
+        "type": "subteam_members_changed",
+        "subteam_id": "S_OPS",
+        "team_id": req.TEAM_ID,
+        "removed_users": [OPERATOR],
+        "removed_users_count": "1",
+        "event_ts": payload["event"]["event_ts"],
+    }
+    status, _, _ = await bot.signed(json.dumps(payload).encode())
+    assert status == 200
+    await bot.idle()
+
+    rejected = await _rejections(OPERATOR)
+    after = await bot.command("/snapshot web-01 after-removal", user=OPERATOR, channel=GENERAL)
+    await bot.idle()
+    labels = {s.label for s in await services.catalogue.snapshots()}
+    ran = "after-removal" in labels
+    audited = await _rejections(OPERATOR) == rejected + 1
+    record(
+        "Authorization: removed from a group, warm cache",
+        "an operator through a user group snapshots, is removed from the group, Slack sends "
+        "subteam_members_changed, the operator tries again",
+        f"{int(ran)} unauthorized executions after removal, refusal audited: {audited}",
+        passed=not ran and audited,
+    )
+    assert not ran, bot.slack.responses(after.response_url)
+    assert audited
