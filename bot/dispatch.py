@@ -463,4 +463,10 @@ def _channel_id(text: str | None) -> str | None:
     if text is None:
         return None
     match = re.fullmatch(r"<#([A-Z0-9]+)(?:\|[^>]*)?>", text.strip())
-    return match.group(1) if match else text.strip()
+    channel = match.group(1) if match else text.strip()
+    # Channel ids are about a dozen characters; the catalogue keeps 64.
+    if not channel or len(channel) > 64 or any(c.isspace() for c in channel):
+        raise InvalidInput(
+            f"{text[:40]!r} is not a channel; give it as #name, a channel id, or mention it"
+        )
+    return channel

@@ -23,6 +23,9 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # A run that starts later than this after its time (the bot was down, the loop was blocked) is
 # a miss: reported, and coalesced into one catch-up run only while still inside this window.
 DEFAULT_GRACE = timedelta(hours=1)
+# What the catalogue's columns hold.
+SELECTOR_MAX_LENGTH = 255
+CRON_FIELD_MAX_LENGTH = 64
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 WHEN_USAGE = (
@@ -125,6 +128,11 @@ def parse_when(words: list[str], timezone: str) -> When:
                 f"a cron expression has five fields (minute hour day month weekday), "
                 f"not {len(fields)}: {rest[0]!r}"
             )
+        if any(len(f) > CRON_FIELD_MAX_LENGTH for f in fields):
+            raise InvalidInput(
+                f"a cron field is longer than {CRON_FIELD_MAX_LENGTH} characters; use ranges "
+                "(1-5) and steps (*/15) instead of long lists"
+            )
         minute, hour, day, month, dow = fields
         return When(Cadence.CRON, minute, hour, day, month, dow, timezone=tz)
     raise InvalidInput(f"cannot read {' '.join(words)!r} as a time; use {WHEN_USAGE}")
@@ -134,6 +142,11 @@ def validate_vm_selector(selector: str) -> str:
     """A VM name, a glob such as ``web-*``, or ``all``."""
     if not selector or any(c.isspace() for c in selector) or "/" in selector:
         raise InvalidInput(f"{selector!r} is not a VM name, a pattern such as web-*, or all")
+    if len(selector) > SELECTOR_MAX_LENGTH:
+        raise InvalidInput(
+            f"the VM pattern is {len(selector)} characters long; the limit is "
+            f"{SELECTOR_MAX_LENGTH} (libvirt's own limit for a name)"
+        )
     return selector
 
 

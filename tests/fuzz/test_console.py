@@ -30,6 +30,13 @@ async def run(core: Core, script: str) -> tuple[int, str]:
         ("/prune web-01 --keep-daily " + "9" * 3000, "too large; the limit is 100000"),
         ("/snapshot schedule add n all monthly ² 02:00", "not a day for a monthly schedule"),
         ("/snapshot schedule add n all cron '99 99 * * *'", "cannot use that time"),
+        # Each of these was stored past a column's length: a database error, not a refusal.
+        ("/snapshot schedule add n " + "é" * 300 + " daily 02:00", "the limit is 255"),
+        (
+            "/snapshot schedule add n all cron '" + ",".join(map(str, range(60))) + " * * * *'",
+            "longer than 64 characters",
+        ),
+        ("/snapshot schedule add n all daily 02:00 --channel " + "c" * 100, "is not a channel"),
     ],
 )
 async def test_a_bad_line_is_refused_and_the_console_goes_on(
