@@ -71,20 +71,12 @@ async def sync_vm(
             label = _label_for(hs, taken)
             taken.add(label)
             await catalogue.add_snapshot(
-                Snapshot(
-                    vm_uuid=vm.uuid,
-                    vm_name=vm.name,
-                    libvirt_name=name,
+                record_of(
+                    vm,
+                    hs,
                     label=label,
-                    description=split_libvirt_description(hs.description)[1],
-                    kind=SnapshotKind.FULL,
-                    captured_state=hs.captured_state,
-                    has_memory=hs.has_memory,
-                    created_at=hs.created_at,
                     created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
                     origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
-                    status=CatalogueStatus.PRESENT,
-                    memory_bytes=None,
                     host_uuid=host,
                     hypervisor_uri=hypervisor.uri,
                 )
@@ -111,6 +103,36 @@ async def sync_vm(
             report.returned,
         )
     return report
+
+
+def record_of(
+    vm: Vm,
+    hs: HypervisorSnapshot,
+    *,
+    label: str,
+    created_by: str,
+    origin: Origin,
+    host_uuid: str,
+    hypervisor_uri: str,
+) -> Snapshot:
+    """The catalogue record of a snapshot libvirt has and the catalogue does not (yet)."""
+    return Snapshot(
+        vm_uuid=vm.uuid,
+        vm_name=vm.name,
+        libvirt_name=hs.libvirt_name,
+        label=label,
+        description=split_libvirt_description(hs.description)[1],
+        kind=SnapshotKind.FULL,
+        captured_state=hs.captured_state,
+        has_memory=hs.has_memory,
+        created_at=hs.created_at,
+        created_by=created_by,
+        origin=origin,
+        status=CatalogueStatus.PRESENT,
+        memory_bytes=None,
+        host_uuid=host_uuid,
+        hypervisor_uri=hypervisor_uri,
+    )
 
 
 async def sync_if_free(
@@ -348,21 +370,13 @@ class Reconciler:
             wanted = label if label and label not in taken else _label_for(hs, taken)
             recorded_origin = str(op.details.get("origin", ""))
             await self._catalogue.add_snapshot(
-                Snapshot(
-                    vm_uuid=vm.uuid,
-                    vm_name=vm.name,
-                    libvirt_name=name,
+                record_of(
+                    vm,
+                    hs,
                     label=wanted,
-                    description=split_libvirt_description(hs.description)[1],
-                    kind=SnapshotKind.FULL,
-                    captured_state=hs.captured_state,
-                    has_memory=hs.has_memory,
-                    created_at=hs.created_at,
                     created_by=op.requested_by,
                     origin=origin
                     or (Origin(recorded_origin) if recorded_origin else Origin.MANUAL),
-                    status=CatalogueStatus.PRESENT,
-                    memory_bytes=None,
                     host_uuid=await self._hv.host_uuid(),
                     hypervisor_uri=self._hv.uri,
                 )

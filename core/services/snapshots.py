@@ -23,7 +23,6 @@ from core.domain.snapshot import (
     HypervisorSnapshot,
     Origin,
     Snapshot,
-    SnapshotKind,
     libvirt_description,
     new_libvirt_name,
     validate_description,
@@ -45,7 +44,7 @@ from core.errors import (
 from core.ports import Catalogue, Clock, Hypervisor
 from core.services.holds import refuse_if_held
 from core.services.operations import OperationHandle, OperationRunner
-from core.services.reconcile import refresh_memory_sizes, sync_if_free, sync_vm
+from core.services.reconcile import record_of, refresh_memory_sizes, sync_if_free, sync_vm
 
 logger = logging.getLogger(__name__)
 
@@ -501,20 +500,12 @@ class SnapshotService:
         if report_stages:
             await op.stage(Stage.VERIFYING)
         await self._settle(vm, pre_state)
-        snapshot = Snapshot(
-            vm_uuid=vm.uuid,
-            vm_name=vm.name,
-            libvirt_name=name,
+        snapshot = record_of(
+            vm,
+            hs,
             label=label,
-            description=description,
-            kind=SnapshotKind.FULL,
-            captured_state=hs.captured_state,
-            has_memory=hs.has_memory,
-            created_at=hs.created_at,
             created_by=actor.user,
             origin=origin,
-            status=CatalogueStatus.PRESENT,
-            memory_bytes=None,
             host_uuid=await self._hv.host_uuid(),
             hypervisor_uri=self._hv.uri,
         )
