@@ -121,8 +121,9 @@ class Catalogue(Protocol):
     async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None: ...
 
     async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
-        """Record the host of the VM's snapshot records that have none (made before snapbot
-        kept it); records already assigned to a host are left as they are."""
+        """The VM is listed on this host: its records belong here (records made before snapbot
+        kept the host, or under a host id that changed, as libvirt's does on hosts without an
+        SMBIOS UUID when the daemon restarts)."""
         ...
 
     async def begin_operation(self, operation: Operation, owner: str) -> None:

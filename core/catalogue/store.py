@@ -12,7 +12,7 @@ from typing import Any
 
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from core.catalogue.models import (
@@ -215,9 +215,10 @@ class TortoiseCatalogue:
         )
 
     async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
-        await SnapshotRow.filter(vm_uuid=vm_uuid, host_uuid__isnull=True).update(
-            host_uuid=host_uuid, hypervisor_uri=hypervisor_uri
-        )
+        # Only rows that need it: a listing syncs every VM, and most already say this host.
+        await SnapshotRow.filter(
+            Q(host_uuid__isnull=True) | Q(host_uuid__not=host_uuid), vm_uuid=vm_uuid
+        ).update(host_uuid=host_uuid, hypervisor_uri=hypervisor_uri)
 
     async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None:
         await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(label=label)

@@ -531,3 +531,18 @@ async def test_libvirts_state_reason_proves_a_revert_to_the_already_current_snap
     [op] = await services.reconciler.recover_interrupted()
     assert "had completed" in (op.outcome or "")
     assert services.hv.vms[WEB].vm.state is VmState.RUNNING
+
+
+async def test_records_of_a_listed_vm_are_this_hosts_whatever_they_said_before(
+    services: Services,
+) -> None:
+    """Rows from before snapbot kept the host (NULL), or under a host id libvirt changed when
+    its daemon restarted on a host without an SMBIOS UUID: the VM is listed here, so here."""
+    await services.service.create_snapshot("web-01", "old", actor=ALICE)
+    await services.service.create_snapshot("web-01", "older", actor=ALICE)
+    await SnapshotRow.filter(label="old").update(host_uuid=None, hypervisor_uri=None)
+    await SnapshotRow.filter(label="older").update(host_uuid="a-previous-random-host-id")
+    await services.service.list_snapshots("web-01")
+    rows = await SnapshotRow.filter(vm_uuid=WEB)
+    assert {r.host_uuid for r in rows} == {services.hv.host}
+    assert {r.hypervisor_uri for r in rows} == {"fake:///"}
