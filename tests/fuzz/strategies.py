@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 # Small in `make test` (the whole fuzz suite stays well under 30 s); `make reliability` runs
 # the long version with SNAPBOT_FUZZ_LONG_EXAMPLES.
 EXAMPLES = int(os.environ.get("SNAPBOT_FUZZ_EXAMPLES", "40"))
-LONG_EXAMPLES = int(os.environ.get("SNAPBOT_FUZZ_LONG_EXAMPLES", "1500"))
+LONG_EXAMPLES = int(os.environ.get("SNAPBOT_FUZZ_LONG_EXAMPLES", "3000"))
 
 VMS = ("web-01", "web-02", "db-01")
 SLACK_MARKUP = (
@@ -83,7 +83,18 @@ def hostile(*, wire: bool = True) -> st.SearchStrategy[str]:
         st.sampled_from(QUOTES),
         st.sampled_from(OPTION_LIKE),
         st.sampled_from(
-            ("x" * 4100, "y" * 1000, "é" * 300, "😀" * 70, "a b c", "\u202egnp", "\x00", "\n")
+            (
+                "x" * 4100,
+                "y" * 1000,
+                "z" * 256,
+                "w" * 65,
+                "é" * 300,
+                "😀" * 70,
+                "a b c",
+                "\u202egnp",
+                "\x00",
+                "\n",
+            )
         ),
         st.builds(lambda a, b: a + b, st.sampled_from(VMS), texts(wire=wire)),
     )
