@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import logging
 import sys
 import time
@@ -190,6 +191,13 @@ class ConsoleReporter:
 
 async def run_console(core: Core, *, with_scheduler: bool = False) -> int:
     """Print the banner and serve stdin; with the scheduler, schedules run meanwhile."""
+    # Bytes that are not UTF-8 (a terminal in Latin-1, a binary pasted into a pipe) must not end
+    # the loop with a UnicodeDecodeError: they arrive as lone surrogates, which the grammar
+    # refuses by name. Output that cannot be encoded is replaced rather than raised.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
     if core.fallback_reason:
         print(messages.fallback_banner(core.fallback_reason, core.libvirt_uri), flush=True)
     else:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -136,3 +140,30 @@ async def test_console_survives_hostile_commands_long(core: Core, services: Serv
         f"{tally.tried} inputs tried, {len(tally.crashes)} crashes",
         passed=not tally.crashes,
     )
+
+
+def test_bytes_that_are_not_utf8_on_a_pipe_are_refused_and_the_console_goes_on(
+    tmp_path: Path,
+) -> None:
+    """``snapbot console`` as a process, its stdin strict UTF-8 (as in most locales): a line of
+    Latin-1 bytes raised UnicodeDecodeError out of the read loop and ended the session."""
+    env = dict(os.environ)
+    env.update(
+        LIBVIRT_URI="test:///default",  # libvirt's built-in driver: no daemon, nothing real
+        SNAPBOT_DATA_DIR=str(tmp_path),
+        PYTHONIOENCODING="utf-8:strict",
+    )
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console"],
+        input=b"/snapshot caf\xe9 x\n/snapshot vms\n",
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    out = done.stdout.decode()
+    assert "bytes that are not UTF-8 (U+DCE9)" in out, done.stderr.decode()[-2000:]
+    assert "VMs:" in out
+    assert INTERNAL not in out
+    assert done.returncode == 1, "the refused line counts as failed; the session ended normally"
