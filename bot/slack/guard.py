@@ -91,7 +91,7 @@ async def _answer(
         if kind is Kind.EVENT or not isinstance(body, dict):
             return
         actor = actor_from(body)
-        if actor.user and actor.user != "None":
+        if actor.user not in ("", "None"):  # "None": the payload named nobody to tell
             await ctx.tell(actor, text, body.get("response_url"))
     except Exception:
         logger.exception("could not tell anyone about failure %s", reference)

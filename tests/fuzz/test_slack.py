@@ -424,3 +424,26 @@ async def test_a_malformed_confirmation_id_is_an_unknown_request(bot: SlackBot) 
     assert reply.text is not None
     assert "This request has expired; run the command again" in reply.text
     assert INTERNAL not in reply.text
+
+
+async def test_an_unexpected_error_in_a_modal_submission_is_answered_inside_the_modal(
+    bot: SlackBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.slack import restore_modal
+
+    async def exploding(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(restore_modal, "_submit_restore", exploding)
+    body = _view_body(
+        Request(
+            "restore_submit",
+            {"typed": "web-01", "safety": [], "picked": None, "user": ADMIN, "drop": None},
+        ),
+        "{}",
+    )
+    status, answer, _ = await bot.signed(body)
+    assert status == 200, "Slack gets its ack: not 'We had some trouble connecting'"
+    ack = json.loads(answer)
+    assert ack["response_action"] == "update"
+    assert "Something went wrong inside snapbot (reference " in json.dumps(ack["view"])
