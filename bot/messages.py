@@ -41,7 +41,6 @@ from core.errors import (
     Unsupported,
     VmBusy,
     VmNotFound,
-    WrongVmState,
 )
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, VmPruneResult
@@ -285,8 +284,6 @@ def error_text(error: CoreError) -> str:
                 "letters, e.g. Cyrillic е for Latin e). Choose a name that reads differently."
             )
         return f"{vm} already has a snapshot named `{literal(error.label)}`. Choose another name."
-    if isinstance(error, WrongVmState):
-        return f"{literal(error.vm)} is {literal(error.state)}; {literal(error.need)}."
     if isinstance(error, Unsupported):
         return (
             f"Cannot do that for {literal(error.vm)}: {literal(error.reason)}.\n"
@@ -729,10 +726,6 @@ def typed_name_error(vm: str) -> str:
 
 def confirmed_by(user: str, action: str) -> str:
     return f"{action.capitalize()} confirmed by <@{user}>; progress is posted in the channel."
-
-
-def queued(action: str, vm: str | None) -> str:
-    return f"{action.capitalize()} of {literal(vm) if vm else 'all VMs'} requested; working on it…"
 
 
 def failed_text(title: str, error_text_: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -253,8 +252,3 @@ def _access_policy(environ: Mapping[str, str], file: Mapping[str, object]) -> Ac
         raise InvalidInput("[[access.grants]] in SNAPBOT_CONFIG must be a list of tables")
     admins = environ.get("SNAPBOT_ADMINS", "").split(",")
     return parse_grants(grants, admins)
-
-
-def load_settings() -> Settings:
-    """Settings from this process's environment."""
-    return Settings.load(os.environ)

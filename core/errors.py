@@ -17,7 +17,6 @@ wording lives in one place and the scheduler, Slack and the console say the same
     │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
     │   ├── LabelTaken               (also by a record whose snapshot vanished from libvirt)
     │   ├── LibvirtJobRunning        an unlock while libvirt still works on the VM
-    │   ├── WrongVmState
     │   ├── SnapshotHeld             a held snapshot is not deleted; says who holds it
     │   └── ConfirmationSpent        a confirmation was already used, expired, or is someone else's
     ├── Forbidden                    the requester lacks a role; says which
@@ -167,16 +166,6 @@ class LibvirtJobRunning(Conflict):
     def __init__(self, vm: str) -> None:
         super().__init__(f"libvirt is still running a job on VM {vm!r}")
         self.vm = vm
-
-
-class WrongVmState(Conflict):
-    """The VM is in a state the operation cannot start from."""
-
-    def __init__(self, vm: str, state: str, need: str) -> None:
-        super().__init__(f"VM {vm!r} is {state}; {need}")
-        self.vm = vm
-        self.state = state
-        self.need = need
 
 
 class SnapshotHeld(Conflict):

@@ -53,11 +53,6 @@ class CatalogueIncompatible(InvalidInput):
     """The database's schema is not one this version of snapbot can use or upgrade."""
 
 
-def sqlite_url(path: Path) -> str:
-    """The tortoise URL of a SQLite file."""
-    return f"sqlite://{path}?{_SQLITE_PRAGMAS}"
-
-
 def normalise_url(url: str) -> str:
     """Accept the spellings people use (``postgresql://``, ``sqlite:///abs``) and add SQLite's
     durability settings when the URL has none."""

@@ -68,7 +68,7 @@ class LockService:
         """End the lock held by ``operation_id`` (the one the admin saw in the preview):
         refused while libvirt runs a job on the VM; the operation's outcome is decided from
         evidence and its record says who unlocked it. Audited as an UNLOCK operation."""
-        try:
+        async with self._runner.refusals_audited(OperationKind.UNLOCK, actor, vm_name):
             preview = await self.preview(vm_name)
             if preview.operation.id != operation_id:
                 raise InvalidInput(
@@ -83,9 +83,6 @@ class LockService:
                     f"another snapbot process took over the lock on {preview.vm.name} just now; "
                     "run unlock again to see what holds it"
                 )
-        except CoreError as exc:
-            await self._runner.reject(OperationKind.UNLOCK, actor, vm_name, exc)
-            raise
         try:
             outcome = await self._reconciler.reconcile_one(preview.operation)
         except CoreError as exc:

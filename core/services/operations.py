@@ -40,6 +40,13 @@ def process_owner() -> str:
 
 
 @dataclass
+class Refusal:
+    """What ``OperationRunner.refusals_audited`` records with a refusal."""
+
+    vm_uuid: str = ""
+
+
+@dataclass
 class OperationHandle:
     """What a use case uses while it holds the VM: stage reports, details, the outcome text."""
 
@@ -107,15 +114,30 @@ class OperationRunner:
         vm_uuid: str = "",
     ) -> None:
         """Audit a request refused before it could take the VM's lock."""
-        op = self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name)
+        await self._record_refusal(
+            self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name), error
+        )
+
+    async def _record_refusal(self, op: Operation, error: CoreError) -> None:
         await self._catalogue.record_rejected(
             replace(
-                op,
-                status=OperationStatus.REJECTED,
-                finished_at=self._clock.now(),
-                error=str(error),
+                op, status=OperationStatus.REJECTED, finished_at=self._clock.now(), error=str(error)
             )
         )
+
+    @asynccontextmanager
+    async def refusals_audited(
+        self, kind: OperationKind, actor: Actor, vm_name: str
+    ) -> AsyncIterator[Refusal]:
+        """Audit a ``CoreError`` raised in the block (checks made before the VM's lock is
+        taken: the name, the VM, the right) as a refused ``kind`` request, and re-raise it. Set
+        ``vm_uuid`` on what it yields once the VM is known."""
+        refusal = Refusal()
+        try:
+            yield refusal
+        except CoreError as exc:
+            await self.reject(kind, actor, vm_name, exc, vm_uuid=refusal.vm_uuid)
+            raise
 
     @asynccontextmanager
     async def run(
@@ -141,14 +163,7 @@ class OperationRunner:
         try:
             await self._catalogue.begin_operation(op, self.owner)
         except CoreError as exc:
-            await self._catalogue.record_rejected(
-                replace(
-                    op,
-                    status=OperationStatus.REJECTED,
-                    finished_at=self._clock.now(),
-                    error=str(exc),
-                )
-            )
+            await self._record_refusal(op, exc)
             raise
         handle = OperationHandle(op, self._catalogue, progress)
         beat = asyncio.create_task(self._heartbeat(op.id), name=f"heartbeat-{op.id}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
 
 from core.domain.operation import Actor, OperationKind, no_progress
 from core.domain.retention import RetentionPolicy
@@ -17,20 +16,10 @@ from core.domain.schedule import (
 )
 from core.domain.snapshot import Hold, HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput, ScheduleNotFound, SnapshotNotFound
-from core.ports import Catalogue, Clock
-from core.services.holds import Authority, require_hold_right
+from core.ports import Authority, Clock, HoldCatalogue, ScheduleCatalogue
+from core.services.holds import require_hold_right
 from core.services.operations import OperationRunner, process_owner
 from core.services.snapshots import SnapshotService
-
-
-class ScheduleCatalogue(Protocol):
-    async def add_schedule(self, schedule: Schedule) -> Schedule: ...
-
-    async def schedules(self) -> list[Schedule]: ...
-
-    async def remove_schedule(self, schedule_id: int) -> bool: ...
-
-    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
 
 
 class ScheduleService:
@@ -88,10 +77,6 @@ class ScheduleService:
     async def _changed(self) -> None:
         for hook in self.on_change:
             await hook()
-
-
-class HoldCatalogue(Catalogue, Protocol):
-    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
 
 
 class HoldService:
@@ -171,17 +156,13 @@ class HoldService:
         problem: CoreError | None = None,
     ) -> Snapshot:
         verb = "hold" if hold is not None else "release the hold on"
-        vm_uuid = ""
-        try:
+        async with self._runner.refusals_audited(kind, actor, vm_name) as refusal:
             if problem is not None:
                 raise problem
             vm = await self._snapshots.vm(vm_name)
-            vm_uuid = vm.uuid
+            refusal.vm_uuid = vm.uuid
             snap = await self._snapshots.find(vm.name, label)
             await require_hold_right(snap, actor, authority, verb)
-        except CoreError as exc:
-            await self._runner.reject(kind, actor, vm_name, exc, vm_uuid=vm_uuid)
-            raise
         async with self._runner.run(kind, vm, actor, no_progress, label=snap.label) as op:
             await op.record(libvirt_name=snap.libvirt_name)
             # Looked up again under the lock: it may have been deleted while we waited.

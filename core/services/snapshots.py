@@ -216,13 +216,10 @@ class SnapshotService:
         ``check_space`` False the free-space check is skipped (the user's explicit choice where
         space cannot be known)."""
         kind = OperationKind.SNAPSHOT
-        try:
+        async with self._runner.refusals_audited(kind, actor, vm_name):
             label = validate_label(label)
             description = validate_description(description)
             vm = await self._vm(vm_name)
-        except CoreError as exc:
-            await self._runner.reject(kind, actor, vm_name, exc)
-            raise
         started = time.monotonic()
         async with self._runner.run(
             kind, vm, actor, progress, label=label, details=await self._host()
@@ -253,11 +250,8 @@ class SnapshotService:
         ``safety_snapshot`` is False. On failure the VM is brought back to a usable state where
         possible and ``RestoreFailed`` says which."""
         kind = OperationKind.RESTORE
-        try:
+        async with self._runner.refusals_audited(kind, actor, vm_name):
             vm = await self._vm(vm_name)
-        except CoreError as exc:
-            await self._runner.reject(kind, actor, vm_name, exc)
-            raise
         started = time.monotonic()
         async with self._runner.run(
             kind, vm, actor, progress, label=label, details=await self._host()
@@ -307,11 +301,8 @@ class SnapshotService:
     ) -> DeleteResult:
         """Delete a snapshot from libvirt and the catalogue; measure the space it gave back."""
         kind = OperationKind.DELETE
-        try:
+        async with self._runner.refusals_audited(kind, actor, vm_name):
             vm = await self._vm(vm_name)
-        except CoreError as exc:
-            await self._runner.reject(kind, actor, vm_name, exc)
-            raise
         started = time.monotonic()
         async with self._runner.run(
             kind, vm, actor, progress, label=label, details=await self._host()
@@ -347,12 +338,9 @@ class SnapshotService:
     ) -> RenameResult:
         """Change a snapshot's label. libvirt's name stays: it is what revert uses."""
         kind = OperationKind.RENAME
-        try:
+        async with self._runner.refusals_audited(kind, actor, vm_name):
             new_label = validate_label(new_label)
             vm = await self._vm(vm_name)
-        except CoreError as exc:
-            await self._runner.reject(kind, actor, vm_name, exc)
-            raise
         async with self._runner.run(
             kind, vm, actor, no_progress, label=old_label, details=await self._host()
         ) as op:

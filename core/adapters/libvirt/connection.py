@@ -210,12 +210,6 @@ class LibvirtConnection:
             if self._conn is conn:
                 self._conn = None
 
-    def probe(self) -> None:
-        """Open the connection now, in the calling thread (start-up only, before the loop runs
-        work); raise ``HypervisorUnavailable`` if libvirt cannot be reached."""
-        with map_libvirt_errors():
-            self._connection()
-
     async def close(self) -> None:
         """Close the connection and stop the pool."""
 
