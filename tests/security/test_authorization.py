@@ -52,8 +52,9 @@ RESTORER = "U_RESTORER"  # restorer on web-* only
 VIEWER = "U_VIEWER"
 CHANNEL_ADMIN = "U_CHAN_ADMIN"  # admin, but only from #ops
 NOBODY = "U_NOBODY"
+WRONG_GROUP = "U_DEV"  # in a user group no grant names
 BOT_USER = req.BOT_USER_ID
-GROUPS = {OPERATOR: frozenset({"S_OPS"})}
+GROUPS = {OPERATOR: frozenset({"S_OPS"}), WRONG_GROUP: frozenset({"S_DEV"})}
 GRANTS: list[dict[str, object]] = [
     {"role": "operator", "usergroups": ["S_OPS"]},
     {"role": "restorer", "users": [RESTORER], "vms": ["web-*"]},
@@ -61,7 +62,7 @@ GRANTS: list[dict[str, object]] = [
     {"role": "admin", "users": [CHANNEL_ADMIN], "channels": [OPS]},
 ]
 POLICY = parse_grants(GRANTS, [ADMIN])
-PRINCIPALS = (ADMIN, OPERATOR, RESTORER, VIEWER, CHANNEL_ADMIN, NOBODY, BOT_USER)
+PRINCIPALS = (ADMIN, OPERATOR, RESTORER, VIEWER, CHANNEL_ADMIN, NOBODY, WRONG_GROUP, BOT_USER)
 
 # Every command form, by the grammar's class name. ``{vm}`` is the VM; ``{snap}`` a snapshot
 # made for the case, ``{held}`` a held one, ``{schedule}`` a schedule made for it, ``{new}`` a
@@ -212,6 +213,7 @@ async def authz_bot(core: Core, slack: FakeSlack) -> AsyncIterator[SlackBot]:
     # Hundreds of requests on a shared 2-core machine: a modal must not miss Slack's 3 s
     # trigger window because the machine is busy; that window is not what is tested here.
     slack.trigger_ttl = 30.0
+    slack.usergroups["S_DEV"] = [WRONG_GROUP]
     async with running_bot(core, slack, grants=GRANTS) as running:
         yield running
 
@@ -239,6 +241,22 @@ async def _prepare(case: Case, core: Core, services: Services) -> None:
     case.command = grammar.parse_line(case.line)
 
 
+async def settled(bot: SlackBot, trigger_id: str | None = None) -> None:
+    """Wait until what a request started is over. A restore opens its modal inside the
+    listener, after the ack and outside the background jobs: wait for that call first, since
+    the modal's content is filled by a job it starts."""
+    if trigger_id is not None:
+        await bot.slack.wait_until(
+            lambda: any(
+                c.params.get("trigger_id") == trigger_id and c.response is not None
+                for c in bot.slack.calls_to("views.open")
+            ),
+            timeout=30,
+            what="the modal's views.open",
+        )
+    await bot.idle()
+
+
 async def _send(bot: SlackBot, case: Case) -> None:
     """The command as Slack sends it; everything the user sees comes back into ``case``."""
     command, _, text = case.line.partition(" ")
@@ -254,7 +272,7 @@ async def _send(bot: SlackBot, case: Case) -> None:
     )
     status, ack, _ = await bot.signed(body)
     assert status == 200, ack
-    await bot.idle()
+    await settled(bot, trigger_id if command == "/restore" and not ack else None)
     posts = bot.slack.responses(response_url)
     opened = [
         c.response["view"]["id"]
@@ -350,8 +368,8 @@ def _report(check: str, tally: Tally, *, channels: int) -> None:
     record(
         check,
         f"{sum(len(FORMS[f]) for f in tally.forms)} forms of {len(tally.forms)} commands × "
-        f"{len(PRINCIPALS)} principals (4 roles, VM-pattern and channel limits, nobody, the bot "
-        f"user) × {len(VMS)} VMs × {channels} channel(s), over signed HTTP",
+        f"{len(PRINCIPALS)} principals (4 roles, VM-pattern and channel limits, nobody, a "
+        f"group without a grant, the bot user) × {len(VMS)} VMs × {channels} channel(s), over signed HTTP",
         f"{tally.cases} cases ({tally.decisions} decisions), {len(tally.unauthorized)} "
         f"unauthorized executions, coverage {coverage} %, {audited}/{tally.refusals} refusals "
         "audited",
@@ -662,7 +680,7 @@ async def _admin_view(bot: SlackBot, line: str, callback: str) -> dict[str, Any]
         channel_id=GENERAL,
     )
     await bot.signed(body)
-    await bot.idle()
+    await settled(bot, trigger)
     (opened,) = [c for c in bot.slack.calls_to("views.open") if c.params["trigger_id"] == trigger]
     view = bot.slack.views[opened.response["view"]["id"]]
     assert view.get("callback_id") == callback, view
@@ -714,7 +732,7 @@ async def _button_case(
             created.snapshot.vm_uuid, created.snapshot.libvirt_name, Hold(HoldKind.VERIFIED)
         )
         await bot.signed(click(ident, f"{vm}\n{label}"))
-        await bot.idle()
+        await settled(bot, trigger if ident == holds.RESTORE_ACTION else None)
         if ident == holds.VERIFIED_ACTION:
             snap = next(s for s in await services.catalogue.snapshots() if s.label == label)
             return may(Action.DELETE), snap.hold is None
