@@ -106,17 +106,18 @@ def wait_gone(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def stop_daemon() -> None:
-    """SIGTERM to the test libvirtd, and wait until it is gone. Its guests keep running."""
+def stop_daemon(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop the test libvirtd with ``sig`` (SIGTERM: a service restart, which lets a running
+    job finish; SIGKILL: a crash) and wait until it is gone. Its guests keep running."""
     pid = daemon_pid()
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, sig)
     wait_gone(pid, 30)
 
 
-def restart_daemon() -> int:
+def restart_daemon(sig: signal.Signals = signal.SIGTERM) -> int:
     """Restart the test libvirtd; its new pid."""
     old = daemon_pid()
-    stop_daemon()
+    stop_daemon(sig)
     start_daemon()
     new = daemon_pid()
     assert new != old
