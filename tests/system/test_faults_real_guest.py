@@ -326,9 +326,9 @@ async def interrupted_restore(
     await tasks[0]  # the injection's own failure (window missed) fails the test here
     await nothing_running(real)
     op = await last_operation(real, guest.name, OperationKind.RESTORE)
-    watcher = Watcher(guest.name)
+    watcher = await asyncio.to_thread(Watcher, guest.name)
     try:
-        state = libvirt_state_name(watcher.state()[0])
+        state = libvirt_state_name((await asyncio.to_thread(watcher.state))[0])
     finally:
         watcher.close()
     running = None
