@@ -201,10 +201,30 @@ async def _console_request(core: Core, r: Request, monkeypatch: pytest.MonkeyPat
     # A terminal per operator: the console acts as the OS user running it.
     with monkeypatch.context() as patch:
         patch.setattr(getpass, "getuser", lambda: r.tag)
-        out = io.StringIO()
+        out = Terminal()
         console = Console(core, io.StringIO(r.answer + "\n"), out)
     await console.handle(r.line)
     r.console_out = out.getvalue()
+    r.finals = out.finals()
+
+
+class Terminal(io.StringIO):
+    """A console's screen, write by write: the console prints each message in one write, a
+    prompt without a newline, progress lines indented with "…"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+    def finals(self) -> list[str]:
+        """The messages printed after the last prompt that are not progress: the replies."""
+        prompts = [i for i, w in enumerate(self.writes) if w and not w.endswith("\n")]
+        after = self.writes[prompts[-1] + 1 :] if prompts else self.writes
+        return [w for w in after if w.strip() and not w.startswith("  … ")]
 
 
 async def _other_vm(core: Core, round_: int, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -314,8 +334,10 @@ async def race_round(
                 figures.lost.append(f"#{r.n} {r.line}: live message never finished: {unfinished}")
             if len(finals) != 1:
                 figures.lost.append(f"#{r.n} {r.line}: {len(finals)} final replies: {finals}")
-        elif not r.console_out.strip():
-            figures.lost.append(f"#{r.n} {r.line} (console): no reply")
+        elif len(r.finals) != 1:
+            figures.lost.append(
+                f"#{r.n} {r.line} (console): {len(r.finals)} final replies: {r.console_out!r}"
+            )
         mine = _records(ops, r)
         confirmed = await _claimed(r)
         running = [o for o in mine if not o.status.is_terminal]
