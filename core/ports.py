@@ -1,22 +1,33 @@
-"""The ports the services depend on. Adapters implement them; tests use fakes that do too."""
+"""Every port the services and the scheduler depend on, in one place. Adapters implement them
+(``core.adapters``, ``core.catalogue``, the front ends for ``Directory`` and ``Reporter``);
+tests use fakes that do too (``tests.fakes``). Nothing here names an adapter or a library.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from core.domain.access import Action
 from core.domain.confirmation import Confirmation
-from core.domain.operation import Operation, OperationStatus, Stage
-from core.domain.snapshot import CatalogueStatus, HypervisorSnapshot, Snapshot
+from core.domain.operation import Actor, Operation, OperationStatus, Stage
+from core.domain.schedule import Schedule
+from core.domain.snapshot import CatalogueStatus, Hold, HypervisorSnapshot, Snapshot
 from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
+from core.services.reports import Digest, RunReport
+
+# --- time ---------------------------------------------------------------------------------------
 
 
 class Clock(Protocol):
     """Source of the current time (timezone-aware UTC)."""
 
     def now(self) -> datetime: ...
+
+
+# --- the hypervisor ------------------------------------------------------------------------------
 
 
 class Hypervisor(Protocol):
@@ -94,17 +105,18 @@ class Hypervisor(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class RunningOperation:
-    """An operation still marked running, with its lock's owner and last heartbeat."""
-
-    operation: Operation
-    owner: str
-    heartbeat_at: datetime
+# --- the catalogue: snapshot records, operations under per-VM locks, confirmations --------------
 
 
-class Catalogue(Protocol):
-    """Snapshot metadata, the audit trail of operations, and the per-VM locks."""
+class DatabaseClock(Protocol):
+    async def database_now(self) -> datetime:
+        """The database's clock: lock heartbeats, their staleness and leases are judged by it,
+        so replicas on hosts whose clocks disagree still agree on which lock is stale."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """The catalogue's snapshot records (what libvirt keeps, plus who, why and holds)."""
 
     async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
 
@@ -126,6 +138,19 @@ class Catalogue(Protocol):
         SMBIOS UUID when the daemon restarts)."""
         ...
 
+
+@dataclass(frozen=True, slots=True)
+class RunningOperation:
+    """An operation still marked running, with its lock's owner and last heartbeat."""
+
+    operation: Operation
+    owner: str
+    heartbeat_at: datetime
+
+
+class OperationStore(DatabaseClock, Protocol):
+    """The audit trail of operations and the per-VM locks they (and catalogue syncs) take."""
+
     async def begin_operation(self, operation: Operation, owner: str) -> None:
         """Record ``operation`` as running and take its VM's lock, atomically.
 
@@ -140,11 +165,6 @@ class Catalogue(Protocol):
         ...
 
     async def unlock_sync(self, token: str) -> None: ...
-
-    async def database_now(self) -> datetime:
-        """The database's clock: lock heartbeats and their staleness are judged by it, so
-        replicas on hosts whose clocks disagree still agree on which lock is stale."""
-        ...
 
     async def record_rejected(self, operation: Operation) -> None:
         """Record a request that was refused before it took the lock."""
@@ -176,6 +196,10 @@ class Catalogue(Protocol):
 
     async def operations(self, vm_uuid: str | None = None, limit: int = 50) -> list[Operation]: ...
 
+
+class ConfirmationStore(Protocol):
+    """Pending confirmations of destructive requests, each claimable once."""
+
     async def add_confirmation(self, confirmation: Confirmation) -> None: ...
 
     async def claim_confirmation(self, confirmation_id: str, user: str) -> Confirmation:
@@ -184,3 +208,99 @@ class Catalogue(Protocol):
         ...
 
     async def get_confirmation(self, confirmation_id: str) -> Confirmation | None: ...
+
+
+class Catalogue(SnapshotStore, OperationStore, ConfirmationStore, Protocol):
+    """Snapshot metadata, the audit trail of operations, the per-VM locks, confirmations."""
+
+
+# --- holds ---------------------------------------------------------------------------------------
+
+
+class HoldStore(Protocol):
+    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
+
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
+
+
+class HoldCatalogue(Catalogue, Protocol):
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
+
+
+# --- schedules, their runs, and the scheduler's leadership ---------------------------------------
+
+
+class ScheduleCatalogue(Protocol):
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule and return it with its id; ``InvalidInput`` when the name is
+        taken."""
+        ...
+
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def remove_schedule(self, schedule_id: int) -> bool: ...
+
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
+
+
+class RunStore(Protocol):
+    """The part of the catalogue runs need."""
+
+    async def begin_run(self, schedule_id: int, fire_time: datetime, owner: str) -> int | None:
+        """Claim a schedule's slot; None when another run (of any process) has it."""
+        ...
+
+    async def finish_run(self, run_id: int, status: str, report: dict[str, object]) -> None: ...
+
+
+class LeaseStore(Protocol):
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None:
+        """Take or renew the lease; return its fencing token, or None if another holds it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+class ScheduleStore(LeaseStore, Protocol):
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def set_last_fire(self, schedule_id: int, fire_time: datetime) -> None:
+        """Move the schedule's last fire mark forwards (never back)."""
+        ...
+
+    async def running_run(self, schedule_id: int) -> datetime | None:
+        """The fire time of this schedule's run still in progress, if any."""
+        ...
+
+    async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]: ...
+
+    async def interrupt_runs(self, owner: str) -> int:
+        """Mark runs other owners left running as interrupted; return how many."""
+        ...
+
+
+# --- front ends: who belongs to which group, who may do what, where reports go -------------------
+
+
+class Directory(Protocol):
+    """Where user-group membership comes from (Slack's ``usergroups.users.list``)."""
+
+    async def members(self, usergroup: str) -> Collection[str]:
+        """User ids in the group; raise ``CoreError`` when it cannot be read."""
+        ...
+
+
+class Authority(Protocol):
+    """Role checks of a front end that serves many people (``AccessService``)."""
+
+    async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool: ...
+
+
+class Reporter(Protocol):
+    """Where the scheduler reports: a Slack channel, or the console."""
+
+    async def run_report(self, report: RunReport) -> None: ...
+
+    async def hold_reminder(self, snapshot: Snapshot) -> None: ...
+
+    async def digest(self, digest: Digest) -> None: ...

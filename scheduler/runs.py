@@ -12,100 +12,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import datetime
 
 from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Origin
-from core.domain.vm import FreeSpace
 from core.errors import CoreError, HypervisorError
-from core.ports import Clock
-from core.services.pruning import PruneService, VmPruneResult
+from core.ports import Clock, RunStore
+from core.services.pruning import PruneService
+from core.services.reports import Digest, DigestLine, Freshness, RunReport, VmOutcome
 from core.services.snapshots import SnapshotService
 
+# Where these values lived before ``core.services.reports``; front ends still import them here.
+__all__ = [
+    "Digest",
+    "DigestLine",
+    "Freshness",
+    "RunReport",
+    "ScheduleRunner",
+    "VmOutcome",
+    "build_digest",
+]
+
 logger = logging.getLogger(__name__)
-
-
-class RunStore(Protocol):
-    """The part of the catalogue runs need."""
-
-    async def begin_run(self, schedule_id: int, fire_time: datetime, owner: str) -> int | None: ...
-
-    async def finish_run(self, run_id: int, status: str, report: dict[str, object]) -> None: ...
-
-
-@dataclass(slots=True)
-class VmOutcome:
-    """What a run did to one VM. ``error`` is set for failures and skips."""
-
-    vm: str
-    label: str | None = None
-    seconds: float = 0.0
-    memory_bytes: int | None = None
-    skipped: bool = False
-    error: CoreError | None = None
-    vm_state: str | None = None
-    prune: VmPruneResult | None = None
-    prune_error: CoreError | None = None
-    # Why each pruned snapshot went (label -> the engine's reason).
-    prune_reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    vm: str
-    age: timedelta | None  # None: the VM has no snapshot at all
-    critical: bool
-
-
-@dataclass(slots=True)
-class RunReport:
-    schedule: Schedule
-    fire_time: datetime | None
-    catch_up: bool = False
-    missed: tuple[datetime, ...] = ()
-    outcomes: list[VmOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-    disk_bytes: int = 0
-    free: FreeSpace | None = None
-    stale: list[Freshness] = field(default_factory=list)
-    no_vms: bool = False
-
-    @property
-    def failed(self) -> list[VmOutcome]:
-        return [o for o in self.outcomes if o.error is not None and not o.skipped]
-
-    @property
-    def status(self) -> str:
-        if self.fire_time is None:
-            return "missed"
-        return "failed" if self.failed else "succeeded"
-
-    def summary(self) -> dict[str, object]:
-        """What the run row keeps (the audit of scheduled work)."""
-        return {
-            "catch_up": self.catch_up,
-            "missed": [m.isoformat() for m in self.missed],
-            "vms": {
-                o.vm: {
-                    "label": o.label,
-                    "seconds": round(o.seconds, 3),
-                    "skipped": o.skipped,
-                    "error": str(o.error) if o.error else None,
-                    "pruned": [d.snapshot.label for d in o.prune.deleted] if o.prune else [],
-                    "held_since_plan": [h.label for h in o.prune.held] if o.prune else [],
-                    "freed_bytes": o.prune.freed_bytes if o.prune else 0,
-                }
-                for o in self.outcomes
-            },
-        }
 
 
 class ScheduleRunner:
@@ -216,27 +146,6 @@ class ScheduleRunner:
             age = None if newest is None else now - newest
             if age is None or age > warn:
                 report.stale.append(Freshness(group.vm_name, age, age is None or age > critical))
-
-
-@dataclass(frozen=True, slots=True)
-class DigestLine:
-    vm: str
-    snapshots: int
-    held: int
-    newest_age: timedelta | None
-    disk_bytes: int | None
-    stale: Freshness | None
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """The daily overview: every VM's newest snapshot, holds, storage, and each schedule's
-    latest run."""
-
-    channel: str
-    lines: tuple[DigestLine, ...]
-    schedules: tuple[tuple[Schedule, str | None], ...]  # (schedule, status of its latest run)
-    free: FreeSpace | None
 
 
 async def build_digest(

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,12 +26,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from core.bootstrap import Core
 from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.schedule import Schedule, When, parse_when
-from core.domain.snapshot import Hold, HoldKind, Snapshot
+from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import CoreError
-from core.ports import Clock
+from core.ports import Clock, HoldStore, Reporter, ScheduleStore
+from core.services.reports import RunReport
 from core.services.schedules import HoldService
 from core.services.snapshots import SnapshotService
-from scheduler.runs import Digest, RunReport, ScheduleRunner, build_digest
+from scheduler.runs import ScheduleRunner, build_digest
 from scheduler.timing import due, trigger_for
 
 logger = logging.getLogger(__name__)
@@ -41,38 +42,6 @@ LEASE_NAME = "scheduler"
 HOLD_REMINDER = timedelta(hours=24)
 # Who ends an --until hold whose date has passed, in the audit trail.
 HOLD_EXPIRY_ACTOR = Actor(user="scheduler:holds", via=SCHEDULER_VIA)
-
-
-class ScheduleStore(Protocol):
-    async def schedules(self) -> list[Schedule]: ...
-
-    async def set_last_fire(self, schedule_id: int, fire_time: datetime) -> None: ...
-
-    async def running_run(self, schedule_id: int) -> datetime | None: ...
-
-    async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]: ...
-
-    async def interrupt_runs(self, owner: str) -> int: ...
-
-    async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None: ...
-
-    async def release_lease(self, name: str, holder: str) -> None: ...
-
-
-class HoldStore(Protocol):
-    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
-
-    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None: ...
-
-
-class Reporter(Protocol):
-    """Where the scheduler reports: a Slack channel, or the console."""
-
-    async def run_report(self, report: RunReport) -> None: ...
-
-    async def hold_reminder(self, snapshot: Snapshot) -> None: ...
-
-    async def digest(self, digest: Digest) -> None: ...
 
 
 class SchedulerService:

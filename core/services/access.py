@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from typing import Protocol
 
 from core.domain.access import AccessPolicy, Action
 from core.domain.operation import Actor, OperationKind
 from core.errors import CoreError, Forbidden
+from core.ports import Directory
 from core.services.operations import OperationRunner
 
 logger = logging.getLogger(__name__)
@@ -28,14 +28,6 @@ _AUDITED_AS = {
     Action.PRUNE: OperationKind.PRUNE,
     Action.UNLOCK: OperationKind.UNLOCK,
 }
-
-
-class Directory(Protocol):
-    """Where user-group membership comes from (Slack's ``usergroups.users.list``)."""
-
-    async def members(self, usergroup: str) -> Collection[str]:
-        """User ids in the group; raise ``CoreError`` when it cannot be read."""
-        ...
 
 
 class AccessService:

@@ -8,19 +8,11 @@ it back to retention.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from core.domain.access import Action
 from core.domain.operation import Actor, OperationKind, OperationStatus
 from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import HoldForbidden, SnapshotHeld
-from core.ports import Catalogue
-
-
-class Authority(Protocol):
-    """Role checks of a front end that serves many people (``AccessService``)."""
-
-    async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool: ...
+from core.ports import Authority, Catalogue
 
 
 async def require_hold_right(

@@ -1,0 +1,109 @@
+"""What a schedule's run and the daily overview report: plain values the scheduler builds and
+every front end renders (``Reporter`` in ``core.ports``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from core.domain.schedule import Schedule
+from core.domain.vm import FreeSpace
+from core.errors import CoreError
+
+if TYPE_CHECKING:
+    # A type only: ``core.ports`` names these values, and the pruning service imports the
+    # ports, so a run-time import here would be circular.
+    from core.services.pruning import VmPruneResult
+
+
+@dataclass(slots=True)
+class VmOutcome:
+    """What a run did to one VM. ``error`` is set for failures and skips."""
+
+    vm: str
+    label: str | None = None
+    seconds: float = 0.0
+    memory_bytes: int | None = None
+    skipped: bool = False
+    error: CoreError | None = None
+    vm_state: str | None = None
+    prune: VmPruneResult | None = None
+    prune_error: CoreError | None = None
+    # Why each pruned snapshot went (label -> the engine's reason).
+    prune_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    vm: str
+    age: timedelta | None  # None: the VM has no snapshot at all
+    critical: bool
+
+
+@dataclass(slots=True)
+class RunReport:
+    schedule: Schedule
+    fire_time: datetime | None
+    catch_up: bool = False
+    missed: tuple[datetime, ...] = ()
+    outcomes: list[VmOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    disk_bytes: int = 0
+    free: FreeSpace | None = None
+    stale: list[Freshness] = field(default_factory=list)
+    no_vms: bool = False
+
+    @property
+    def failed(self) -> list[VmOutcome]:
+        return [o for o in self.outcomes if o.error is not None and not o.skipped]
+
+    @property
+    def status(self) -> str:
+        if self.fire_time is None:
+            return "missed"
+        return "failed" if self.failed else "succeeded"
+
+    def summary(self) -> dict[str, object]:
+        """What the run row keeps (the audit of scheduled work)."""
+        return {
+            "catch_up": self.catch_up,
+            "missed": [m.isoformat() for m in self.missed],
+            "vms": {
+                o.vm: {
+                    "label": o.label,
+                    "seconds": round(o.seconds, 3),
+                    "skipped": o.skipped,
+                    "error": str(o.error) if o.error else None,
+                    "pruned": [d.snapshot.label for d in o.prune.deleted] if o.prune else [],
+                    "held_since_plan": [h.label for h in o.prune.held] if o.prune else [],
+                    "freed_bytes": o.prune.freed_bytes if o.prune else 0,
+                }
+                for o in self.outcomes
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DigestLine:
+    vm: str
+    snapshots: int
+    held: int
+    newest_age: timedelta | None
+    disk_bytes: int | None
+    stale: Freshness | None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """The daily overview: every VM's newest snapshot, holds, storage, and each schedule's
+    latest run."""
+
+    channel: str
+    lines: tuple[DigestLine, ...]
+    schedules: tuple[tuple[Schedule, str | None], ...]  # (schedule, status of its latest run)
+    free: FreeSpace | None
