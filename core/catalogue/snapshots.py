@@ -1,0 +1,101 @@
+"""``SnapshotStore`` and ``HoldStore`` on tortoise: the snapshot records and their holds."""
+
+from __future__ import annotations
+
+from tortoise.expressions import Q
+
+from core.catalogue.models import SnapshotRow
+from core.domain.snapshot import (
+    CapturedState,
+    CatalogueStatus,
+    Hold,
+    HoldKind,
+    Origin,
+    Snapshot,
+    SnapshotKind,
+)
+
+
+def _snapshot(row: SnapshotRow) -> Snapshot:
+    return Snapshot(
+        vm_uuid=row.vm_uuid,
+        vm_name=row.vm_name,
+        libvirt_name=row.libvirt_name,
+        label=row.label,
+        description=row.description,
+        kind=SnapshotKind(row.kind),
+        captured_state=CapturedState(row.captured_state),
+        has_memory=row.has_memory,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        origin=Origin(row.origin),
+        status=CatalogueStatus(row.status),
+        memory_bytes=row.memory_bytes,
+        held=row.held,
+        hold=None
+        if row.hold_kind is None
+        else Hold(HoldKind(row.hold_kind), row.hold_until, row.hold_reminded_at),
+        host_uuid=row.host_uuid,
+        hypervisor_uri=row.hypervisor_uri,
+    )
+
+
+class TortoiseSnapshots:
+    async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]:
+        query = SnapshotRow.all() if vm_uuid is None else SnapshotRow.filter(vm_uuid=vm_uuid)
+        rows = await query.order_by("created_at", "id")
+        return [_snapshot(r) for r in rows]
+
+    async def add_snapshot(self, snapshot: Snapshot) -> None:
+        await SnapshotRow.create(
+            vm_uuid=snapshot.vm_uuid,
+            vm_name=snapshot.vm_name,
+            libvirt_name=snapshot.libvirt_name,
+            label=snapshot.label,
+            description=snapshot.description,
+            kind=snapshot.kind.value,
+            captured_state=snapshot.captured_state.value,
+            has_memory=snapshot.has_memory,
+            created_at=snapshot.created_at,
+            created_by=snapshot.created_by,
+            origin=snapshot.origin.value,
+            status=snapshot.status.value,
+            memory_bytes=snapshot.memory_bytes,
+            held=snapshot.held,
+            hold_kind=snapshot.hold.kind.value if snapshot.hold else None,
+            hold_until=snapshot.hold.until if snapshot.hold else None,
+            host_uuid=snapshot.host_uuid,
+            hypervisor_uri=snapshot.hypervisor_uri,
+        )
+
+    async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
+        # Only rows that need it: a listing syncs every VM, and most already say this host.
+        await SnapshotRow.filter(
+            Q(host_uuid__isnull=True) | Q(host_uuid__not=host_uuid), vm_uuid=vm_uuid
+        ).update(host_uuid=host_uuid, hypervisor_uri=hypervisor_uri)
+
+    async def relabel_snapshot(self, vm_uuid: str, libvirt_name: str, label: str) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(label=label)
+
+    async def set_snapshot_status(
+        self, vm_uuid: str, libvirt_name: str, status: CatalogueStatus
+    ) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            status=status.value
+        )
+
+    async def set_memory_bytes(self, vm_uuid: str, libvirt_name: str, size: int | None) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            memory_bytes=size
+        )
+
+    async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).delete()
+
+    async def set_hold(self, vm_uuid: str, libvirt_name: str, hold: Hold | None) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
+            held=hold is not None,
+            hold_kind=hold.kind.value if hold else None,
+            hold_until=hold.until if hold else None,
+            hold_reminded_at=hold.reminded_at if hold else None,
+        )
