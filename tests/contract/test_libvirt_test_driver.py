@@ -191,3 +191,10 @@ async def test_an_aborted_call_that_comes_back_in_the_grace_returns_normally(
 
     assert await conn.run(hangs, mutating=True, abort=lambda c: release.set()) == 7
     await conn.close()
+
+
+async def test_a_name_no_libvirt_name_can_be_is_simply_not_found(
+    hypervisor: LibvirtHypervisor,
+) -> None:
+    with pytest.raises(VmNotFound):
+        await hypervisor.get_vm("web-\udc80")  # a lone surrogate from a forged payload

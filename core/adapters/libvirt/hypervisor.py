@@ -52,6 +52,14 @@ QEMU_IMG_TIMEOUT = 30
 _Measured = tuple[str, str, int | None, str | None]
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _vm_of(dom: Any) -> Vm:
     state, max_kib, _mem, _cpus, _cputime = dom.info()
     return Vm(
@@ -107,6 +115,11 @@ class LibvirtHypervisor:
         return await self._conn.run(call, mutating=False)
 
     async def get_vm(self, name: str) -> Vm:
+        if not _encodable(name):
+            # A lone surrogate (a forged payload) cannot be a libvirt name: libvirt-python would
+            # raise UnicodeEncodeError instead of an answer.
+            raise VmNotFound(name)
+
         def call(conn: Any) -> Vm:
             try:
                 return _vm_of(conn.lookupByName(name))
