@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
+
 from core.catalogue.models import ConfirmationRow
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.errors import ConfirmationSpent
@@ -24,6 +27,21 @@ def _confirmation(row: ConfirmationRow) -> Confirmation:
     )
 
 
+def refuse_unclaimable(confirmation: Confirmation | None, user: str, now: datetime) -> Confirmation:
+    """Return the confirmation if ``user`` may claim it at ``now``; otherwise raise
+    ``ConfirmationSpent`` saying why (unknown and expired alike read "expired")."""
+    if confirmation is None:
+        raise ConfirmationSpent("an unknown request", "expired")
+    action = confirmation.kind.value
+    if confirmation.used_at is not None:
+        raise ConfirmationSpent(action, "used", confirmation.used_by)
+    if confirmation.requested_by != user:
+        raise ConfirmationSpent(action, "not_yours", confirmation.requested_by)
+    if confirmation.expires_at < now:
+        raise ConfirmationSpent(action, "expired")
+    return confirmation
+
+
 class TortoiseConfirmations:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -44,25 +62,16 @@ class TortoiseConfirmations:
 
     async def claim_confirmation(self, confirmation_id: str, user: str) -> Confirmation:
         row = await ConfirmationRow.get_or_none(id=confirmation_id)
-        if row is None:
-            raise ConfirmationSpent("an unknown request", "expired")
-        action = row.kind
-        if row.used_at is not None:
-            raise ConfirmationSpent(action, "used", row.used_by)
-        if row.requested_by != user:
-            raise ConfirmationSpent(action, "not_yours", row.requested_by)
         now = self._clock.now()
-        if row.expires_at < now:
-            raise ConfirmationSpent(action, "expired")
+        pending = refuse_unclaimable(None if row is None else _confirmation(row), user, now)
         # The conditional update is the claim: of two concurrent confirms, one updates a row.
         claimed = await ConfirmationRow.filter(id=confirmation_id, used_at__isnull=True).update(
             used_at=now, used_by=user
         )
         if claimed != 1:
             fresh = await ConfirmationRow.get(id=confirmation_id)
-            raise ConfirmationSpent(action, "used", fresh.used_by)
-        row.used_at, row.used_by = now, user
-        return _confirmation(row)
+            raise ConfirmationSpent(pending.kind.value, "used", fresh.used_by)
+        return replace(pending, used_at=now, used_by=user)
 
     async def get_confirmation(self, confirmation_id: str) -> Confirmation | None:
         row = await ConfirmationRow.get_or_none(id=confirmation_id)

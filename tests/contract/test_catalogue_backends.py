@@ -1,9 +1,11 @@
-"""The ``Catalogue`` contract, run against every database snapbot supports.
+"""The catalogue contract, run against every database snapbot supports and the in-memory catalogue.
 
 SQLite runs everywhere. PostgreSQL (production's database) runs when
 ``SNAPBOT_TEST_POSTGRES_URL`` names a server whose role may create databases; ``make test``
 starts one (tests/system/host/start-postgres.sh) and sets the variable. Each PostgreSQL test
-gets a database of its own, created from scratch and dropped afterwards.
+gets a database of its own, created from scratch and dropped afterwards. The in-memory
+catalogue (tests/fakes/catalogue.py) runs everywhere too: it passes the same tests, through the
+same ports, or it is not a stand-in for the database.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -23,12 +27,25 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from core.catalogue import operations as tortoise_operations
 from core.catalogue.db import open_database
 from core.catalogue.store import TortoiseCatalogue
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
-from core.domain.snapshot import CapturedState, CatalogueStatus, Origin, Snapshot, SnapshotKind
-from core.errors import ConfirmationSpent, VmBusy
+from core.domain.retention import RetentionPolicy
+from core.domain.schedule import Cadence, Schedule, When
+from core.domain.snapshot import (
+    CapturedState,
+    CatalogueStatus,
+    Hold,
+    HoldKind,
+    Origin,
+    Snapshot,
+    SnapshotKind,
+)
+from core.errors import ConfirmationSpent, InvalidInput, VmBusy
+from core.ports import HoldCatalogue, RunStore, ScheduleCatalogue, ScheduleStore
+from tests.fakes.catalogue import MemoryCatalogue
 
 POSTGRES_URL_VARIABLE = "SNAPBOT_TEST_POSTGRES_URL"
 VM_A = "11111111-1111-1111-1111-111111111111"
@@ -60,15 +77,21 @@ async def _admin_connection(url: str) -> asyncpg.Connection:
     )
 
 
-# `make test` starts PostgreSQL and sets the variable, so both backends always run there. By
+# `make test` starts PostgreSQL and sets the variable, so every backend always runs there. By
 # hand: bash tests/system/host/start-postgres.sh, then
 # SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot.
-BACKENDS = ["sqlite", "postgres"] if os.environ.get(POSTGRES_URL_VARIABLE) else ["sqlite"]
+DATABASES = ["sqlite", "postgres"] if os.environ.get(POSTGRES_URL_VARIABLE) else ["sqlite"]
+BACKENDS = [*DATABASES, "memory"]
 
 
-@pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
+class AnyCatalogue(HoldCatalogue, ScheduleCatalogue, ScheduleStore, RunStore, Protocol):
+    """Every catalogue port: what each backend under test implements."""
+
+
+@asynccontextmanager
+async def _database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of that kind, by URL; dropped afterwards where it is a server's."""
+    if kind == "sqlite":
         yield f"sqlite://{tmp_path / 'catalogue.db'}"
         return
     url = os.environ[POSTGRES_URL_VARIABLE]
@@ -85,23 +108,35 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.close()
 
 
+@pytest.fixture(params=DATABASES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with _database(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(T0 + timedelta(hours=1))
 
 
-@pytest.fixture
-async def catalogue(database_url: str, clock: ManualClock) -> AsyncIterator[TortoiseCatalogue]:
-    # tortoise caches each table's INSERT/DELETE SQL process-wide, keyed by connection name
-    # ("default") and table only, not by dialect: after a SQLite test a PostgreSQL test would
-    # send SQLite's `?` placeholders, and the reverse. One process only ever opens one backend
-    # in production; this suite alternates, so it starts and leaves the cache empty.
-    EXECUTOR_CACHE.clear()
-    try:
-        async with open_database(database_url):
-            yield TortoiseCatalogue(clock)
-    finally:
+@pytest.fixture(params=BACKENDS)
+async def catalogue(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[AnyCatalogue]:
+    if request.param == "memory":
+        yield MemoryCatalogue(clock)
+        return
+    async with _database(request.param, tmp_path) as url:
+        # tortoise caches each table's INSERT/DELETE SQL process-wide, keyed by connection name
+        # ("default") and table only, not by dialect: after a SQLite test a PostgreSQL test
+        # would send SQLite's `?` placeholders, and the reverse. One process only ever opens one
+        # backend in production; this suite alternates, so it starts and leaves the cache empty.
         EXECUTOR_CACHE.clear()
+        try:
+            async with open_database(url):
+                yield TortoiseCatalogue(clock)
+        finally:
+            EXECUTOR_CACHE.clear()
 
 
 def snapshot(
@@ -201,7 +236,7 @@ async def test_opens_the_url_spellings_people_use(database_url: str) -> None:
 # --- snapshots ---------------------------------------------------------------------------------
 
 
-async def test_snapshots_round_trip_in_creation_order(catalogue: TortoiseCatalogue) -> None:
+async def test_snapshots_round_trip_in_creation_order(catalogue: AnyCatalogue) -> None:
     later = snapshot("later", T0 + timedelta(minutes=5))
     earlier = snapshot("earlier", T0, memory_bytes=None)
     other_vm = snapshot("other", T0 + timedelta(minutes=1), vm_uuid=VM_B)
@@ -217,7 +252,7 @@ async def test_snapshots_round_trip_in_creation_order(catalogue: TortoiseCatalog
 
 
 async def test_snapshots_with_equal_times_keep_insertion_order(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     labels = ["c", "a", "b"]
     for label in labels:
@@ -225,7 +260,7 @@ async def test_snapshots_with_equal_times_keep_insertion_order(
     assert [s.label for s in await catalogue.snapshots()] == [f"snap-{x}" for x in labels]
 
 
-async def test_relabel_changes_only_that_snapshot(catalogue: TortoiseCatalogue) -> None:
+async def test_relabel_changes_only_that_snapshot(catalogue: AnyCatalogue) -> None:
     await catalogue.add_snapshot(snapshot("first", T0))
     await catalogue.add_snapshot(snapshot("second", T0 + timedelta(seconds=1)))
 
@@ -235,7 +270,7 @@ async def test_relabel_changes_only_that_snapshot(catalogue: TortoiseCatalogue) 
     assert by_name == {"sb-first": "renamed", "sb-second": "second"}
 
 
-async def test_status_memory_and_removal(catalogue: TortoiseCatalogue) -> None:
+async def test_status_memory_and_removal(catalogue: AnyCatalogue) -> None:
     await catalogue.add_snapshot(snapshot("keep", T0))
     await catalogue.add_snapshot(snapshot("gone", T0 + timedelta(seconds=1)))
 
@@ -251,7 +286,7 @@ async def test_status_memory_and_removal(catalogue: TortoiseCatalogue) -> None:
     assert (await catalogue.snapshots())[0].memory_bytes is None
 
 
-async def test_label_and_libvirt_name_are_unique_per_vm(catalogue: TortoiseCatalogue) -> None:
+async def test_label_and_libvirt_name_are_unique_per_vm(catalogue: AnyCatalogue) -> None:
     # The store does not translate the violation: the service checks labels first and turns a
     # race it loses into LabelTaken; the constraint is the last line of defence.
     await catalogue.add_snapshot(snapshot("daily", T0))
@@ -273,7 +308,7 @@ async def test_label_and_libvirt_name_are_unique_per_vm(catalogue: TortoiseCatal
 
 
 async def test_second_operation_on_a_vm_is_busy_with_the_holder(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     await catalogue.begin_operation(operation("op1", user="U_ALICE"), owner="host-1:42")
 
@@ -294,7 +329,7 @@ async def test_second_operation_on_a_vm_is_busy_with_the_holder(
 
 
 async def test_concurrent_begins_on_one_vm_have_exactly_one_winner(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     ops = [operation(f"op{i}", user=f"U_{i}") for i in range(10)]
     results = await asyncio.gather(
@@ -317,7 +352,7 @@ async def test_concurrent_begins_on_one_vm_have_exactly_one_winner(
 
 
 async def test_finish_releases_the_lock_and_records_the_outcome(
-    catalogue: TortoiseCatalogue, clock: ManualClock
+    catalogue: AnyCatalogue, clock: ManualClock
 ) -> None:
     await catalogue.begin_operation(operation("op1"), owner="host-1:42")
     clock.current = T0 + timedelta(minutes=3, microseconds=7)
@@ -340,7 +375,7 @@ async def test_finish_releases_the_lock_and_records_the_outcome(
 
 
 async def test_running_operations_report_owner_heartbeat_stage_and_details(
-    catalogue: TortoiseCatalogue, clock: ManualClock
+    catalogue: AnyCatalogue, clock: ManualClock
 ) -> None:
     started = clock.current
     await catalogue.begin_operation(operation("op-a", started_at=started), owner="host-1:42")
@@ -374,7 +409,7 @@ async def test_running_operations_report_owner_heartbeat_stage_and_details(
 
 
 async def test_rejected_requests_are_audited_without_taking_the_lock(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     rejected = replace(
         operation("op-r", user="U_BOB"),
@@ -390,7 +425,7 @@ async def test_rejected_requests_are_audited_without_taking_the_lock(
 
 
 async def test_operations_audit_is_newest_first_and_keeps_channel_and_team(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     times = [T0 + timedelta(minutes=m) for m in (2, 0, 9, 5)]
     for n, started in enumerate(times):
@@ -408,7 +443,7 @@ async def test_operations_audit_is_newest_first_and_keeps_channel_and_team(
     assert [o.id for o in await catalogue.operations(limit=2)] == ["op2", "op3"]
 
 
-async def test_operations_accept_whatever_the_user_typed(catalogue: TortoiseCatalogue) -> None:
+async def test_operations_accept_whatever_the_user_typed(catalogue: AnyCatalogue) -> None:
     typed_vm = "web-" + "x" * 296  # a paste gone wrong: no such VM, but the refusal is audited
     rejected = replace(
         operation("op-r"), vm_name=typed_vm, status=OperationStatus.REJECTED, finished_at=T0
@@ -417,6 +452,7 @@ async def test_operations_accept_whatever_the_user_typed(catalogue: TortoiseCata
     [audited] = await catalogue.operations()
     assert audited.id == "op-r"
     assert audited.vm_name.startswith(typed_vm[:64])
+    assert audited.vm_name == typed_vm[:254] + "…"  # cut to what the audit trail keeps
 
     # restore and delete take the lock before looking the label up, so it is unvalidated here
     typed_label = "l" * 300
@@ -425,13 +461,14 @@ async def test_operations_accept_whatever_the_user_typed(catalogue: TortoiseCata
     )
     [running] = await catalogue.running_operations()
     assert (running.operation.snapshot_label or "").startswith(typed_label[:64])
+    assert running.operation.snapshot_label == typed_label[:254] + "…"
 
 
 # --- confirmations -----------------------------------------------------------------------------
 
 
 async def test_confirmation_round_trips_and_is_claimed_once(
-    catalogue: TortoiseCatalogue, clock: ManualClock
+    catalogue: AnyCatalogue, clock: ManualClock
 ) -> None:
     pending = confirmation("c1")
     await catalogue.add_confirmation(pending)
@@ -451,7 +488,7 @@ async def test_confirmation_round_trips_and_is_claimed_once(
     )
 
 
-async def test_concurrent_claims_succeed_exactly_once(catalogue: TortoiseCatalogue) -> None:
+async def test_concurrent_claims_succeed_exactly_once(catalogue: AnyCatalogue) -> None:
     await catalogue.add_confirmation(confirmation("c1"))
 
     results = await asyncio.gather(
@@ -467,7 +504,7 @@ async def test_concurrent_claims_succeed_exactly_once(catalogue: TortoiseCatalog
 
 
 async def test_someone_elses_confirmation_is_refused_and_stays_claimable(
-    catalogue: TortoiseCatalogue,
+    catalogue: AnyCatalogue,
 ) -> None:
     await catalogue.add_confirmation(confirmation("c1", user="U_ALICE"))
 
@@ -482,7 +519,7 @@ async def test_someone_elses_confirmation_is_refused_and_stays_claimable(
 
 
 async def test_expired_and_unknown_confirmations_are_refused(
-    catalogue: TortoiseCatalogue, clock: ManualClock
+    catalogue: AnyCatalogue, clock: ManualClock
 ) -> None:
     await catalogue.add_confirmation(
         confirmation("old", expires_at=clock.current - timedelta(microseconds=1))
@@ -497,3 +534,233 @@ async def test_expired_and_unknown_confirmations_are_refused(
     assert unknown.value.reason == "expired"
     # expiry is exclusive: at exactly expires_at it may still be claimed
     assert (await catalogue.claim_confirmation("fresh", "U_ALICE")).used_at == clock.current
+
+
+# --- locks: syncs, takeovers, late finishes ----------------------------------------------------
+
+
+async def test_sync_lock_excludes_other_syncs_and_is_refused_while_an_operation_runs(
+    catalogue: AnyCatalogue,
+) -> None:
+    token = await catalogue.lock_for_sync(VM_A, "host-1:42")
+    assert token is not None
+    assert token.startswith(tortoise_operations.SYNC_LOCK_PREFIX)
+    assert len(token) <= 32
+    assert await catalogue.lock_for_sync(VM_A, "host-2:7") is None
+    assert await catalogue.lock_for_sync(VM_B, "host-2:7") is not None  # another VM is free
+    assert await catalogue.running_operations() == []  # a sync is not an operation
+    await catalogue.unlock_sync(token)
+
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    assert await catalogue.lock_for_sync(VM_A, "host-2:7") is None
+
+
+async def test_an_operation_waits_for_a_sync_instead_of_being_refused(
+    catalogue: AnyCatalogue,
+) -> None:
+    token = await catalogue.lock_for_sync(VM_A, "host-1:42")
+    assert token is not None
+    begin = asyncio.ensure_future(catalogue.begin_operation(operation("op1"), owner="host-2:7"))
+    await asyncio.sleep(0.3)
+    assert not begin.done()
+
+    await catalogue.unlock_sync(token)
+    await asyncio.wait_for(begin, timeout=5)
+
+    [running] = await catalogue.running_operations()
+    assert (running.operation.id, running.owner) == ("op1", "host-2:7")
+
+
+async def test_an_operation_is_told_busy_when_a_sync_outlasts_the_wait(
+    catalogue: AnyCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tortoise_operations, "SYNC_WAIT_SECONDS", 0.2)
+    assert await catalogue.lock_for_sync(VM_A, "host-1:42") is not None
+
+    with pytest.raises(VmBusy) as busy:
+        await catalogue.begin_operation(operation("op1"), owner="host-2:7")
+
+    assert (busy.value.holder.operation_kind, busy.value.holder.requested_by) == (
+        "a catalogue sync",
+        "host-1:42",
+    )
+    assert await catalogue.operations() == []
+
+
+async def test_take_over_moves_the_lock_once(catalogue: AnyCatalogue) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="dead-host:1")
+
+    assert await catalogue.take_over("op1", "dead-host:1", "host-2:7")
+    # a second replica that saw the same dead owner loses
+    assert not await catalogue.take_over("op1", "dead-host:1", "host-3:9")
+    [running] = await catalogue.running_operations()
+    assert running.owner == "host-2:7"
+    db_now = await catalogue.database_now()
+    assert abs((db_now - running.heartbeat_at).total_seconds()) < 5
+    # a running record left without a lock row has nothing to claim: whoever reconciles it may
+    assert await catalogue.take_over("op-without-lock", "", "host-3:9")
+
+
+async def test_only_a_running_operation_is_finished(catalogue: AnyCatalogue) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="dead-host:1")
+    settled = await catalogue.finish_operation(
+        "op1", OperationStatus.FAILED, outcome="reconciled", error="process died"
+    )
+    await catalogue.begin_operation(operation("op2"), owner="host-2:7")
+
+    # the process that looked dead comes back and finishes: the takeover's outcome stands,
+    # and the lock the next operation holds is not released
+    late = await catalogue.finish_operation("op1", OperationStatus.SUCCEEDED, outcome="done")
+
+    assert late == settled
+    assert (late.status, late.outcome, late.error) == (
+        OperationStatus.FAILED,
+        "reconciled",
+        "process died",
+    )
+    with pytest.raises(VmBusy) as busy:
+        await catalogue.begin_operation(operation("op3"), owner="host-2:7")
+    assert busy.value.holder.requested_by == "U_ALICE"
+    assert [r.operation.id for r in await catalogue.running_operations()] == ["op2"]
+
+
+# --- hosts and holds ---------------------------------------------------------------------------
+
+
+async def test_claim_host_moves_only_that_vms_records_that_say_otherwise(
+    catalogue: AnyCatalogue,
+) -> None:
+    records = [
+        replace(snapshot("unknown", T0), host_uuid=None, hypervisor_uri=None),
+        replace(snapshot("moved", T0 + timedelta(seconds=1)), host_uuid="old", hypervisor_uri="a"),
+        replace(snapshot("here", T0 + timedelta(seconds=2)), host_uuid="h1", hypervisor_uri="b"),
+        replace(snapshot("other", T0, vm_uuid=VM_B), host_uuid=None, hypervisor_uri=None),
+    ]
+    for record in records:
+        await catalogue.add_snapshot(record)
+
+    await catalogue.claim_host(VM_A, "h1", "qemu:///system")
+
+    hosts = {s.label: (s.host_uuid, s.hypervisor_uri) for s in await catalogue.snapshots()}
+    assert hosts == {
+        "unknown": ("h1", "qemu:///system"),
+        "moved": ("h1", "qemu:///system"),
+        "here": ("h1", "b"),  # already this host's: left as it was
+        "other": (None, None),
+    }
+
+
+async def test_holds_are_placed_and_released(catalogue: AnyCatalogue) -> None:
+    await catalogue.add_snapshot(snapshot("kept", T0))
+    await catalogue.add_snapshot(snapshot("free", T0 + timedelta(seconds=1)))
+    hold = Hold(HoldKind.UNTIL, T0 + timedelta(days=7), reminded_at=T0 + timedelta(hours=2))
+
+    await catalogue.set_hold(VM_A, "sb-kept", hold)
+
+    by_label = {s.label: s for s in await catalogue.snapshots()}
+    assert (by_label["kept"].held, by_label["kept"].hold) == (True, hold)
+    assert (by_label["free"].held, by_label["free"].hold) == (False, None)
+    await catalogue.set_hold(VM_A, "sb-kept", Hold(HoldKind.VERIFIED))
+    assert (await catalogue.snapshots())[0].hold == Hold(HoldKind.VERIFIED)
+    await catalogue.set_hold(VM_A, "sb-kept", None)
+    assert [(s.held, s.hold) for s in await catalogue.snapshots()] == [(False, None)] * 2
+
+
+# --- schedules, runs and the lease ------------------------------------------------------------
+
+
+def schedule(name: str, *, policy: RetentionPolicy | None = None) -> Schedule:
+    return Schedule(
+        id=0,
+        name=name,
+        vms="web-*",
+        when=When(Cadence.CRON, "*/15", "1-5", "*", "*", "mon-fri", "Europe/Paris"),
+        policy=policy,
+        channel="C_OPS",
+        owner="U_ALICE",
+        created_at=T0,
+        grace=timedelta(minutes=20),
+    )
+
+
+async def test_schedules_round_trip_with_ids_and_unique_names(catalogue: AnyCatalogue) -> None:
+    policy = RetentionPolicy(keep_last=3, keep_daily=7, include_manual=True, safety_keep_days=2)
+    nightly = await catalogue.add_schedule(schedule("nightly", policy=policy))
+    hourly = await catalogue.add_schedule(schedule("hourly"))
+
+    assert nightly == replace(schedule("nightly", policy=policy), id=nightly.id)
+    assert hourly.id != nightly.id
+    assert await catalogue.schedules() == sorted([nightly, hourly], key=lambda s: s.id)
+    with pytest.raises(InvalidInput, match="'nightly' exists already; choose another name"):
+        await catalogue.add_schedule(schedule("nightly"))
+
+    assert await catalogue.remove_schedule(nightly.id)
+    assert not await catalogue.remove_schedule(nightly.id)
+    assert await catalogue.schedules() == [hourly]
+
+
+async def test_last_fire_only_moves_forwards(catalogue: AnyCatalogue) -> None:
+    stored = await catalogue.add_schedule(schedule("nightly"))
+    later, earlier = T0 + timedelta(days=2), T0 + timedelta(days=1)
+
+    await catalogue.set_last_fire(stored.id, later)
+    await catalogue.set_last_fire(stored.id, earlier)  # a slower process, late
+
+    [found] = await catalogue.schedules()
+    assert found.last_fire == later
+
+
+async def test_a_slot_runs_once_and_dead_leaders_runs_are_interrupted(
+    catalogue: AnyCatalogue, clock: ManualClock
+) -> None:
+    slot, next_slot = T0, T0 + timedelta(hours=1)
+    first = await catalogue.begin_run(1, slot, "host-1:42")
+    assert first is not None
+    assert await catalogue.begin_run(1, slot, "host-2:7") is None  # the other replica loses
+    other = await catalogue.begin_run(2, slot, "dead-host:1")
+    assert other is not None
+    assert await catalogue.running_run(1) == slot
+
+    await catalogue.finish_run(first, "succeeded", {"vms": {"web-01": {"label": "x"}}})
+    assert await catalogue.running_run(1) is None
+    assert await catalogue.begin_run(1, next_slot, "host-1:42") is not None
+
+    # host-1 leads now: runs other owners left running are over; its own is merely slow
+    assert await catalogue.interrupt_runs("host-1:42") == 1
+    assert await catalogue.runs() == [
+        (1, slot, "succeeded"),
+        (2, slot, "interrupted"),
+        (1, next_slot, "running"),
+    ]
+    assert await catalogue.runs(2) == [(2, slot, "interrupted")]
+    assert await catalogue.interrupt_runs("host-1:42") == 0
+
+
+async def test_lease_has_one_holder_and_a_growing_fencing_token(catalogue: AnyCatalogue) -> None:
+    ttl = timedelta(seconds=30)
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", ttl) == 1
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", ttl) == 1  # renewal
+    assert await catalogue.acquire_lease("scheduler", "host-2:7", ttl) is None
+    assert await catalogue.acquire_lease("other-lease", "host-2:7", ttl) == 1
+
+    # host-1's renewal lapses at once (judged by the database's clock)...
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", -ttl) == 1
+    # ...so even host-1 starts a new term: another may have led meanwhile, the token says so
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", -ttl) == 2
+    assert await catalogue.acquire_lease("scheduler", "host-2:7", ttl) == 3
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", ttl) is None
+
+    await catalogue.release_lease("scheduler", "host-1:42")  # not its lease: nothing happens
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", ttl) is None
+    await catalogue.release_lease("scheduler", "host-2:7")
+    assert await catalogue.acquire_lease("scheduler", "host-1:42", ttl) == 1
+
+
+async def test_concurrent_lease_campaigns_have_one_winner(catalogue: AnyCatalogue) -> None:
+    results = await asyncio.gather(
+        *(
+            catalogue.acquire_lease("scheduler", f"host-{n}", timedelta(seconds=30))
+            for n in range(8)
+        )
+    )
+    assert sorted(results, key=lambda r: r is None) == [1] + [None] * 7
