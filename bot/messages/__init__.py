@@ -44,6 +44,7 @@ from core.errors import (
 )
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, VmPruneResult
+from core.services.reports import Digest, RunReport
 from core.services.snapshots import (
     CreateResult,
     DeleteResult,
@@ -53,7 +54,6 @@ from core.services.snapshots import (
     VmSnapshots,
     VmSummary,
 )
-from scheduler.runs import Digest, RunReport
 
 CONFIRM_PROMPT = "Type VM name to confirm: "
 
