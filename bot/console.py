@@ -30,11 +30,11 @@ from bot.dispatch import (
 )
 from bot.grammar import PRUNE_ALL, UsageError, parse_line
 from bot.mrkdwn import plain
-from core.bootstrap import Core
 from core.domain.operation import Actor, Operation, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
-from scheduler.runs import Digest, RunReport
+from core.services.facade import Core
+from core.services.reports import Digest, RunReport
 from scheduler.service import SchedulerService, build_scheduler
 
 logger = logging.getLogger(__name__)

@@ -33,16 +33,15 @@ from bot.grammar import (
     RunSchedule,
     Unlock,
 )
-from core.bootstrap import Core
 from core.domain.access import Action
 from core.domain.confirmation import Confirmation, ConfirmationKind
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
-from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
+from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput
 from core.services.access import AccessService
-from core.services.holds import refuse_if_held
+from core.services.facade import Core
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
@@ -247,12 +246,7 @@ class Dispatcher:
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
-        preview = await self._core.snapshots.restore_preview(
-            command.vm, command.label, allow_missing=True
-        )
-        if preview.snapshot.status is CatalogueStatus.PRESENT:
-            # Said before a confirmation is offered; the delete checks again under the lock.
-            await refuse_if_held(self._core.catalogue, preview.snapshot)
+        preview = await self._core.snapshots.delete_preview(command.vm, command.label)
         confirmation = await self._pin_snapshot(ConfirmationKind.DELETE, actor, preview)
         return ConfirmDelete(confirmation, preview.snapshot)
 

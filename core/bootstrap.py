@@ -1,4 +1,8 @@
-"""The composition root: the only place that builds adapters and wires them to the services."""
+"""The composition root: the only place that builds adapters and wires them to the services.
+
+Front ends receive the result, ``core.services.facade.Core``; only a process's entry point
+(``bot.cli``) and tests import this module.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from core.adapters.libvirt.connection import LibvirtConnection
@@ -19,38 +23,21 @@ from core.errors import HypervisorUnavailable
 from core.ports import Clock, Hypervisor
 from core.services.availability import GatedHypervisor, HypervisorWatch
 from core.services.confirmations import ConfirmationService
+from core.services.facade import Core
 from core.services.locks import LockService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
+from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
+
+__all__ = ["Core", "build_core", "demo_allowed", "wire"]
 
 logger = logging.getLogger(__name__)
 
 # The demo hypervisor's catalogue lives and dies with the process: nothing in it is real.
 DEMO_DATABASE_URL = "sqlite://:memory:"
-
-
-@dataclass(frozen=True, slots=True)
-class Core:
-    """Everything a front end needs."""
-
-    settings: Settings
-    snapshots: SnapshotService
-    pruning: PruneService
-    confirmations: ConfirmationService
-    schedules: ScheduleService
-    holds: HoldService
-    runner: OperationRunner
-    reconciler: Reconciler
-    catalogue: TortoiseCatalogue
-    clock: Clock
-    libvirt_uri: str
-    # Why snapbot shows libvirt's demo hypervisor instead of a real one (None: it does not).
-    fallback_reason: str | None
-    watch: HypervisorWatch
-    locks: LockService
 
 
 def demo_allowed(settings: Settings) -> bool:
@@ -133,19 +120,28 @@ def wire(
     else:
         watch.ready.set()
     snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
+    pruning = PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone))
     return Core(
         settings=settings,
         snapshots=snapshots,
-        pruning=PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone)),
+        pruning=pruning,
         confirmations=ConfirmationService(catalogue, clock),
         schedules=ScheduleService(catalogue, clock),
         holds=HoldService(snapshots, catalogue, clock, runner),
-        runner=runner,
-        catalogue=catalogue,
+        locks=LockService(hypervisor, catalogue, runner, reconciler),
+        runs=ScheduleRunner(
+            snapshots,
+            pruning,
+            catalogue,
+            clock,
+            owner,
+            safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
+        ),
+        watch=watch,
+        schedule_store=catalogue,
         clock=clock,
-        reconciler=reconciler,
+        owner=owner,
         libvirt_uri=libvirt_uri,
         fallback_reason=None,
-        watch=watch,
-        locks=LockService(hypervisor, catalogue, runner, reconciler),
+        _operations=runner,
     )

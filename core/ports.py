@@ -252,6 +252,10 @@ class RunStore(Protocol):
 
     async def finish_run(self, run_id: int, status: str, report: dict[str, object]) -> None: ...
 
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def runs(self, schedule_id: int | None = None) -> list[tuple[int, datetime, str]]: ...
+
 
 class LeaseStore(Protocol):
     async def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> int | None:

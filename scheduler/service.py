@@ -16,51 +16,41 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from core.bootstrap import Core
-from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.schedule import Schedule, When, parse_when
-from core.domain.snapshot import HoldKind, Snapshot
-from core.errors import CoreError
-from core.ports import Clock, HoldStore, Reporter, ScheduleStore
+from core.ports import Clock, Reporter, ScheduleStore
+from core.services.facade import Core
 from core.services.reports import RunReport
+from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService
-from core.services.snapshots import SnapshotService
-from scheduler.runs import ScheduleRunner, build_digest
 from scheduler.timing import due, trigger_for
 
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
-# A verified-hold is reminded this long after it was taken, then again every such period.
-HOLD_REMINDER = timedelta(hours=24)
-# Who ends an --until hold whose date has passed, in the audit trail.
-HOLD_EXPIRY_ACTOR = Actor(user="scheduler:holds", via=SCHEDULER_VIA)
 
 
 class SchedulerService:
+    """Decides when: wakes at each schedule's times, holds the lease, claims slots. What a run,
+    a hold check or the digest does is the services' (``ScheduleRunner``, ``HoldService``)."""
+
     def __init__(
         self,
         store: ScheduleStore,
-        holds: HoldStore,
         runner: ScheduleRunner,
+        holds: HoldService,
         reporter: Reporter,
         clock: Clock,
         owner: str,
         *,
         lease_ttl: timedelta = timedelta(seconds=30),
-        snapshots: SnapshotService | None = None,
         digest: tuple[str, When] | None = None,
-        hold_service: HoldService | None = None,
     ) -> None:
-        self._hold_service = hold_service
-        self._snapshots = snapshots
         self._digest = digest  # (channel, when) of the daily overview, if wanted
         self._store = store
         self._holds = holds
@@ -234,53 +224,15 @@ class SchedulerService:
 
     async def send_digest(self) -> None:
         """The optional daily overview, into the digest channel."""
-        if self._digest is None or self._snapshots is None:
+        if self._digest is None:
             return
-        latest: dict[int, str] = {}
-        for schedule_id, _fire, status in await self._store.runs():
-            latest[schedule_id] = status  # runs come oldest first: the last one wins
-        digest = await build_digest(
-            self._snapshots,
-            await self._store.schedules(),
-            latest,
-            self._clock.now(),
-            self._digest[0],
-        )
-        await self._reporter.digest(digest)
+        await self._reporter.digest(await self._runner.digest(self._digest[0], self._clock.now()))
 
     async def check_holds(self) -> None:
-        """Release holds whose date passed; remind creators of unverified holds."""
+        """End holds whose date passed; remind creators of unverified holds."""
         now = self._clock.now()
-        for snap in await self._holds.snapshots():
-            hold = snap.hold
-            if hold is None:
-                continue
-            if hold.kind is HoldKind.UNTIL and hold.until is not None and hold.until <= now:
-                await self._expire(snap, now)
-            elif hold.kind is HoldKind.VERIFIED:
-                last = hold.reminded_at or snap.created_at
-                if now - last >= HOLD_REMINDER:
-                    try:
-                        await self._reporter.hold_reminder(snap)
-                    except Exception:
-                        logger.exception("could not remind about %s", snap.label)
-                        continue
-                    await self._holds.set_hold(
-                        snap.vm_uuid, snap.libvirt_name, replace(hold, reminded_at=now)
-                    )
-
-    async def _expire(self, snap: Snapshot, now: datetime) -> None:
-        if self._hold_service is None:
-            await self._holds.set_hold(snap.vm_uuid, snap.libvirt_name, None)
-        else:
-            # Like any release: under the VM's lock and audited. A busy VM waits an hour.
-            try:
-                if not await self._hold_service.expire(snap, now, HOLD_EXPIRY_ACTOR):
-                    return
-            except CoreError as exc:
-                logger.info("hold on %s of %s not ended yet: %s", snap.label, snap.vm_name, exc)
-                return
-        logger.info("hold on %s of %s expired", snap.label, snap.vm_name)
+        await self._holds.end_expired(now)
+        await self._holds.remind(now, self._reporter.hold_reminder)
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
@@ -291,17 +243,8 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 def build_scheduler(
     core: Core, reporter: Reporter, *, lease_ttl: timedelta = timedelta(seconds=30)
 ) -> SchedulerService:
-    """The scheduler over the wired core; schedule changes rebuild its jobs."""
-    owner = core.runner.owner
+    """The scheduler over the core's services; schedule changes rebuild its jobs."""
     settings = core.settings
-    runner = ScheduleRunner(
-        core.snapshots,
-        core.pruning,
-        core.catalogue,
-        core.clock,
-        owner,
-        safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
-    )
     digest = None
     if settings.digest_channel:
         digest = (
@@ -309,16 +252,14 @@ def build_scheduler(
             parse_when(["daily", settings.digest_at], settings.timezone),
         )
     service = SchedulerService(
-        core.catalogue,
-        core.catalogue,
-        runner,
+        core.schedule_store,
+        core.runs,
+        core.holds,
         reporter,
         core.clock,
-        owner,
+        core.owner,
         lease_ttl=lease_ttl,
-        snapshots=core.snapshots,
         digest=digest,
-        hold_service=core.holds,
     )
     core.schedules.on_change.append(service.rebuild)
     return service

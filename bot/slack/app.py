@@ -29,9 +29,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.dispatch import Dispatcher
 from bot.slack import commands, confirm_buttons, holds, home, restore_modal
 from bot.slack.context import SlackContext, SlackDirectory
-from core.bootstrap import Core
 from core.config import SlackSettings
-from core.services.access import AccessService
+from core.services.facade import Core
 from scheduler.service import SchedulerService
 
 logger = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def build_app(
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("slack_bolt"),
     )
-    access = AccessService(core.settings.access, SlackDirectory(client), core.runner)
+    access = core.access_for(SlackDirectory(client))
     ctx = SlackContext(
         core=core,
         settings=settings,

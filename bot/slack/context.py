@@ -18,11 +18,11 @@ from bot.dispatch import Dispatcher
 from bot.slack.blocks import sections
 from bot.slack.jobs import Jobs
 from bot.slack.progress import LiveMessage, OperationProgress, Where
-from core.bootstrap import Core
 from core.config import SlackSettings
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError, HypervisorError
 from core.services.access import AccessService
+from core.services.facade import Core
 
 logger = logging.getLogger(__name__)
 

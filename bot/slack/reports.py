@@ -14,7 +14,7 @@ from bot.slack.blocks import sections
 from bot.slack.holds import prompt_blocks
 from core.domain.operation import Operation
 from core.domain.snapshot import Snapshot
-from scheduler.runs import Digest, RunReport
+from core.services.reports import Digest, RunReport
 
 logger = logging.getLogger(__name__)
 

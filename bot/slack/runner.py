@@ -10,9 +10,9 @@ from bot import messages
 from bot.slack.app import build_app, build_client
 from bot.slack.reports import SlackReporter
 from bot.slack.transport import HttpTransport, SocketModeTransport
-from core.bootstrap import Core
 from core.config import SlackSettings
 from core.domain.operation import Operation
+from core.services.facade import Core
 from scheduler.service import build_scheduler
 
 logger = logging.getLogger(__name__)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
-from core.domain.operation import Actor, OperationKind, no_progress
+from core.domain.operation import SCHEDULER_VIA, Actor, OperationKind, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import (
     DEFAULT_GRACE,
@@ -20,6 +22,13 @@ from core.ports import Authority, Clock, HoldCatalogue, ScheduleCatalogue
 from core.services.holds import require_hold_right
 from core.services.operations import OperationRunner, process_owner
 from core.services.snapshots import SnapshotService
+
+logger = logging.getLogger(__name__)
+
+# A verified-hold is reminded this long after it was taken, then again every such period.
+HOLD_REMINDER = timedelta(hours=24)
+# Who ends an --until hold whose date has passed, in the audit trail.
+HOLD_EXPIRY_ACTOR = Actor(user="scheduler:holds", via=SCHEDULER_VIA)
 
 
 class ScheduleService:
@@ -144,6 +153,48 @@ class HoldService:
             await self._catalogue.set_hold(vm.uuid, snapshot.libvirt_name, None)
             op.outcome = f"{snapshot.label}: {hold.describe()}, which has passed; hold ended"
         return True
+
+    async def end_expired(self, now: datetime) -> list[Snapshot]:
+        """End every ``--until`` hold whose date has passed (the scheduler's hourly check);
+        return the snapshots whose hold ended. A busy VM is tried again next time."""
+        ended = []
+        for snap in await self._catalogue.snapshots():
+            hold = snap.hold
+            if hold is None or hold.kind is not HoldKind.UNTIL or not hold.until:
+                continue
+            if hold.until > now:
+                continue
+            try:
+                if await self.expire(snap, now, HOLD_EXPIRY_ACTOR):
+                    ended.append(snap)
+                    logger.info("hold on %s of %s expired", snap.label, snap.vm_name)
+            except CoreError as exc:
+                logger.info("hold on %s of %s not ended yet: %s", snap.label, snap.vm_name, exc)
+        return ended
+
+    async def remind(
+        self, now: datetime, send: Callable[[Snapshot], Awaitable[None]]
+    ) -> list[Snapshot]:
+        """``send`` a reminder for every hold-until-verified not reminded for
+        ``HOLD_REMINDER``, and record when; a reminder that could not be sent is tried again
+        at the next check."""
+        reminded = []
+        for snap in await self._catalogue.snapshots():
+            hold = snap.hold
+            if hold is None or hold.kind is not HoldKind.VERIFIED:
+                continue
+            if now - (hold.reminded_at or snap.created_at) < HOLD_REMINDER:
+                continue
+            try:
+                await send(snap)
+            except Exception:
+                logger.exception("could not remind about %s", snap.label)
+                continue
+            await self._catalogue.set_hold(
+                snap.vm_uuid, snap.libvirt_name, replace(hold, reminded_at=now)
+            )
+            reminded.append(snap)
+        return reminded
 
     async def _change(
         self,

@@ -199,6 +199,15 @@ class SnapshotService:
         newer = tuple(s for s in snaps if s.created_at > target.created_at and s is not target)
         return RestorePreview(vm, target, newer)
 
+    async def delete_preview(self, vm_name: str, label: str) -> RestorePreview:
+        """What ``delete_snapshot`` would delete, for its confirmation: a record whose snapshot
+        vanished from libvirt too (deleting clears it); a held snapshot is refused before a
+        confirmation is offered (the delete checks again under the lock)."""
+        preview = await self.restore_preview(vm_name, label, allow_missing=True)
+        if preview.snapshot.status is CatalogueStatus.PRESENT:
+            await refuse_if_held(self._catalogue, preview.snapshot)
+        return preview
+
     # -- operations --------------------------------------------------------------------------
 
     async def create_snapshot(

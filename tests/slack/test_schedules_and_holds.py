@@ -7,7 +7,7 @@ from bot import messages
 from bot.slack import blocks, holds
 from core.domain.operation import Actor, Operation, OperationKind, OperationStatus
 from core.domain.snapshot import Origin, Snapshot
-from scheduler.runs import Digest, RunReport
+from core.services.reports import Digest, RunReport
 from scheduler.service import build_scheduler
 from tests.conftest import ALICE, Services
 from tests.slack.harness import ADMIN, CHANNEL, NOBODY, OPERATOR, VIEWER, SlackBot

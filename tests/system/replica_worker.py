@@ -18,7 +18,7 @@ from pathlib import Path
 from core.bootstrap import build_core
 from core.config import Settings
 from core.domain.snapshot import Snapshot
-from scheduler.runs import Digest, RunReport
+from core.services.reports import Digest, RunReport
 from scheduler.service import build_scheduler
 
 

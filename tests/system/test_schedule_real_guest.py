@@ -3,7 +3,6 @@ report reaches the schedule's Slack channel."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from bot.slack.app import build_client
 from bot.slack.reports import SlackReporter
 from core.bootstrap import wire
-from core.catalogue.store import SystemClock
 from core.config import Settings
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import Schedule, parse_when
@@ -43,12 +41,9 @@ async def test_a_schedule_snapshots_prunes_and_reports_to_its_channel(
     settings = Settings(TEST_URI, True, tmp_path, "sqlite://:memory:")  # type: ignore[arg-type]
     start = datetime.now(UTC).replace(second=0, microsecond=0)
     clock = Clock(start)
-    core = replace(
-        wire(settings, real.hv, real.catalogue, SystemClock(), libvirt_uri=TEST_URI),
-        clock=clock,
-    )
+    core = wire(settings, real.hv, real.catalogue, clock, libvirt_uri=TEST_URI)
     slot = start + timedelta(minutes=5)
-    await core.catalogue.add_schedule(
+    await real.catalogue.add_schedule(
         Schedule(
             id=0,
             name="nightly",

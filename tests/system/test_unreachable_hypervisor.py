@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.bootstrap import build_core
+from core.catalogue.db import open_database
 from core.catalogue.models import OperationRow
+from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import Settings
 from core.domain.operation import OperationKind, Stage
 from core.errors import HypervisorUnavailable
@@ -38,16 +40,18 @@ async def test_snapbot_waits_for_the_configured_daemon_and_reconciles_only_then(
         data_dir=tmp_path,
         database_url=f"sqlite://{tmp_path / 'catalogue.db'}",
     )
-    async with build_core(settings) as core:
-        runner = OperationRunner(core.catalogue, core.clock, DEAD)
+    async with open_database(settings.database_url):
+        catalogue = TortoiseCatalogue(SystemClock())
+        runner = OperationRunner(catalogue, SystemClock(), DEAD)
         op = runner.new_operation(
             OperationKind.SNAPSHOT,
             ALICE,
             vm_uuid="0badc0de-0000-4000-8000-000000000001",
             vm_name="vanished",
         )
-        await core.catalogue.begin_operation(op, DEAD)
-        await core.catalogue.set_stage(op.id, Stage.CHECKING)
+        await catalogue.begin_operation(op, DEAD)
+        await catalogue.set_stage(op.id, Stage.CHECKING)
+    async with build_core(settings) as core:
         with pytest.raises(HypervisorUnavailable, match="unreachable"):
             await core.snapshots.list_vms()
         await asyncio.sleep(1.5)  # a retry or two against nothing changes nothing

@@ -23,7 +23,8 @@ from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, HypervisorSnapshot, Origin
 from core.domain.vm import Vm
 from core.errors import HoldForbidden, LockHolder, SnapshotHeld, VmBusy
-from scheduler.service import HOLD_EXPIRY_ACTOR, build_scheduler
+from core.services.schedules import HOLD_EXPIRY_ACTOR
+from scheduler.service import build_scheduler
 from tests.conftest import ALICE, BOB, Services
 from tests.fakes.hypervisor import FakeHypervisor
 from tests.reliability.figures import record

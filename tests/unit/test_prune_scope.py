@@ -12,8 +12,9 @@ import pytest
 
 from bot.console import Console, ConsoleReporter
 from bot.grammar import AddSchedule, Prune, RetentionScope, UsageError, parse
-from core.bootstrap import Core
+from core.bootstrap import Core, wire
 from core.catalogue.models import ScheduleRow
+from core.catalogue.store import SystemClock
 from core.config import Settings
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
@@ -101,7 +102,13 @@ async def test_console_prune_takes_the_safety_rule_per_prune(
 async def test_the_configured_safety_rule_is_the_default_everywhere(
     core: Core, services: Services
 ) -> None:
-    configured = replace(core, settings=replace(core.settings, safety_keep_last=2))
+    configured = wire(
+        replace(core.settings, safety_keep_last=2),
+        services.hv,
+        services.catalogue,
+        SystemClock(),
+        libvirt_uri="fake:///",
+    )
     await snapshots_of_every_kind(services)
     status, out = await run(configured, "/prune web-01 --keep-last 1 --dry-run\n")
     assert status == 0, out

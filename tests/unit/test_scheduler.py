@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot import messages
-from core.bootstrap import Core
+from core.bootstrap import Core, wire
 from core.domain.operation import OperationKind
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import Schedule, parse_when
 from core.domain.snapshot import Hold, HoldKind, Origin, Snapshot
 from core.errors import InvalidInput, OperationFailed
-from scheduler.runs import Digest, RunReport
+from core.services.reports import Digest, RunReport
 from scheduler.service import SchedulerService, build_scheduler
 from scheduler.timing import due, fire_times
 from tests.conftest import ALICE, Services
@@ -63,9 +63,12 @@ def nightly(**overrides: object) -> Schedule:
 
 
 @pytest.fixture
-async def clocked(core: Core) -> tuple[Core, FakeClock]:
+async def clocked(core: Core, services: Services) -> tuple[Core, FakeClock]:
+    """The core of a process whose clock the test moves (every service reads it)."""
     clock = FakeClock(DAY1)
-    return replace(core, clock=clock), clock
+    return wire(
+        core.settings, services.hv, services.catalogue, clock, libvirt_uri="fake:///"
+    ), clock
 
 
 async def started(core: Core, reports: Reports) -> SchedulerService:
@@ -112,7 +115,7 @@ async def test_a_daily_schedule_fires_once_a_day(
     clocked: tuple[Core, FakeClock], services: Services
 ) -> None:
     core, clock = clocked
-    await core.catalogue.add_schedule(nightly())
+    await services.catalogue.add_schedule(nightly())
     reports = Reports()
     service = await started(core, reports)
     try:
@@ -137,10 +140,10 @@ async def test_a_daily_schedule_fires_once_a_day(
 
 
 async def test_downtime_over_three_slots_gives_one_catch_up_and_three_reported_misses(
-    clocked: tuple[Core, FakeClock],
+    clocked: tuple[Core, FakeClock], services: Services
 ) -> None:
     core, clock = clocked
-    await core.catalogue.add_schedule(nightly(last_fire=DAY1 + timedelta(hours=2)))
+    await services.catalogue.add_schedule(nightly(last_fire=DAY1 + timedelta(hours=2)))
     reports = Reports()
     clock.moment = DAY1 + timedelta(days=3, hours=2, minutes=20)
     service = await started(core, reports)  # start-up catches up by itself
@@ -165,7 +168,7 @@ async def test_a_busy_vm_is_skipped_and_reported_and_a_failed_one_is_not_pruned(
         await services.service.create_snapshot(
             "web-02", f"old-{n}", actor=ALICE, origin=Origin.SCHEDULED
         )
-    await core.catalogue.add_schedule(nightly())
+    await services.catalogue.add_schedule(nightly())
     reports = Reports()
     service = await started(core, reports)
     try:
@@ -195,13 +198,15 @@ async def test_a_busy_vm_is_skipped_and_reported_and_a_failed_one_is_not_pruned(
 
 
 async def test_two_schedulers_on_one_database_run_a_slot_once(
-    clocked: tuple[Core, FakeClock],
+    clocked: tuple[Core, FakeClock], services: Services
 ) -> None:
     core, clock = clocked
-    await core.catalogue.add_schedule(nightly())
+    await services.catalogue.add_schedule(nightly())
     first, second = Reports(), Reports()
     a = build_scheduler(core, first)
-    b = build_scheduler(replace(core, runner=replace_owner(core)), second)
+    # a second process: same database, its own owner id
+    other = wire(core.settings, services.hv, services.catalogue, core.clock, libvirt_uri="fake:///")
+    b = build_scheduler(other, second)
     await a.start()
     await b.start()
     try:
@@ -210,7 +215,7 @@ async def test_two_schedulers_on_one_database_run_a_slot_once(
         a.token = b.token = 1
         clock.moment = DAY1 + timedelta(hours=2, seconds=2)
         await asyncio.gather(a.tick(), b.tick())
-        runs = await core.catalogue.runs()
+        runs = await services.catalogue.runs()
         assert len(runs) == 1
         assert len(first.runs) + len(second.runs) == 1
     finally:
@@ -225,8 +230,8 @@ async def test_verified_holds_are_reminded_daily_and_expired_holds_released(
     created = await services.service.create_snapshot("web-01", "pre-change", actor=ALICE)
     created2 = await services.service.create_snapshot("web-01", "keep-a-week", actor=ALICE)
     snap, snap2 = created.snapshot, created2.snapshot
-    await core.catalogue.set_hold(snap.vm_uuid, snap.libvirt_name, Hold(HoldKind.VERIFIED))
-    await core.catalogue.set_hold(
+    await services.catalogue.set_hold(snap.vm_uuid, snap.libvirt_name, Hold(HoldKind.VERIFIED))
+    await services.catalogue.set_hold(
         snap2.vm_uuid,
         snap2.libvirt_name,
         Hold(HoldKind.UNTIL, snap2.created_at + timedelta(days=7)),
@@ -248,13 +253,6 @@ async def test_verified_holds_are_reminded_daily_and_expired_holds_released(
     assert len(reports.reminders) == 2
 
 
-def replace_owner(core: Core):  # type: ignore[no-untyped-def]
-    """A second process's runner: same database, another owner id."""
-    from core.services.operations import OperationRunner
-
-    return OperationRunner(core.catalogue, core.clock, core.runner.owner + "-b")
-
-
 async def _no_progress(stage: object) -> None:
     return None
 
@@ -265,7 +263,7 @@ async def test_the_daily_digest_lists_every_vm_and_flags_stale_ones(
     core, clock = clocked
     await services.service.create_snapshot("web-01", "base", actor=ALICE)
     (snap,) = await services.catalogue.snapshots()
-    await core.catalogue.add_schedule(nightly())
+    await services.catalogue.add_schedule(nightly())
     core = replace(core, settings=replace(core.settings, digest_channel="C_DIGEST"))
     reports = Reports()
     service = build_scheduler(core, reports)
@@ -283,14 +281,14 @@ async def test_the_daily_digest_lists_every_vm_and_flags_stale_ones(
 
 
 async def test_runs_left_running_by_a_dead_leader_are_marked_interrupted(
-    clocked: tuple[Core, FakeClock],
+    clocked: tuple[Core, FakeClock], services: Services
 ) -> None:
     core, _ = clocked
-    schedule = await core.catalogue.add_schedule(nightly())
-    await core.catalogue.begin_run(schedule.id, DAY1 + timedelta(hours=2), "deadhost:1:x")
+    schedule = await services.catalogue.add_schedule(nightly())
+    await services.catalogue.begin_run(schedule.id, DAY1 + timedelta(hours=2), "deadhost:1:x")
     service = await started(core, Reports())
     try:
-        assert await core.catalogue.runs() == [
+        assert await services.catalogue.runs() == [
             (schedule.id, DAY1 + timedelta(hours=2), "interrupted")
         ]
     finally:
@@ -298,7 +296,7 @@ async def test_runs_left_running_by_a_dead_leader_are_marked_interrupted(
 
 
 async def test_an_undeliverable_report_does_not_stop_other_schedules(
-    clocked: tuple[Core, FakeClock],
+    clocked: tuple[Core, FakeClock], services: Services
 ) -> None:
     core, clock = clocked
 
@@ -308,8 +306,8 @@ async def test_an_undeliverable_report_does_not_stop_other_schedules(
                 raise RuntimeError("channel_not_found")
             await super().run_report(report)
 
-    await core.catalogue.add_schedule(nightly(name="first", vms="web-01"))
-    await core.catalogue.add_schedule(nightly(name="second", vms="web-02"))
+    await services.catalogue.add_schedule(nightly(name="first", vms="web-01"))
+    await services.catalogue.add_schedule(nightly(name="second", vms="web-02"))
     reports = Flaky()
     service = await started(core, reports)
     try:

@@ -24,17 +24,6 @@ from core.services.pruning import PruneService
 from core.services.reports import Digest, DigestLine, Freshness, RunReport, VmOutcome
 from core.services.snapshots import SnapshotService
 
-# Where these values lived before ``core.services.reports``; front ends still import them here.
-__all__ = [
-    "Digest",
-    "DigestLine",
-    "Freshness",
-    "RunReport",
-    "ScheduleRunner",
-    "VmOutcome",
-    "build_digest",
-]
-
 logger = logging.getLogger(__name__)
 
 
@@ -146,6 +135,16 @@ class ScheduleRunner:
             age = None if newest is None else now - newest
             if age is None or age > warn:
                 report.stale.append(Freshness(group.vm_name, age, age is None or age > critical))
+
+    async def digest(self, channel: str, now: datetime) -> Digest:
+        """The daily overview: every VM's snapshots, freshness and holds, each schedule's
+        latest run."""
+        latest: dict[int, str] = {}
+        for schedule_id, _fire, status in await self._store.runs():
+            latest[schedule_id] = status  # runs come oldest first: the last one wins
+        return await build_digest(
+            self._snapshots, await self._store.schedules(), latest, now, channel
+        )
 
 
 async def build_digest(

@@ -1,0 +1,54 @@
+"""The one door into the core: every use case a front end or the scheduler may call.
+
+``Core`` holds the use-case services, typed by what they are; each of them depends on ports
+only (``core.ports``). The composition root (``core.bootstrap``) is the only place that builds
+adapters and hands them in; nothing here imports libvirt, tortoise, Slack or apscheduler.
+
+Who calls what: the console and every Slack surface go through ``bot.dispatch.Dispatcher``,
+which calls these services; the scheduler calls ``runs``, ``holds`` and ``schedule_store``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.config import Settings
+from core.ports import Clock, Directory, ScheduleStore
+from core.services.access import AccessService
+from core.services.availability import HypervisorWatch
+from core.services.confirmations import ConfirmationService
+from core.services.locks import LockService
+from core.services.operations import OperationRunner
+from core.services.pruning import PruneService
+from core.services.scheduled_runs import ScheduleRunner
+from core.services.schedules import HoldService, ScheduleService
+from core.services.snapshots import SnapshotService
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    """The use cases, wired (``core.bootstrap.build_core`` or ``wire``)."""
+
+    settings: Settings
+    snapshots: SnapshotService
+    pruning: PruneService
+    confirmations: ConfirmationService
+    schedules: ScheduleService
+    holds: HoldService
+    locks: LockService
+    runs: ScheduleRunner
+    watch: HypervisorWatch
+    # the scheduler's lease and slot claims
+    schedule_store: ScheduleStore
+    clock: Clock
+    # this process, as lock rows and leases name it
+    owner: str
+    libvirt_uri: str
+    # Why snapbot shows libvirt's demo hypervisor instead of a real one (None: it does not).
+    fallback_reason: str | None
+    _operations: OperationRunner = field(repr=False)
+
+    def access_for(self, directory: Directory) -> AccessService:
+        """Role checks for a front end that serves many people, with refusals audited like
+        every other request."""
+        return AccessService(self.settings.access, directory, self._operations)
