@@ -15,16 +15,20 @@ or double-submitted at once runs at most once, and the others are told why.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
 import json
 import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+import bot.slack as slack_package
 from bot import grammar, messages
 from bot.dispatch import required_action
 from bot.slack import blocks, holds
@@ -610,14 +614,8 @@ async def test_a_confirmation_runs_once_and_only_for_its_requester(
 def interactive_surfaces() -> set[tuple[str, str]]:
     """``(kind, id)`` of every button and modal the Slack front end listens to, read from its
     ``@app.action(...)``, ``@app.view(...)`` and ``@app.view_closed(...)`` registrations."""
-    import ast
-    import importlib
-    from pathlib import Path
-
-    import bot.slack
-
     found = set()
-    for path in Path(bot.slack.__file__).parent.glob("*.py"):
+    for path in Path(slack_package.__file__).parent.glob("*.py"):
         module = importlib.import_module(f"bot.slack.{path.stem}")
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
