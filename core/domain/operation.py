@@ -112,3 +112,4 @@ class Recovery(enum.Enum):
     STARTED = "started from its current disk"
     BACK_TO_SAFETY = "reverted to the safety snapshot"
     FAILED = "recovery failed"
+    UNKNOWN = "left as it is: whether the revert completed is unknown"

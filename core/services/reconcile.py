@@ -30,7 +30,7 @@ from core.domain.snapshot import (
     validate_label,
 )
 from core.domain.vm import StateCause, Vm, VmState
-from core.errors import CoreError, InvalidLabel, VmNotFound
+from core.errors import CoreError, HypervisorUnavailable, InvalidLabel, VmNotFound
 from core.ports import Catalogue, Clock, Hypervisor, RunningOperation
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = timedelta(seconds=60)
 # A revert keeps running inside libvirtd after its client died; give it time to land.
 REVERT_SETTLE_SECONDS = 30.0
+# How long a change whose connection was lost waits for libvirt to answer again (a daemon
+# restart takes seconds) before its outcome is reported unknown.
+LOST_CONTACT_WAIT = 60.0
 
 
 @dataclass
@@ -481,39 +484,79 @@ class Reconciler:
         await sync_vm(self._hv, self._catalogue, vm)
         return _joined(f"interrupted during {stage}, before the disk was replaced", *notes)
 
-    async def _from_this_revert(self, vm: Vm, op: Operation) -> bool:
-        """libvirt records when a state came from a snapshot. snapbot stops an active VM before
-        it reverts, so for a VM that was running that reason can only come from this revert;
-        a memory revert leaves the VM paused or running, a disk-only one shut off."""
-        if str(op.details.get("pre_state", "")) not in (
-            VmState.RUNNING.value,
-            VmState.PAUSED.value,
-        ):
-            return False  # shut off before: an older revert may have left the same reason
-        if await self._hv.state_cause(vm) is not StateCause.FROM_SNAPSHOT:
-            return False
-        state = await self._hv.state(vm)
-        return state.is_active == bool(op.details.get("target_has_memory"))
-
     async def _revert_landed(self, vm: Vm, op: Operation, target: str) -> bool | None:
-        """Evidence that the revert completed: libvirt makes the target the current snapshot
-        when a revert succeeds. libvirtd finishes a revert whose client died, so give it time.
-        None when the evidence cannot tell (the target was current before the revert)."""
         if op.stage is Stage.STARTING:
             return True  # recorded only after libvirt reported the revert done
-        before = op.details.get("current_before")
-        waited = 0.0
-        while True:
-            listing = await self._hv.list_snapshots(vm)
-            current = next((s.libvirt_name for s in listing if s.is_current), None)
-            if current == target and before != target:
-                return True
-            if await self._from_this_revert(vm, op):
-                return True
-            if waited >= REVERT_SETTLE_SECONDS:
-                return None if before == target or current is None else False
-            await asyncio.sleep(1.0)
-            waited += 1.0
+        return await revert_landed(
+            self._hv,
+            vm,
+            target,
+            current_before=_text(op.details.get("current_before")),
+            pre_state=str(op.details.get("pre_state", "")),
+            target_has_memory=bool(op.details.get("target_has_memory")),
+        )
+
+
+async def revert_landed(
+    hypervisor: Hypervisor,
+    vm: Vm,
+    target: str,
+    *,
+    current_before: str | None,
+    pre_state: str,
+    target_has_memory: bool,
+) -> bool | None:
+    """Whether a revert to ``target`` whose answer was lost (a crash, a lost connection)
+    completed, from libvirt's evidence: it makes the target the current snapshot when a revert
+    succeeds, and records that a state came from a snapshot. libvirtd finishes a revert whose
+    client died, so it gets ``REVERT_SETTLE_SECONDS``. None: the evidence cannot tell (the
+    target was current before, and libvirt gives no reason)."""
+    waited = 0.0
+    while True:
+        listing = await hypervisor.list_snapshots(vm)
+        current = next((s.libvirt_name for s in listing if s.is_current), None)
+        if current == target and current_before != target:
+            return True
+        if await _state_from_this_revert(hypervisor, vm, pre_state, target_has_memory):
+            return True
+        if waited >= REVERT_SETTLE_SECONDS:
+            return None if current_before == target or current is None else False
+        await asyncio.sleep(1.0)
+        waited += 1.0
+
+
+async def _state_from_this_revert(
+    hypervisor: Hypervisor, vm: Vm, pre_state: str, target_has_memory: bool
+) -> bool:
+    """snapbot stops an active VM before it reverts, so for a VM that was running "this state
+    came from a snapshot" can only be this revert's doing; a memory revert leaves the VM paused
+    or running, a disk-only one shut off."""
+    if pre_state not in (VmState.RUNNING.value, VmState.PAUSED.value):
+        return False  # shut off before: an older revert may have left the same reason
+    if await hypervisor.state_cause(vm) is not StateCause.FROM_SNAPSHOT:
+        return False
+    return (await hypervisor.state(vm)).is_active == target_has_memory
+
+
+async def answer_after_loss(hypervisor: Hypervisor, vm: Vm) -> list[HypervisorSnapshot]:
+    """After a lost connection mid-change: wait (up to ``LOST_CONTACT_WAIT``) until libvirt
+    answers again and has finished any job on the VM, and return its snapshots then, so the
+    outcome is decided from what libvirt has, not from the silence. ``HypervisorUnavailable``
+    when it does not answer in time: the outcome stays unknown."""
+    waited = 0.0
+    while True:
+        try:
+            if not await hypervisor.job_active(vm) or waited >= LOST_CONTACT_WAIT:
+                return await hypervisor.list_snapshots(vm)
+        except HypervisorUnavailable:
+            if waited >= LOST_CONTACT_WAIT:
+                raise
+        await asyncio.sleep(1.0)
+        waited += 1.0
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _joined(*parts: str) -> str:

@@ -31,6 +31,7 @@ from core.domain.snapshot import (
 from core.domain.vm import FreeSpace, Vm, VmState
 from core.errors import (
     CoreError,
+    HypervisorBusy,
     HypervisorError,
     HypervisorUnavailable,
     LabelTaken,
@@ -44,7 +45,14 @@ from core.errors import (
 from core.ports import Catalogue, Clock, Hypervisor
 from core.services.holds import refuse_if_held
 from core.services.operations import OperationHandle, OperationRunner
-from core.services.reconcile import record_of, refresh_memory_sizes, sync_if_free, sync_vm
+from core.services.reconcile import (
+    answer_after_loss,
+    record_of,
+    refresh_memory_sizes,
+    revert_landed,
+    sync_if_free,
+    sync_vm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +242,7 @@ class SnapshotService:
             kind, vm, actor, progress, label=label, details=await self._host()
         ) as op:
             await op.stage(Stage.CHECKING)
+            await self._refuse_if_libvirt_busy(vm)
             await sync_vm(self._hv, self._catalogue, vm)
             snapshot = await self._take_snapshot(
                 op, vm, label, description, origin, actor, check_space=check_space
@@ -266,6 +275,7 @@ class SnapshotService:
             kind, vm, actor, progress, label=label, details=await self._host()
         ) as op:
             await op.stage(Stage.CHECKING)
+            await self._refuse_if_libvirt_busy(vm)
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
             snaps = await self._catalogue.snapshots(vm.uuid)
@@ -317,6 +327,7 @@ class SnapshotService:
             kind, vm, actor, progress, label=label, details=await self._host()
         ) as op:
             await op.stage(Stage.CHECKING)
+            await self._refuse_if_libvirt_busy(vm)
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
             target = await self._lookup(vm, snaps, label, libvirt_name)
@@ -434,6 +445,14 @@ class SnapshotService:
             names = [v.name for v in await self._hv.list_vms()]
             raise VmNotFound(name, closest(name, names)) from None
 
+    async def _refuse_if_libvirt_busy(self, vm: Vm) -> None:
+        """Another libvirt client working on the VM (a virsh snapshot, a dump) holds its job
+        lock: say "busy" now instead of after libvirt's 30 s wait for that lock."""
+        if await self._hv.job_active(vm):
+            raise HypervisorBusy(
+                vm.name, "libvirt reports a job in progress on it (virsh domjobinfo shows it)"
+            )
+
     async def _host(self) -> dict[str, object]:
         """Which hypervisor an operation ran on, so a recovery never judges it against
         another one."""
@@ -486,10 +505,17 @@ class SnapshotService:
             )
         try:
             hs = await self._hv.create_snapshot(vm, name, libvirt_description(label, description))
-        except HypervisorUnavailable:
-            found = [s for s in await self._hv.list_snapshots(vm) if s.libvirt_name == name]
+        except HypervisorUnavailable as lost:
+            # The answer was lost (a daemon restart, a deadline): libvirt decides, once it
+            # answers again, whether the snapshot exists.
+            found = [s for s in await answer_after_loss(self._hv, vm) if s.libvirt_name == name]
             if not found:
-                raise
+                state = await self._settle(vm, pre_state)
+                raise OperationFailed(
+                    f"{lost.detail}; once libvirt answered again it had no such snapshot",
+                    vm=vm.name,
+                    vm_state=state,
+                ) from lost
             hs = found[0]
         except HypervisorError as exc:
             state = await self._settle(vm, pre_state)
@@ -553,11 +579,42 @@ class SnapshotService:
             if target.has_memory:
                 await op.stage(Stage.STARTING)
                 await self._hv.resume(vm)
+        except HypervisorUnavailable as lost:
+            # The answer was lost, not the revert: once libvirt answers, its evidence says
+            # whether the revert landed; only one that did not is recovered from.
+            await answer_after_loss(self._hv, vm)
+            landed = await revert_landed(
+                self._hv,
+                vm,
+                target.libvirt_name,
+                current_before=current_before,
+                pre_state=pre_state.value,
+                target_has_memory=target.has_memory,
+            )
+            if landed:
+                return await self._start_reverted(op, vm, target)
+            if landed is None:
+                state = await self._state_or_unknown(vm)
+                raise RestoreFailed(vm.name, lost.detail, state, Recovery.UNKNOWN.value) from lost
+            await op.stage(Stage.RECOVERING)
+            state, recovery = await self._recover(vm, pre_state, safety)
+            await op.record(recovery=recovery.value)
+            raise RestoreFailed(vm.name, lost.detail, state, recovery.value) from lost
         except HypervisorError as exc:
             await op.stage(Stage.RECOVERING)
             state, recovery = await self._recover(vm, pre_state, safety)
             await op.record(recovery=recovery.value)
             raise RestoreFailed(vm.name, exc.detail, state, recovery.value) from exc
+        return await self._hv.state(vm)
+
+    async def _start_reverted(
+        self, op: OperationHandle, vm: Vm, target: HypervisorSnapshot
+    ) -> VmState:
+        """A revert that landed although its answer was lost: resume a memory snapshot's VM,
+        which snapbot reverts paused."""
+        if target.has_memory and await self._hv.state(vm) is VmState.PAUSED:
+            await op.stage(Stage.STARTING)
+            await self._hv.resume(vm)
         return await self._hv.state(vm)
 
     async def _recover(

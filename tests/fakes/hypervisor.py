@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from core.domain.snapshot import CapturedState, HypervisorSnapshot
 from core.domain.vm import Disk, DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
-from core.errors import CoreError, SnapshotNotFound, VmNotFound
+from core.errors import CoreError, HypervisorUnavailable, SnapshotNotFound, VmNotFound
 
 
 @dataclass
@@ -37,6 +37,8 @@ class FakeHypervisor:
         self.host = "fa4e0000-0000-4000-8000-000000000001"
         self.after_create: Callable[[], Awaitable[None]] | None = None
         self.causes: dict[str, StateCause] = {}
+        # Mutating methods whose change happens but whose answer is lost.
+        self.lose_answer: set[str] = set()
         self.fail: dict[str, CoreError] = {}
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
@@ -52,12 +54,17 @@ class FakeHypervisor:
             raise VmNotFound(uuid)
         return self.vms[uuid]
 
-    def _set_state(
-        self, uuid: str, state: VmState, cause: StateCause = StateCause.OTHER
-    ) -> None:
+    def _set_state(self, uuid: str, state: VmState, cause: StateCause = StateCause.OTHER) -> None:
         fv = self._vm(uuid)
         fv.vm = replace(fv.vm, state=state)
         self.causes[uuid] = cause
+
+    def _maybe_lose_answer(self, method: str) -> None:
+        # The change happened in libvirt; only its answer never reached snapbot (a daemon
+        # restart between the two).
+        if method in self.lose_answer:
+            self.lose_answer.discard(method)
+            raise HypervisorUnavailable("Cannot recv data: Connection reset by peer")
 
     async def _mutate(self, method: str, uuid: str) -> None:
         self.calls.append((method, uuid))
@@ -136,6 +143,7 @@ class FakeHypervisor:
         # another request exactly here.
         if self.after_create is not None:
             await self.after_create()
+        self._maybe_lose_answer("create_snapshot")
         return snap
 
     async def revert_snapshot(self, vm: Vm, libvirt_name: str, *, paused: bool) -> None:
@@ -152,6 +160,7 @@ class FakeHypervisor:
             self._set_state(vm.uuid, state, StateCause.FROM_SNAPSHOT)
         else:
             self._set_state(vm.uuid, VmState.SHUT_OFF, StateCause.FROM_SNAPSHOT)
+        self._maybe_lose_answer("revert_snapshot")
 
     async def delete_snapshot(self, vm: Vm, libvirt_name: str) -> None:
         await self._mutate("delete_snapshot", vm.uuid)

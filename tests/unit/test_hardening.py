@@ -19,9 +19,11 @@ from core.domain.operation import OperationKind, OperationStatus, Stage
 from core.domain.snapshot import CatalogueStatus, Origin
 from core.domain.vm import StateCause, VmState
 from core.errors import (
+    HypervisorBusy,
     HypervisorUnavailable,
     LabelTaken,
     LibvirtJobRunning,
+    OperationFailed,
     SnapshotNotFound,
     SpaceUnknown,
     VmBusy,
@@ -546,3 +548,48 @@ async def test_records_of_a_listed_vm_are_this_hosts_whatever_they_said_before(
     rows = await SnapshotRow.filter(vm_uuid=WEB)
     assert {r.host_uuid for r in rows} == {services.hv.host}
     assert {r.hypervisor_uri for r in rows} == {"fake:///"}
+
+
+# -- what the real-guest fault suite found ---------------------------------------------------
+
+
+async def test_a_snapshot_whose_answer_was_lost_is_recorded_as_made(services: Services) -> None:
+    """libvirtd restarted between making the snapshot and answering: libvirt has it, so it was
+    made (the first version recorded it FAILED)."""
+    services.hv.lose_answer.add("create_snapshot")
+    created = await services.service.create_snapshot("web-01", "nightly", actor=ALICE)
+    assert created.snapshot.libvirt_name in services.hv.vms[WEB].snapshots
+    [op] = await services.catalogue.operations(WEB)
+    assert op.status is OperationStatus.SUCCEEDED
+
+
+async def test_a_snapshot_lost_with_the_connection_resumes_the_vm_and_says_so(
+    services: Services,
+) -> None:
+    services.hv.fail["create_snapshot"] = HypervisorUnavailable("Cannot recv data")
+    services.hv.state_after_failure["create_snapshot"] = VmState.PAUSED  # mid memory save
+    with pytest.raises(OperationFailed) as info:
+        await services.service.create_snapshot("web-01", "nightly", actor=ALICE)
+    assert "no such snapshot" in info.value.detail
+    assert info.value.vm_state == "running"
+    assert services.hv.vms[WEB].vm.state is VmState.RUNNING
+
+
+async def test_a_revert_whose_answer_was_lost_is_a_restore_that_completed(
+    services: Services,
+) -> None:
+    await services.service.create_snapshot("web-01", "base", actor=ALICE)
+    services.hv.lose_answer.add("revert_snapshot")
+    restored = await services.service.restore("web-01", "base", actor=ALICE)
+    assert restored.vm_state is VmState.RUNNING
+    ops = await services.catalogue.operations(WEB)
+    assert ops[0].kind is OperationKind.RESTORE
+    assert ops[0].status is OperationStatus.SUCCEEDED
+
+
+async def test_another_clients_libvirt_job_is_busy_at_once(services: Services) -> None:
+    services.hv.jobs.add(WEB)  # virsh snapshot-create-as running on web-01
+    with pytest.raises(HypervisorBusy):
+        await services.service.create_snapshot("web-01", "x", actor=ALICE)
+    assert services.hv.calls == []
+    await services.service.create_snapshot("web-02", "y", actor=ALICE)  # others proceed

@@ -102,8 +102,8 @@ class LibvirtConnection:
         # Aborts get their own thread: the pool may be full of the very calls that hang.
         self._abort_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt-abort")
         self._lock = threading.Lock()
-        self._conn: Any = None
-        self._opened = False
+        self._conns: dict[int, Any] = {}  # pool thread -> its connection
+        self._opened: set[int] = set()  # threads that opened one already
         self.reconnects = 0
 
     async def run(
@@ -176,30 +176,36 @@ class LibvirtConnection:
                 return fn(self._connection())
 
     def _connection(self) -> Any:
+        # One connection per pool thread: libvirt's client lets one waiting call hold back the
+        # others on the same connection until its next keepalive tick, so a call stuck behind
+        # another client's job on one VM would delay every other VM's calls.
+        # (libvirt's test driver is in-process, and each open of it is a separate host: one.)
+        thread = 0 if self.uri.startswith("test:") else threading.get_ident()
         with self._lock:
-            conn = self._conn
-            if conn is not None:
-                try:
-                    if conn.isAlive() == 1:
-                        return conn
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
-            _ensure_event_loop()
-            conn = libvirt.open(self.uri)
-            # Every open after the first is a reconnect, whoever noticed the loss (isAlive, the
-            # close callback, or a call that failed with a connection error).
-            if self._opened:
+            conn = self._conns.get(thread)
+        if conn is not None:
+            try:
+                if conn.isAlive() == 1:
+                    return conn
+            except libvirt.libvirtError:
+                pass
+            self._forget(conn)
+        _ensure_event_loop()
+        conn = libvirt.open(self.uri)
+        with self._lock:
+            # A thread's every open after its first is a reconnect, whoever noticed the loss
+            # (isAlive, the close callback, or a call that failed with a connection error).
+            if thread in self._opened:
                 self.reconnects += 1
                 logger.warning("reconnected to %s (%d so far)", self.uri, self.reconnects)
-            self._opened = True
-            # local drivers (test://) have no keepalive; there is nothing to detect there
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.registerCloseCallback(self._on_close, None)
-            self._conn = conn
-            return conn
+            self._opened.add(thread)
+            self._conns[thread] = conn
+        # local drivers (test://) have no keepalive; there is nothing to detect there
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(self._on_close, None)
+        return conn
 
     def _on_close(self, conn: Any, reason: int, _opaque: object) -> None:
         logger.warning("libvirt connection to %s closed (reason %d)", self.uri, reason)
@@ -207,16 +213,17 @@ class LibvirtConnection:
 
     def _forget(self, conn: Any) -> None:
         with self._lock:
-            if self._conn is conn:
-                self._conn = None
+            for thread, known in list(self._conns.items()):
+                if known is conn:
+                    del self._conns[thread]
 
     async def close(self) -> None:
         """Close the connection and stop the pool."""
 
         def _close() -> None:
             with self._lock:
-                conn, self._conn = self._conn, None
-            if conn is not None:
+                conns, self._conns = list(self._conns.values()), {}
+            for conn in conns:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.unregisterCloseCallback()
                 with contextlib.suppress(libvirt.libvirtError):

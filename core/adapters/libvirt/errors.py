@@ -21,7 +21,6 @@ _CONNECTION_CODES = frozenset(
     {
         libvirt.VIR_ERR_NO_CONNECT,
         libvirt.VIR_ERR_INVALID_CONN,
-        libvirt.VIR_ERR_SYSTEM_ERROR,
         libvirt.VIR_ERR_RPC,
         libvirt.VIR_ERR_AUTH_FAILED,
     }
@@ -44,7 +43,13 @@ def is_connection_error(exc: libvirt.libvirtError) -> bool:
     code = exc.get_error_code()
     if code in _CONNECTION_CODES:
         return True
-    return code == libvirt.VIR_ERR_INTERNAL_ERROR and exc.get_error_domain() in _TRANSPORT_DOMAINS
+    # A system or internal error is the transport's only when the RPC or remote layer raised
+    # it: the QEMU driver reports a QEMU that died mid-job as a system error too, while the
+    # connection is fine (saying "lost contact" then would be untrue).
+    return (
+        code in (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_SYSTEM_ERROR)
+        and exc.get_error_domain() in _TRANSPORT_DOMAINS
+    )
 
 
 def to_core_error(

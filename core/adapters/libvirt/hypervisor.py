@@ -366,18 +366,16 @@ class LibvirtHypervisor:
             if not dom.isActive():
                 return False  # no QEMU, no job libvirt can show (a shut-off revert uses qemu-img)
             try:
-                # An async job (a memory save, a dump, a migration) shows in jobInfo; a
-                # synchronous one (deleting or loading an internal snapshot) only keeps the
-                # monitor occupied, which controlInfo shows.
-                kind = dom.jobInfo()[0]
+                # controlInfo takes no job lock, so it answers at once even while another
+                # client holds the domain (jobInfo would queue behind a synchronous job): JOB
+                # for an async job (a memory save, a dump, a migration), OCCUPIED while a
+                # monitor command runs (deleting or loading an internal snapshot).
                 control = dom.controlInfo(0)[0]
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
-                    return False  # stopped between the two calls
+                    return False  # stopped meanwhile
                 return None
-            return bool(
-                kind != libvirt.VIR_DOMAIN_JOB_NONE or control != libvirt.VIR_DOMAIN_CONTROL_OK
-            )
+            return bool(control != libvirt.VIR_DOMAIN_CONTROL_OK)
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
