@@ -162,10 +162,6 @@ async def _send_preview(
 
 def _title(command: Command, actor: Actor) -> str:
     if isinstance(command, CreateSnapshot):
-        return (
-            messages.operation_title("Snapshot", command.vm, command.label) + f" by <@{actor.user}>"
-        )
+        return messages.operation_title("Snapshot", command.vm, command.label, by=actor.user)
     assert isinstance(command, RenameSnapshot)
-    return (
-        messages.operation_title("Rename", command.vm, command.old_label) + f" by <@{actor.user}>"
-    )
+    return messages.operation_title("Rename", command.vm, command.old_label, by=actor.user)

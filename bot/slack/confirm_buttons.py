@@ -52,8 +52,8 @@ def _title(confirmation: Confirmation, actor: Actor) -> str:
     vm = confirmation.vm_name or "all VMs"
     if confirmation.kind is ConfirmationKind.DELETE:
         label = str(confirmation.payload.get("label", ""))
-        return messages.operation_title("Delete", vm, label) + f" by <@{actor.user}>"
-    return messages.operation_title("Prune", vm) + f" by <@{actor.user}>"
+        return messages.operation_title("Delete", vm, label, by=actor.user)
+    return messages.operation_title("Prune", vm, by=actor.user)
 
 
 async def _confirm(ctx: SlackContext, body: dict[str, Any]) -> None:

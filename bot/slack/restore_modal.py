@@ -140,7 +140,7 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
     await ack()
     actor = _actor(body, meta)
     label = str(confirmation.payload.get("label", ""))
-    title = messages.operation_title("Restore", vm, label) + f" by <@{actor.user}>"
+    title = messages.operation_title("Restore", vm, label, by=actor.user)
     where = Where(
         channel=meta.get("channel") or actor.user, response_url=meta.get("response_url") or None
     )

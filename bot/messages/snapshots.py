@@ -1,0 +1,165 @@
+"""Snapshots and VMs: the listings, the restore picker, the prompts before a delete or a restore,
+and what a create, restore, delete or rename did."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.messages.format import human_bytes, human_seconds, when
+from bot.mrkdwn import literal
+from core.domain.snapshot import CatalogueStatus, Snapshot
+from core.services.snapshots import (
+    CreateResult,
+    DeleteResult,
+    RenameResult,
+    RestorePreview,
+    RestoreResult,
+    VmSnapshots,
+    VmSummary,
+)
+
+
+def vms_table(vms: Sequence[VmSummary]) -> str:
+    """``/snapshot vms``."""
+    if not vms:
+        return "No VMs on this host."
+    lines = ["VMs:"]
+    for s in vms:
+        busy = (
+            f"  busy: {s.busy.operation_kind} by {literal(s.busy.requested_by)}" if s.busy else ""
+        )
+        lines.append(
+            f"  {literal(s.vm.name):<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
+        )
+    return "\n".join(lines)
+
+
+def _snapshot_line(s: Snapshot) -> str:
+    what = "disk+memory" if s.has_memory else "disk"
+    memory = f" · memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
+    missing = " · MISSING from libvirt" if s.status is CatalogueStatus.MISSING else ""
+    missing += f" · {s.hold.describe()}" if s.hold else ""
+    desc = f"\n      {literal(s.description)}" if s.description else ""
+    return (
+        f"  {literal(s.label):<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
+        f"{s.captured_state.value}{memory} · {s.origin.value} by {literal(s.created_by)}"
+        f"{missing}{desc}"
+    )
+
+
+def snapshots_table(groups: Sequence[VmSnapshots]) -> str:
+    """``/snapshot list``: newest first per VM, with the honest size story."""
+    if not groups:
+        return "No VMs on this host."
+    out = []
+    for g in groups:
+        gone = " (VM no longer exists)" if g.vm is None else f" ({g.vm.state.value})"
+        busy = (
+            f" — busy: {g.busy.operation_kind} by {literal(g.busy.requested_by)}" if g.busy else ""
+        )
+        out.append(f"*{literal(g.vm_name)}*{gone}{busy}")
+        if not g.snapshots:
+            out.append("  no snapshots")
+        for s in sorted(g.snapshots, key=lambda s: s.created_at, reverse=True):
+            out.append(_snapshot_line(s))
+        if g.vm is not None and g.snapshots:
+            out.append(
+                f"  disk images: {human_bytes(g.disk_bytes)} on the host, shared by the VM and "
+                "all its snapshots (internal snapshots share unchanged blocks, so a single "
+                "snapshot's disk share cannot be measured)"
+            )
+    return "\n".join(out)
+
+
+def created(result: CreateResult) -> str:
+    s = result.snapshot
+    memory = f", memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
+    return (
+        f"Snapshot `{literal(s.label)}` of {literal(s.vm_name)} taken in "
+        f"{human_seconds(result.seconds)} "
+        f"({'disk + memory + configuration' if s.has_memory else 'disk + configuration'}"
+        f"{memory}). The VM is {result.vm_state.value}. "
+        f"Disk images now {human_bytes(result.disk_bytes)}."
+    )
+
+
+def restore_warning(preview: RestorePreview) -> str:
+    """The confirmation text before a restore (the product guide's wording)."""
+    s = preview.snapshot
+    lines = [
+        f"⚠️  Warning: This will restore {literal(preview.vm.name)} to snapshot state.",
+        "Current data will be lost. This cannot be undone.",
+        "",
+        f"Snapshot: {literal(s.label)}",
+        f"Created: {when(s.created_at)} (VM was {s.captured_state.value})",
+        f"VM now: {preview.vm.state.value}",
+    ]
+    if preview.newer:
+        names = ", ".join(literal(n.label) for n in preview.newer)
+        lines.append(f"Newer snapshots (kept, but the VM leaves their timeline): {names}")
+    return "\n".join(lines)
+
+
+def restored(result: RestoreResult) -> str:
+    safety = (
+        f" Safety snapshot of the state before: `{literal(result.safety.label)}`."
+        if result.safety
+        else " No safety snapshot was taken."
+    )
+    return (
+        f"{literal(result.snapshot.vm_name)} restored to `{literal(result.snapshot.label)}` in "
+        f"{human_seconds(result.seconds)}. The VM is {result.vm_state.value}.{safety}\n"
+        "Verify: the VM's clock and uptime, your data, and that services run."
+    )
+
+
+def deleted(result: DeleteResult) -> str:
+    s = result.snapshot
+    if result.already_gone:
+        return (
+            f"`{literal(s.label)}` of {literal(s.vm_name)} was already gone from libvirt; its "
+            "record is removed."
+        )
+    return (
+        f"Deleted `{literal(s.label)}` of {literal(s.vm_name)} in {human_seconds(result.seconds)}; "
+        f"{human_bytes(result.freed_bytes)} freed on the host. The VM is not affected."
+    )
+
+
+def renamed(result: RenameResult) -> str:
+    return (
+        f"Renamed `{literal(result.old_label)}` of {literal(result.vm_name)} to "
+        f"`{literal(result.new_label)}`."
+    )
+
+
+def delete_prompt(snapshot: Snapshot) -> str:
+    if snapshot.status is CatalogueStatus.MISSING:
+        return (
+            f"Clear the record of snapshot `{literal(snapshot.label)}` of "
+            f"{literal(snapshot.vm_name)}? libvirt no longer has it (it was deleted outside "
+            f"snapbot); it was taken {when(snapshot.created_at)} by "
+            f"{literal(snapshot.created_by)}. Clearing frees its name; the audit trail keeps "
+            "its history. The VM is not affected."
+        )
+    what = "disk + memory" if snapshot.has_memory else "disk"
+    memory = f", memory {human_bytes(snapshot.memory_bytes)}" if snapshot.has_memory else ""
+    return (
+        f"Delete snapshot `{literal(snapshot.label)}` of {literal(snapshot.vm_name)}? Taken "
+        f"{when(snapshot.created_at)} ({what}{memory}), {snapshot.origin.value} by "
+        f"{literal(snapshot.created_by)}. It cannot be restored afterwards. The VM is not affected."
+    )
+
+
+def pick_snapshot(vm: VmSnapshots) -> str:
+    if not vm.snapshots:
+        return (
+            f"{literal(vm.vm_name)} has no snapshots to restore. "
+            f"Take one with /snapshot {literal(vm.vm_name)} <name>."
+        )
+    newest = sorted(vm.snapshots, key=lambda s: s.created_at, reverse=True)
+    return (
+        f"Which snapshot of {literal(vm.vm_name)}? Newest first:\n"
+        + "\n".join(_snapshot_line(s) for s in newest)
+        + f"\nThen: /restore {literal(vm.vm_name)} <name>"
+    )
