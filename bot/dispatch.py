@@ -10,8 +10,10 @@ confirmation (roles can change in between).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from bot import messages
 from bot.grammar import (
@@ -47,6 +49,8 @@ from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
 from scheduler.service import SchedulerService
 from scheduler.timing import next_fire, trigger_for
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +157,12 @@ class Dispatcher:
         snapshots = self._core.snapshots
         if isinstance(command, ListVms):
             vms = await snapshots.list_vms()
-            visible = set(await self._visible(actor, [v.vm.name for v in vms]))
-            return Reply(messages.vms_table([v for v in vms if v.vm.name in visible]))
+            return Reply(messages.vms_table(await self._visible(actor, vms, lambda v: v.vm.name)))
         if isinstance(command, ListSnapshots):
             if command.vm is not None:
                 await self._require(actor, Action.VIEW, command.vm)
             groups = await snapshots.list_snapshots(command.vm)
-            visible = set(await self._visible(actor, [g.vm_name for g in groups]))
-            return Reply(messages.snapshots_table([g for g in groups if g.vm_name in visible]))
+            return Reply(messages.snapshots_table(await self.visible_groups(actor, groups)))
         if isinstance(command, CreateSnapshot):
             created = await snapshots.create_snapshot(
                 command.vm,
@@ -424,10 +426,39 @@ class Dispatcher:
             safety_keep_days=safety_keep_days,
         ).with_safety_defaults(settings.safety_keep_last, settings.safety_keep_days)
 
-    async def _visible(self, actor: Actor, names: list[str]) -> list[str]:
+    # -- what surfaces other than commands need (Home, the Verified button, the modal) -------
+
+    async def listing(self) -> list[VmSnapshots]:
+        """Every VM's snapshots (synced), for views that show them to several people: pass
+        it through ``visible_groups`` per person."""
+        return await self._core.snapshots.list_snapshots()
+
+    async def visible_groups(
+        self, actor: Actor, groups: Sequence[VmSnapshots]
+    ) -> list[VmSnapshots]:
+        """The VMs of ``groups`` that ``actor`` may see."""
+        return await self._visible(actor, groups, lambda g: g.vm_name)
+
+    async def snapshot(self, vm: str, label: str) -> Snapshot:
+        """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""
+        return await self._core.snapshots.find(vm, label)
+
+    async def verified(self, vm: str, label: str, actor: Actor) -> Snapshot:
+        """The Verified button: the change a before-change snapshot guarded is good, so its
+        hold ends. The hold service decides who may (the creator or an admin)."""
+        return await self._core.holds.release(vm, label, actor, self._access)
+
+    async def confirmation(self, confirmation_id: str) -> Confirmation | None:
+        """A stored confirmation, unclaimed, to check a modal's typed name against."""
+        return await self._core.confirmations.get(confirmation_id)
+
+    async def _visible(
+        self, actor: Actor, items: Sequence[T], name_of: Callable[[T], str]
+    ) -> list[T]:
         if self._access is None:
-            return names
-        return await self._access.visible(actor, names)
+            return list(items)
+        visible = set(await self._access.visible(actor, [name_of(i) for i in items]))
+        return [i for i in items if name_of(i) in visible]
 
 
 def _text(value: object) -> str | None:

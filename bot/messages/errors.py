@@ -53,6 +53,11 @@ _RECOVERY = {
         "snapbot reverted it to the safety snapshot: it is as it was before the restore."
     ),
     Recovery.FAILED.value: "snapbot could not bring it back; check it with `virsh domstate`.",
+    Recovery.UNKNOWN.value: (
+        "The answer to the revert was lost and libvirt's evidence cannot tell whether it "
+        "completed, so snapbot left the VM as it is: check `virsh snapshot-current` and the "
+        "guest's data, or restore again."
+    ),
 }
 
 

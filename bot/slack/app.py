@@ -100,10 +100,8 @@ def build_app(
     )
     access = core.access_for(SlackDirectory(client))
     ctx = SlackContext(
-        core=core,
         settings=settings,
         client=client,
-        access=access,
         dispatcher=Dispatcher(core, access, scheduler),
         app=app,
     )

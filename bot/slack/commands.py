@@ -136,7 +136,7 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
 async def _prompt_verification(ctx: SlackContext, command: CreateSnapshot, actor: Actor) -> None:
     """A before-change snapshot: ask its creator, privately, to verify the change later."""
     try:
-        snapshot = await ctx.core.snapshots.find(command.vm, command.label)
+        snapshot = await ctx.dispatcher.snapshot(command.vm, command.label)
     except CoreError:
         return  # the snapshot was not taken; its failure was already reported
     if snapshot.hold is None:

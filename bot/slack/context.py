@@ -21,8 +21,6 @@ from bot.slack.progress import LiveMessage, OperationProgress, Where
 from core.config import SlackSettings
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError, HypervisorError
-from core.services.access import AccessService
-from core.services.facade import Core
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +64,8 @@ class SlackDirectory:
 
 @dataclass
 class SlackContext:
-    core: Core
     settings: SlackSettings
     client: AsyncWebClient
-    access: AccessService
     dispatcher: Dispatcher
     app: AsyncApp
     jobs: Jobs = field(default_factory=Jobs)

@@ -88,7 +88,7 @@ async def _verified(ctx: SlackContext, body: dict[str, Any]) -> None:
     try:
         # Only the person who took it knows whether the change is good, or an admin: the hold
         # service decides, as for /snapshot release.
-        released = await ctx.core.holds.release(vm, label, actor, ctx.access)
+        released = await ctx.dispatcher.verified(vm, label, actor)
     except CoreError as exc:
         await ctx.tell(actor, messages.error_text(exc), response_url)
         return

@@ -36,7 +36,7 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
 
     async def refresh_all() -> None:
         # One listing (it syncs every VM with libvirt) serves every viewer's tab.
-        groups = await ctx.core.snapshots.list_snapshots()
+        groups = await ctx.dispatcher.listing()
         for user in list(ctx.home_viewers):
             await publish(ctx, user, groups)
 
@@ -49,9 +49,8 @@ async def publish(
     """Build and publish ``user``'s Home tab (from ``groups`` when already listed)."""
     actor = Actor(user=user, via="slack")
     if groups is None:
-        groups = await ctx.core.snapshots.list_snapshots()
-    visible = set(await ctx.access.visible(actor, [g.vm_name for g in groups]))
-    mine = [g for g in groups if g.vm_name in visible]
+        groups = await ctx.dispatcher.listing()
+    mine = await ctx.dispatcher.visible_groups(actor, groups)
     present = [s for g in mine for s in g.snapshots if s.status is CatalogueStatus.PRESENT]
     header = messages.home_header(
         vm_count=sum(1 for g in mine if g.vm is not None),

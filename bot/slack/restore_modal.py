@@ -124,7 +124,7 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
     safety = any(
         isinstance(o, dict) and o.get("value") == blocks.SAFETY_VALUE for o in selected or []
     )
-    confirmation = await ctx.core.confirmations.get(meta.get("id", ""))
+    confirmation = await ctx.dispatcher.confirmation(meta.get("id", ""))
     if confirmation is None or confirmation.vm_name is None:
         await ack(
             response_action="errors",

@@ -140,7 +140,7 @@ ANY_REQUEST = st.one_of(slash_commands(), button_clicks(), view_payloads(), home
 
 async def _live_confirmation(services: Services, bot: SlackBot) -> tuple[str, str]:
     """A real restore confirmation of web-01 (its id and the modal metadata carrying it)."""
-    core = bot.ctx.core
+    core = bot.core
     preview = await core.snapshots.restore_preview("web-01", "before")
     confirmation = await core.confirmations.create(
         ConfirmationKind.RESTORE,

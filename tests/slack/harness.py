@@ -51,9 +51,12 @@ class Answer:
 
 
 class SlackBot:
-    def __init__(self, slack: FakeSlack, ctx: SlackContext, http: HttpTransport) -> None:
+    def __init__(
+        self, slack: FakeSlack, ctx: SlackContext, http: HttpTransport, core: Core
+    ) -> None:
         self.slack = slack
         self.ctx = ctx
+        self.core = core  # what the app was built on, for tests to look behind it
         self.http = http
         self._session = aiohttp.ClientSession()
 
@@ -137,7 +140,7 @@ async def running_bot(
     ctx = build_app(core, settings, client)
     http = HttpTransport(ctx.app, host="127.0.0.1", port=0)
     await http.start()
-    bot = SlackBot(slack, ctx, http)
+    bot = SlackBot(slack, ctx, http, core)
     try:
         yield bot
     finally:

@@ -193,14 +193,14 @@ async def test_a_schedule_with_include_manual_prunes_manual_snapshots_too(
         ADMIN,
     )
     assert "keep last=1, manual snapshots included" in added
-    (schedule,) = await bot.ctx.core.schedules.list()
+    (schedule,) = await bot.core.schedules.list()
     assert schedule.policy is not None
     assert schedule.policy.include_manual
     assert schedule.policy.safety_keep_last is None, "the configured rule applies at run time"
 
     # Slack's front end has no timetable in these tests: the scheduler runs the slot itself.
     reports = RunReports()
-    report = await build_scheduler(bot.ctx.core, reports).run_now(schedule)
+    report = await build_scheduler(bot.core, reports).run_now(schedule)
     assert report is not None
     assert reports.runs == [report]
     ran = messages.run_report(report)
