@@ -33,9 +33,10 @@ from bot.mrkdwn import plain
 from core.domain.operation import Actor, Operation, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
+from core.ports import ScheduleRunNow
 from core.services.facade import Core
 from core.services.reports import Digest, RunReport
-from scheduler.service import SchedulerService, build_scheduler
+from scheduler.service import build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Console:
         core: Core,
         stdin: TextIO,
         stdout: TextIO,
-        scheduler: SchedulerService | None = None,
+        scheduler: ScheduleRunNow | None = None,
     ) -> None:
         self._core = core
         self._stdin = stdin

@@ -42,13 +42,12 @@ from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
 from core.domain.snapshot import HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput
+from core.ports import ScheduleRunNow
 from core.services.access import AccessService
 from core.services.facade import Core
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
-from scheduler.service import SchedulerService
-from scheduler.timing import next_fire, trigger_for
 
 T = TypeVar("T")
 
@@ -135,7 +134,7 @@ class Dispatcher:
         self,
         core: Core,
         access: AccessService | None,
-        scheduler: SchedulerService | None = None,
+        scheduler: ScheduleRunNow | None = None,
     ) -> None:
         self._core = core
         self._access = access
@@ -389,7 +388,6 @@ class Dispatcher:
             return Reply(messages.run_report(report))
         timezone = command.timezone or self._core.settings.timezone
         when = parse_when(list(command.when), timezone)
-        trigger_for(when)  # an impossible cron field is refused before anything is stored
         scope = command.scope
         if not command.keep and scope != RetentionScope():
             raise InvalidInput(
@@ -408,7 +406,7 @@ class Dispatcher:
             )
         channel = _channel_id(command.channel) or actor.channel
         added = await schedules.add(command.name, command.vms, when, policy, channel, actor)
-        return Reply(messages.schedule_added(added, next_fire(added.when, added.created_at)))
+        return Reply(messages.schedule_added(added, schedules.next_fire(added)))
 
     def _policy(
         self,

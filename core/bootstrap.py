@@ -31,6 +31,7 @@ from core.services.reconcile import Reconciler
 from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
+from scheduler.timing import CronTimetable
 
 __all__ = ["Core", "build_core", "demo_allowed", "wire"]
 
@@ -126,7 +127,7 @@ def wire(
         snapshots=snapshots,
         pruning=pruning,
         confirmations=ConfirmationService(catalogue, clock),
-        schedules=ScheduleService(catalogue, clock),
+        schedules=ScheduleService(catalogue, clock, CronTimetable()),
         holds=HoldService(snapshots, catalogue, clock, runner),
         locks=LockService(hypervisor, catalogue, runner, reconciler),
         runs=ScheduleRunner(

@@ -13,7 +13,7 @@ from typing import Protocol
 from core.domain.access import Action
 from core.domain.confirmation import Confirmation
 from core.domain.operation import Actor, Operation, OperationStatus, Stage
-from core.domain.schedule import Schedule
+from core.domain.schedule import Schedule, When
 from core.domain.snapshot import CatalogueStatus, Hold, HypervisorSnapshot, Snapshot
 from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.services.reports import Digest, RunReport
@@ -281,6 +281,23 @@ class ScheduleStore(LeaseStore, Protocol):
     async def interrupt_runs(self, owner: str) -> int:
         """Mark runs other owners left running as interrupted; return how many."""
         ...
+
+
+class Timetable(Protocol):
+    """When a schedule's times fall (the scheduler's calendar, apscheduler's cron rules)."""
+
+    def check(self, when: When) -> None:
+        """Raise ``InvalidInput`` for times that can never fire (an impossible cron field)."""
+        ...
+
+    def next_fire(self, when: When, after: datetime) -> datetime | None: ...
+
+
+class ScheduleRunNow(Protocol):
+    """``/snapshot schedule run``: run a schedule's slot now, outside its timetable, and
+    report it where the schedule reports (None: the slot is being run already)."""
+
+    async def run_now(self, schedule: Schedule) -> RunReport | None: ...
 
 
 # --- front ends: who belongs to which group, who may do what, where reports go -------------------

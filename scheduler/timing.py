@@ -55,6 +55,17 @@ def next_fire(when: When, now: datetime) -> datetime | None:
     return None if nxt is None else nxt.astimezone(UTC)
 
 
+class CronTimetable:
+    """The ``Timetable`` port on apscheduler's cron rules: the calendar the scheduler fires
+    by, so what a person is told at ``schedule add`` is what will happen."""
+
+    def check(self, when: When) -> None:
+        trigger_for(when)
+
+    def next_fire(self, when: When, after: datetime) -> datetime | None:
+        return next_fire(when, after)
+
+
 @dataclass(frozen=True, slots=True)
 class Due:
     """What ``now`` owes a schedule: at most one run, and every slot that was missed."""

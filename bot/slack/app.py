@@ -30,8 +30,8 @@ from bot.dispatch import Dispatcher
 from bot.slack import commands, confirm_buttons, holds, home, restore_modal
 from bot.slack.context import SlackContext, SlackDirectory
 from core.config import SlackSettings
+from core.ports import ScheduleRunNow
 from core.services.facade import Core
-from scheduler.service import SchedulerService
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def build_app(
     core: Core,
     settings: SlackSettings,
     client: AsyncWebClient,
-    scheduler: SchedulerService | None = None,
+    scheduler: ScheduleRunNow | None = None,
 ) -> SlackContext:
     """The bolt app with every surface registered; returned inside its ``SlackContext``."""
     secret = settings.signing_secret.reveal() if settings.signing_secret else None

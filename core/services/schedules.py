@@ -18,7 +18,7 @@ from core.domain.schedule import (
 )
 from core.domain.snapshot import Hold, HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput, ScheduleNotFound, SnapshotNotFound
-from core.ports import Authority, Clock, HoldCatalogue, ScheduleCatalogue
+from core.ports import Authority, Clock, HoldCatalogue, ScheduleCatalogue, Timetable
 from core.services.holds import require_hold_right
 from core.services.operations import OperationRunner, process_owner
 from core.services.snapshots import SnapshotService
@@ -34,9 +34,10 @@ HOLD_EXPIRY_ACTOR = Actor(user="scheduler:holds", via=SCHEDULER_VIA)
 class ScheduleService:
     """Add, list and remove schedules; every change tells the scheduler to rebuild its jobs."""
 
-    def __init__(self, catalogue: ScheduleCatalogue, clock: Clock) -> None:
+    def __init__(self, catalogue: ScheduleCatalogue, clock: Clock, timetable: Timetable) -> None:
         self._catalogue = catalogue
         self._clock = clock
+        self._timetable = timetable
         self.on_change: list[Callable[[], Awaitable[None]]] = []
 
     async def add(
@@ -50,6 +51,7 @@ class ScheduleService:
     ) -> Schedule:
         if policy is not None:
             policy.validate()
+        self._timetable.check(when)  # an impossible cron field is refused before it is stored
         schedule = await self._catalogue.add_schedule(
             Schedule(
                 id=0,
@@ -68,6 +70,10 @@ class ScheduleService:
 
     async def list(self) -> list[Schedule]:
         return await self._catalogue.schedules()
+
+    def next_fire(self, schedule: Schedule) -> datetime | None:
+        """When the schedule runs next (None: never again)."""
+        return self._timetable.next_fire(schedule.when, max(schedule.created_at, self._clock.now()))
 
     async def find(self, key: str) -> Schedule:
         """By id or by name."""
