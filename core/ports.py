@@ -310,6 +310,12 @@ class Directory(Protocol):
         """User ids in the group; raise ``CoreError`` when it cannot be read."""
         ...
 
+    async def home(self) -> tuple[str | None, str | None]:
+        """The workspace (team id) and Enterprise Grid organisation (None outside a grid)
+        snapbot is installed in; requests from any other (another workspace, a Slack Connect
+        user of another organisation) are refused."""
+        ...
+
 
 class Authority(Protocol):
     """Role checks of a front end that serves many people (``AccessService``)."""

@@ -39,13 +39,19 @@ def actor_from(body: dict[str, Any]) -> Actor:
             via="slack",
             team=body.get("team_id"),
             channel=body.get("channel_id"),
+            enterprise=body.get("enterprise_id") or None,
         )
     user = body.get("user") or {}
-    team = (body.get("team") or {}).get("id") or user.get("team_id")
+    # The user's own workspace first: in a Slack Connect channel ``team`` is the channel's
+    # host, and a user of another organisation must be judged by theirs.
+    team = user.get("team_id") or (body.get("team") or {}).get("id")
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
         "channel_id"
     )
-    return Actor(user=str(user.get("id")), via="slack", team=team, channel=channel)
+    enterprise = (body.get("enterprise") or {}).get("id") or user.get("enterprise_id")
+    return Actor(
+        user=str(user.get("id")), via="slack", team=team, channel=channel, enterprise=enterprise
+    )
 
 
 class SlackDirectory:
@@ -53,6 +59,7 @@ class SlackDirectory:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
+        self._home: tuple[str | None, str | None] | None = None
 
     async def members(self, usergroup: str) -> Collection[str]:
         try:
@@ -60,6 +67,19 @@ class SlackDirectory:
         except SlackApiError as exc:
             raise CoreError(f"usergroups.users.list: {exc.response.get('error')}") from exc
         return [str(u) for u in reply.get("users") or []]
+
+    async def home(self) -> tuple[str | None, str | None]:
+        if self._home is None:
+            try:
+                reply = await self._client.auth_test()
+            except SlackApiError as exc:
+                # Not known yet: every request is refused until it is (deny by default).
+                raise CoreError(f"auth.test: {exc.response.get('error')}") from exc
+            self._home = (
+                str(reply.get("team_id") or "") or None,
+                str(reply.get("enterprise_id") or "") or None,
+            )
+        return self._home
 
 
 @dataclass

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -21,6 +22,20 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+
+
+@web.middleware
+async def _whole_second_timestamps(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Slack signs with a timestamp in whole seconds. Anything else is a forged or broken
+    request: refused like one (401), before slack_sdk's verifier, which does int() on it
+    unguarded and would answer 500 with a traceback anyone could trigger."""
+    stamp = request.headers.get("X-Slack-Request-Timestamp")
+    whole_seconds = stamp is None or (stamp.isascii() and stamp.isdigit())
+    if request.path == EVENTS_PATH and not whole_seconds:
+        return web.Response(status=401)
+    return await handler(request)
 
 
 class HttpTransport:
@@ -35,6 +50,7 @@ class HttpTransport:
 
     def web_application(self) -> web.Application:
         application = self._app.web_app(path=EVENTS_PATH, port=self._port)
+        application.middlewares.append(_whole_second_timestamps)
         application.router.add_get(HEALTH_PATH, self._health)
         return application
 

@@ -19,6 +19,9 @@ class OperationKind(enum.Enum):
     HOLD = "hold"
     RELEASE = "release"
     UNLOCK = "unlock"
+    # Only ever REJECTED: a refused look (a listing) or schedule change, kept for the audit.
+    VIEW = "view"
+    SCHEDULE = "schedule"
 
 
 class OperationStatus(enum.Enum):
@@ -61,6 +64,8 @@ class Actor:
     via: str
     team: str | None = None
     channel: str | None = None
+    # the Enterprise Grid organisation the request came from (None outside a grid)
+    enterprise: str | None = None
 
 
 # ``Actor.via`` of scheduled work.

@@ -20,12 +20,15 @@ logger = logging.getLogger(__name__)
 # Group membership changes rarely; Slack's usergroups.users.list is Tier 2 (20 a minute).
 GROUP_CACHE_SECONDS = 300.0
 
+# Every refusal is audited, looks and schedule changes included.
 _AUDITED_AS = {
+    Action.VIEW: OperationKind.VIEW,
     Action.SNAPSHOT: OperationKind.SNAPSHOT,
     Action.RENAME: OperationKind.RENAME,
     Action.RESTORE: OperationKind.RESTORE,
     Action.DELETE: OperationKind.DELETE,
     Action.PRUNE: OperationKind.PRUNE,
+    Action.SCHEDULE: OperationKind.SCHEDULE,
     Action.UNLOCK: OperationKind.UNLOCK,
 }
 
@@ -68,20 +71,34 @@ class AccessService:
         if await self.allows(actor, action, vm):
             return
         error = Forbidden(actor.user, action.description, action.role.label, vm, actor.channel)
-        kind = _AUDITED_AS.get(action)
-        if kind is not None:
-            await self._runner.reject(kind, actor, vm or "all", error)
+        await self._runner.reject(_AUDITED_AS[action], actor, vm or "all", error)
         logger.info("refused %s to %s on %s in %s", action.name, actor.user, vm, actor.channel)
         raise error
 
     async def allows(self, actor: Actor, action: Action, vm: str | None) -> bool:
         """Whether ``actor`` may do ``action`` on ``vm`` in its channel. Not audited: the caller
         records what it refuses."""
+        if not await self._from_home(actor):
+            return False
         groups = await self.groups_of(actor.user)
         return self._policy.allows(actor.user, groups, action, vm=vm, channel=actor.channel)
 
+    async def _from_home(self, actor: Actor) -> bool:
+        """Grants name user ids of the installing workspace: the same id arriving from another
+        workspace, or a Slack Connect user of another organisation, is someone else."""
+        if actor.team is None and actor.enterprise is None:
+            return True  # a front end that has no workspaces
+        try:
+            team, enterprise = await self._directory.home()
+        except CoreError as exc:
+            logger.warning("cannot tell which workspace snapbot is installed in: %s", exc)
+            return False
+        return (team is None or actor.team == team) and actor.enterprise == enterprise
+
     async def visible(self, actor: Actor, vm_names: Collection[str]) -> list[str]:
         """The VMs among ``vm_names`` that ``actor`` may see."""
+        if not await self._from_home(actor):
+            return []
         groups = await self.groups_of(actor.user)
         return [
             name

@@ -384,14 +384,6 @@ def _report(check: str, tally: Tally, *, channels: int) -> None:
     assert coverage == 100
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="defect in core/services/access.py: AccessService.require audits a refusal only "
-    "for actions in _AUDITED_AS (snapshot, rename, restore, delete, prune); refusals of "
-    "Action.VIEW (/snapshot list <vm>, and /snapshot hold|release by someone who may not "
-    "see the VM) and of Action.SCHEDULE (schedule add/list/remove/run) leave no row, only "
-    "an INFO log line that the default WARNING level never writes",
-)
 async def test_every_refusal_is_audited(
     authz_bot: SlackBot, core: Core, services: Services
 ) -> None:
@@ -429,15 +421,6 @@ def _foreign_command(bot: SlackBot, text: str, **fields: str) -> bytes:
     return urlencode(payload).encode()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="defect in bot/slack (context.actor_from) and core/services/access.py: the team "
-    "of a request is recorded but never checked; a granted user id arriving from another "
-    "workspace (slash command team_id T_OTHER) takes a snapshot, and a Slack Connect user "
-    "whose user.team_id differs from the installing team confirms a delete. (A differing "
-    "enterprise_id with is_enterprise_install already runs nothing.) Fix: refuse (and "
-    "audit) requests whose team or user team is not the installation's.",
-)
 async def test_a_user_from_another_workspace_runs_nothing(
     authz_bot: SlackBot, services: Services
 ) -> None:

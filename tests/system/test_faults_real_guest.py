@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -46,7 +45,6 @@ from core.errors import (
     RestoreFailed,
     VmBusy,
 )
-from core.services.snapshots import SnapshotService
 from tests.conftest import ALICE, BOB
 from tests.reliability.figures import record
 from tests.system import daemon
@@ -340,15 +338,6 @@ async def interrupted_restore(
 # -- QEMU killed ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    raises=Shortfall,
-    strict=False,
-    reason="core defect: QEMU dying mid-snapshot fails libvirt's call with VIR_ERR_SYSTEM_ERROR "
-    "('Unable to write to monitor: Broken pipe', from the QEMU driver), which "
-    "core/adapters/libvirt/errors.py maps to HypervisorUnavailable (a dead connection) and "
-    "SnapshotService._take_snapshot re-raises without reading the VM's state: the user hears "
-    "'Lost contact with libvirt' with no VM state, while libvirt answers and the VM is off",
-)
 async def test_qemu_killed_while_memory_is_saved(real: RealCore, guests: Guests) -> None:
     guest = await asyncio.to_thread(guests, memory_mib=MEMORY_MIB, fill_mib=FILL_MIB)
     await counter_after(guest, 0, minimum=2)
@@ -441,16 +430,6 @@ async def running_again(real: RealCore, guest: Guest, problems: list[str], when:
         pytest.param(
             signal.SIGTERM,
             id="restart",
-            marks=pytest.mark.xfail(
-                raises=Shortfall,
-                strict=False,
-                reason="core defect: libvirtd stopped by SIGTERM finishes the snapshot it is "
-                "saving, but SnapshotService._take_snapshot looks for it (list_snapshots) while "
-                "the daemon is still down, so the operation is recorded FAILED ('Lost contact "
-                "with libvirt') for a snapshot that exists, and nothing corrects the record "
-                "later (only RUNNING operations are reconciled); it should wait for libvirt to "
-                "answer again, then record what it finds",
-            ),
         ),
         pytest.param(
             signal.SIGKILL,
@@ -458,12 +437,10 @@ async def running_again(real: RealCore, guest: Guest, problems: list[str], when:
             marks=pytest.mark.xfail(
                 raises=Shortfall,
                 strict=False,
-                reason="core defects: libvirtd killed while QEMU saves the memory: QEMU finishes "
-                "the internal snapshot in the qcow2 but libvirt never records it, and the VM "
-                "stays paused (reason 'save'). SnapshotService._take_snapshot re-raises "
-                "HypervisorUnavailable without resuming the VM (the _settle of the other failure "
-                "path is skipped), and nothing finds the orphan snapshot in the image (a "
-                "memory-sized allocation nobody sees: reconcile with `qemu-img snapshot -l`)",
+                reason="core defect left: libvirtd killed while QEMU saves the memory: QEMU "
+                "finishes the internal snapshot in the qcow2 but libvirt never records it, and "
+                "nothing finds that orphan snapshot in the image (a memory-sized allocation "
+                "nobody sees: to reconcile with `qemu-img snapshot -l`)",
             ),
         ),
     ],
@@ -519,29 +496,10 @@ async def test_libvirtd_restarted_while_memory_is_saved(
         pytest.param(
             signal.SIGTERM,
             id="restart",
-            marks=pytest.mark.xfail(
-                raises=Shortfall,
-                strict=False,
-                reason="core defect: libvirtd stopped by SIGTERM finishes the revert (VM "
-                "paused, reason from-snapshot); SnapshotService._revert's recovery runs at once "
-                "while the daemon is down, fails, and leaves the VM paused with its state "
-                "reported 'unknown'; it should wait for libvirt to answer again, then resume "
-                "the reverted VM and report the restore as done",
-            ),
         ),
         pytest.param(
             signal.SIGKILL,
             id="crash",
-            marks=pytest.mark.xfail(
-                raises=Shortfall,
-                strict=False,
-                reason="core defect: libvirtd killed while the new QEMU loads the snapshot: the "
-                "restarted daemon stops that QEMU (VM shut off, reason 'daemon'); "
-                "SnapshotService._revert's recovery ran at once while the daemon was down, "
-                "failed, and reported the state 'unknown'; the VM stays off although it was "
-                "running and a safety snapshot exists: recovery should wait for libvirt, "
-                "then revert to the safety snapshot or start the VM",
-            ),
         ),
     ],
 )
@@ -579,18 +537,6 @@ async def test_libvirtd_restarted_while_memory_is_restored(
 # -- a job held by someone else ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    raises=Shortfall,
-    strict=False,
-    reason="core defects: (1) nothing checks for someone else's libvirt job before the "
-    "snapshot call, so 'busy' comes only with libvirt's 30 s job-lock timeout (a pre-check "
-    "must not block either: virDomainGetJobInfo waits for the same lock); (2) "
-    "core/adapters/libvirt/connection.py shares one libvirt connection for every VM, and "
-    "while one call on it waits, libvirt's client delays the other calls on that connection "
-    "to the next keepalive tick (5 s steps; 29.5 s without the event loop; reproduced with "
-    "plain libvirt-python), so another VM's snapshot waits ~25 s; mutating calls need their "
-    "own connection (or one per VM)",
-)
 async def test_a_job_held_by_someone_else_is_answered_busy_at_once(
     real: RealCore, guests: Guests
 ) -> None:
@@ -650,9 +596,6 @@ async def test_a_job_held_by_someone_else_is_answered_busy_at_once(
 # -- disk full -----------------------------------------------------------------------------------
 
 
-HAS_CHECK_SPACE = "check_space" in inspect.signature(SnapshotService.create_snapshot).parameters
-
-
 @pytest.fixture
 def tight_fs(workdir: Path) -> Path:
     """An 800 MiB tmpfs for the guest's disk: room for its memory state until the test fills
@@ -668,11 +611,6 @@ def tight_fs(workdir: Path) -> Path:
 
 
 @pytest.mark.reliability
-@pytest.mark.xfail(
-    not HAS_CHECK_SPACE,
-    reason="waits for SnapshotService.create_snapshot(check_space=False) (defect 9)",
-    strict=False,
-)
 async def test_disk_full_while_memory_is_written(
     real: RealCore, guests: Guests, tight_fs: Path
 ) -> None:
