@@ -36,7 +36,13 @@ from bot.grammar import (
     Unlock,
 )
 from core.domain.access import Action
-from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.confirmation import (
+    Confirmation,
+    DeleteRequest,
+    PruneRequest,
+    RestoreRequest,
+    UnlockRequest,
+)
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
@@ -220,44 +226,30 @@ class Dispatcher:
         assert isinstance(command, Prune)
         return await self._request_prune(command, actor)
 
-    async def _pin_snapshot(
-        self, kind: ConfirmationKind, actor: Actor, preview: RestorePreview, **extra: object
-    ) -> Confirmation:
-        """A confirmation naming the exact snapshot shown (its libvirt name never changes)."""
-        return await self._core.confirmations.create(
-            kind,
-            actor,
-            vm_name=preview.vm.name,
-            payload={
-                "vm": preview.vm.name,
-                "label": preview.snapshot.label,
-                "libvirt_name": preview.snapshot.libvirt_name,
-                **extra,
-            },
-        )
-
     async def _request_restore(self, command: Restore, actor: Actor) -> Outcome:
         if command.label is None:
             (group,) = await self._core.snapshots.list_snapshots(command.vm)
             return PickSnapshot(group, command.safety_snapshot)
         preview = await self._core.snapshots.restore_preview(command.vm, command.label)
-        confirmation = await self._pin_snapshot(
-            ConfirmationKind.RESTORE, actor, preview, safety_snapshot=command.safety_snapshot
+        # The exact snapshot shown: its libvirt name never changes, even if it is renamed.
+        shown = preview.snapshot
+        request = RestoreRequest(
+            preview.vm.name, shown.label, shown.libvirt_name, command.safety_snapshot
         )
+        confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
         preview = await self._core.snapshots.delete_preview(command.vm, command.label)
-        confirmation = await self._pin_snapshot(ConfirmationKind.DELETE, actor, preview)
-        return ConfirmDelete(confirmation, preview.snapshot)
+        shown = preview.snapshot
+        request = DeleteRequest(preview.vm.name, shown.label, shown.libvirt_name)
+        confirmation = await self._core.confirmations.create(request, actor)
+        return ConfirmDelete(confirmation, shown)
 
     async def _request_unlock(self, command: Unlock, actor: Actor) -> Outcome:
         preview = await self._core.locks.preview(command.vm)
         confirmation = await self._core.confirmations.create(
-            ConfirmationKind.UNLOCK,
-            actor,
-            vm_name=preview.vm.name,
-            payload={"vm": preview.vm.name, "operation_id": preview.operation.id},
+            UnlockRequest(preview.vm.name, preview.operation.id), actor
         )
         return ConfirmUnlock(confirmation, preview)
 
@@ -271,19 +263,15 @@ class Dispatcher:
         preview = await self._core.pruning.preview(command.vm, policy)
         if command.dry_run or not preview.to_delete:
             return ConfirmPrune(None, preview)
-        confirmation = await self._core.confirmations.create(
-            ConfirmationKind.PRUNE,
-            actor,
-            vm_name=command.vm,
-            payload={
-                "vm": command.vm,
-                "keep": dict(command.keep),
-                "include_manual": policy.include_manual,
-                "safety_keep_last": policy.safety_keep_last,
-                "safety_keep_days": policy.safety_keep_days,
-                "pinned": preview.to_delete,
-            },
+        request = PruneRequest(
+            command.vm,
+            keep=tuple(command.keep),
+            pinned=tuple((uuid, tuple(names)) for uuid, names in preview.to_delete.items()),
+            include_manual=policy.include_manual,
+            safety_keep_last=policy.safety_keep_last,
+            safety_keep_days=policy.safety_keep_days,
         )
+        confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmPrune(confirmation, preview)
 
     async def confirm(
@@ -313,52 +301,43 @@ class Dispatcher:
         safety_snapshot: bool | None = None,
     ) -> str:
         """Run what a claimed confirmation stands for; access is checked again."""
-        payload = confirmation.payload
-        vm = _text(payload.get("vm"))
-        if confirmation.kind is ConfirmationKind.RESTORE:
-            assert vm is not None
-            await self._require(actor, Action.RESTORE, vm)
-            safety = bool(payload.get("safety_snapshot", True))
+        request = confirmation.request
+        if isinstance(request, RestoreRequest):
+            await self._require(actor, Action.RESTORE, request.vm)
             restored = await self._core.snapshots.restore(
-                vm,
-                str(payload["label"]),
+                request.vm,
+                request.label,
                 actor=actor,
-                safety_snapshot=safety if safety_snapshot is None else safety_snapshot,
+                safety_snapshot=request.safety_snapshot
+                if safety_snapshot is None
+                else safety_snapshot,
                 progress=progress,
-                libvirt_name=_text(payload.get("libvirt_name")),
+                libvirt_name=request.libvirt_name,
             )
             return messages.restored(restored)
-        if confirmation.kind is ConfirmationKind.UNLOCK:
-            assert vm is not None
-            await self._require(actor, Action.UNLOCK, vm)
-            unlocked = await self._core.locks.unlock(vm, str(payload.get("operation_id")), actor)
+        if isinstance(request, UnlockRequest):
+            await self._require(actor, Action.UNLOCK, request.vm)
+            unlocked = await self._core.locks.unlock(request.vm, request.operation_id, actor)
             return messages.unlocked(unlocked)
-        if confirmation.kind is ConfirmationKind.DELETE:
-            assert vm is not None
-            await self._require(actor, Action.DELETE, vm)
+        if isinstance(request, DeleteRequest):
+            await self._require(actor, Action.DELETE, request.vm)
             deleted = await self._core.snapshots.delete_snapshot(
-                vm,
-                str(payload["label"]),
+                request.vm,
+                request.label,
                 actor=actor,
                 progress=progress,
-                libvirt_name=_text(payload.get("libvirt_name")),
+                libvirt_name=request.libvirt_name,
             )
             return messages.deleted(deleted)
-        await self._require(actor, Action.PRUNE, vm)
-        keep = payload.get("keep")
-        if not isinstance(keep, dict):
-            raise InvalidInput("this prune confirmation is damaged; run /prune again")
+        await self._require(actor, Action.PRUNE, request.vm)
         policy = self._policy(
-            {str(k): int(v) for k, v in keep.items()},
-            bool(payload.get("include_manual", False)),
-            _count(payload.get("safety_keep_last")),
-            _count(payload.get("safety_keep_days")),
+            dict(request.keep),
+            request.include_manual,
+            request.safety_keep_last,
+            request.safety_keep_days,
         )
-        pinned = payload.get("pinned")
-        if not isinstance(pinned, dict):
-            raise InvalidInput("this prune confirmation is damaged; run /prune again")
         results = await self._core.pruning.apply(
-            {str(k): [str(n) for n in v] for k, v in pinned.items()},
+            {uuid: list(names) for uuid, names in request.pinned},
             policy,
             actor=actor,
             progress=progress,

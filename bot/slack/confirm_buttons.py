@@ -17,7 +17,7 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
-from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.confirmation import Confirmation, DeleteRequest
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError
 
@@ -50,8 +50,8 @@ async def _replace_preview(body: dict[str, Any], text: str) -> None:
 
 def _title(confirmation: Confirmation, actor: Actor) -> str:
     vm = confirmation.vm_name or "all VMs"
-    if confirmation.kind is ConfirmationKind.DELETE:
-        label = str(confirmation.payload.get("label", ""))
+    if isinstance(confirmation.request, DeleteRequest):
+        label = confirmation.request.label
         return messages.operation_title("Delete", vm, label, by=actor.user)
     return messages.operation_title("Prune", vm, by=actor.user)
 

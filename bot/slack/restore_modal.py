@@ -23,6 +23,7 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
+from core.domain.confirmation import RestoreRequest
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import ConfirmationSpent, CoreError
 
@@ -139,7 +140,7 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
         return
     await ack()
     actor = _actor(body, meta)
-    label = str(confirmation.payload.get("label", ""))
+    label = confirmation.request.label if isinstance(confirmation.request, RestoreRequest) else ""
     title = messages.operation_title("Restore", vm, label, by=actor.user)
     where = Where(
         channel=meta.get("channel") or actor.user, response_url=meta.get("response_url") or None

@@ -6,7 +6,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from core.catalogue.models import ConfirmationRow
-from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.confirmation import (
+    Confirmation,
+    ConfirmationKind,
+    request_from_json,
+    request_to_json,
+)
 from core.errors import ConfirmationSpent
 from core.ports import Clock
 
@@ -18,7 +23,7 @@ def _confirmation(row: ConfirmationRow) -> Confirmation:
         requested_by=row.requested_by,
         created_at=row.created_at,
         expires_at=row.expires_at,
-        payload=dict(row.payload or {}),
+        request=request_from_json(ConfirmationKind(row.kind), dict(row.payload or {})),
         vm_name=row.vm_name,
         team=row.team,
         channel=row.channel,
@@ -55,7 +60,7 @@ class TortoiseConfirmations:
             team=c.team,
             channel=c.channel,
             vm_name=c.vm_name,
-            payload=c.payload,
+            payload=request_to_json(c.request),
             created_at=c.created_at,
             expires_at=c.expires_at,
         )

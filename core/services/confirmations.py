@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.domain.confirmation import (
     Confirmation,
-    ConfirmationKind,
+    Request,
     is_confirmation_id,
     new_confirmation,
 )
@@ -18,22 +18,10 @@ class ConfirmationService:
         self._catalogue = catalogue
         self._clock = clock
 
-    async def create(
-        self,
-        kind: ConfirmationKind,
-        actor: Actor,
-        *,
-        payload: dict[str, object],
-        vm_name: str | None,
-    ) -> Confirmation:
+    async def create(self, request: Request, actor: Actor) -> Confirmation:
+        """Store ``request`` until ``actor`` confirms it (or it expires)."""
         confirmation = new_confirmation(
-            kind,
-            actor.user,
-            self._clock.now(),
-            payload=payload,
-            vm_name=vm_name,
-            team=actor.team,
-            channel=actor.channel,
+            request, actor.user, self._clock.now(), team=actor.team, channel=actor.channel
         )
         await self._catalogue.add_confirmation(confirmation)
         return confirmation

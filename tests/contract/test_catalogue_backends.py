@@ -30,7 +30,7 @@ from tortoise.transactions import in_transaction
 from core.catalogue import operations as tortoise_operations
 from core.catalogue.db import open_database
 from core.catalogue.store import TortoiseCatalogue
-from core.domain.confirmation import Confirmation, ConfirmationKind
+from core.domain.confirmation import Confirmation, ConfirmationKind, RestoreRequest
 from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import Cadence, Schedule, When
@@ -198,7 +198,7 @@ def confirmation(
         requested_by=user,
         created_at=T0,
         expires_at=expires_at or T0 + timedelta(days=1),
-        payload={"vm": "web-01", "snapshots": ["sb-a", "sb-b"], "paused": False},
+        request=RestoreRequest("web-01", "before-upgrade", "sb-a", safety_snapshot=False),
         vm_name="web-01",
         team="T_ACME",
         channel="C_OPS",

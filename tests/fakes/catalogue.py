@@ -30,7 +30,7 @@ from core.catalogue.clock import SystemClock
 from core.catalogue.confirmations import refuse_unclaimable
 from core.catalogue.operations import SYNC_LOCK_PREFIX, fitted, sync_token
 from core.catalogue.schedules import name_taken
-from core.domain.confirmation import Confirmation
+from core.domain.confirmation import Confirmation, request_from_json, request_to_json
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Hold, Snapshot
@@ -290,8 +290,11 @@ class MemoryCatalogue:
         await _round_trip()
         if confirmation.id in self._confirmations:
             raise IntegrityError(f"confirmation {confirmation.id} exists")
+        stored = request_from_json(
+            confirmation.kind, _json(request_to_json(confirmation.request))
+        )
         self._confirmations[confirmation.id] = replace(
-            confirmation, payload=_json(confirmation.payload), used_at=None, used_by=None
+            confirmation, request=stored, used_at=None, used_by=None
         )
 
     async def claim_confirmation(self, confirmation_id: str, user: str) -> Confirmation:

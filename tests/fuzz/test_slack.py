@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.slack import blocks, holds
-from core.domain.confirmation import ConfirmationKind
+from core.domain.confirmation import RestoreRequest
 from core.domain.operation import Actor
 from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
@@ -143,14 +143,8 @@ async def _live_confirmation(services: Services, bot: SlackBot) -> tuple[str, st
     core = bot.core
     preview = await core.snapshots.restore_preview("web-01", "before")
     confirmation = await core.confirmations.create(
-        ConfirmationKind.RESTORE,
+        RestoreRequest("web-01", preview.snapshot.label, preview.snapshot.libvirt_name),
         Actor(user=RESTORER, via="slack", team=req.TEAM_ID, channel=CHANNEL),
-        vm_name="web-01",
-        payload={
-            "vm": "web-01",
-            "label": preview.snapshot.label,
-            "libvirt_name": preview.snapshot.libvirt_name,
-        },
     )
     meta = json.dumps({"id": confirmation.id, "channel": CHANNEL, "team": req.TEAM_ID})
     return confirmation.id, meta

@@ -593,3 +593,40 @@ async def test_another_clients_libvirt_job_is_busy_at_once(services: Services) -
         await services.service.create_snapshot("web-01", "x", actor=ALICE)
     assert services.hv.calls == []
     await services.service.create_snapshot("web-02", "y", actor=ALICE)  # others proceed
+
+
+# -- typed confirmation requests (issue 8) ----------------------------------------------------
+
+
+def test_every_request_survives_its_stored_form_and_a_damaged_one_is_refused() -> None:
+    from core.domain.confirmation import (
+        ConfirmationKind,
+        DeleteRequest,
+        PruneRequest,
+        RestoreRequest,
+        UnlockRequest,
+        kind_of,
+        request_from_json,
+        request_to_json,
+    )
+    from core.errors import InvalidInput
+
+    requests = [
+        RestoreRequest("web-01", "before", "sb-1", safety_snapshot=False),
+        DeleteRequest("web-01", "old", "sb-2"),
+        PruneRequest("all", (("daily", 7),), (("uuid-1", ("sb-3", "sb-4")),), True, 2, None),
+        PruneRequest(None, (("last", 1),), ()),
+        UnlockRequest("web-01", "op-1"),
+    ]
+    for request in requests:
+        kind = kind_of(request)
+        assert request_from_json(kind, request_to_json(request)) == request
+    # release 0.1 stored a restore as these keys: still read
+    old = {"vm": "web-01", "label": "a", "libvirt_name": "sb-9", "safety_snapshot": True}
+    assert request_from_json(ConfirmationKind.RESTORE, old) == RestoreRequest(
+        "web-01", "a", "sb-9", True
+    )
+    with pytest.raises(InvalidInput, match="damaged"):
+        request_from_json(ConfirmationKind.PRUNE, {"vm": "web-01", "keep": [], "pinned": {}})
+    with pytest.raises(InvalidInput, match="damaged"):
+        request_from_json(ConfirmationKind.DELETE, {"vm": "web-01", "label": 3})
