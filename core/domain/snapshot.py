@@ -162,7 +162,7 @@ def validate_label(raw: str) -> str:
 def validate_description(raw: str) -> str:
     """Return the NFC form of a snapshot description, or raise ``InvalidInput`` naming what is
     wrong and how to write it instead."""
-    description = unicodedata.normalize("NFC", raw) if _encodable(raw) else raw
+    description = unicodedata.normalize("NFC", raw) if is_encodable(raw) else raw
     for char in description:
         category = unicodedata.category(char)
         if category == "Cs":
@@ -188,7 +188,9 @@ def validate_description(raw: str) -> str:
     return description
 
 
-def _encodable(text: str) -> bool:
+def is_encodable(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (a lone surrogate cannot: libvirt and the
+    database would fail on it rather than answer)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

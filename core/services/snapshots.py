@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 from core.domain.names import closest, lookalike
@@ -236,13 +238,8 @@ class SnapshotService:
         async with self._runner.refusals_audited(kind, actor, vm_name):
             label = validate_label(label)
             description = validate_description(description)
-            vm = await self._vm(vm_name)
         started = time.monotonic()
-        async with self._runner.run(
-            kind, vm, actor, progress, label=label, details=await self._host()
-        ) as op:
-            await op.stage(Stage.CHECKING)
-            await self._refuse_if_libvirt_busy(vm)
+        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snapshot = await self._take_snapshot(
                 op, vm, label, description, origin, actor, check_space=check_space
@@ -268,14 +265,8 @@ class SnapshotService:
         ``safety_snapshot`` is False. On failure the VM is brought back to a usable state where
         possible and ``RestoreFailed`` says which."""
         kind = OperationKind.RESTORE
-        async with self._runner.refusals_audited(kind, actor, vm_name):
-            vm = await self._vm(vm_name)
         started = time.monotonic()
-        async with self._runner.run(
-            kind, vm, actor, progress, label=label, details=await self._host()
-        ) as op:
-            await op.stage(Stage.CHECKING)
-            await self._refuse_if_libvirt_busy(vm)
+        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
             snaps = await self._catalogue.snapshots(vm.uuid)
@@ -320,14 +311,8 @@ class SnapshotService:
     ) -> DeleteResult:
         """Delete a snapshot from libvirt and the catalogue; measure the space it gave back."""
         kind = OperationKind.DELETE
-        async with self._runner.refusals_audited(kind, actor, vm_name):
-            vm = await self._vm(vm_name)
         started = time.monotonic()
-        async with self._runner.run(
-            kind, vm, actor, progress, label=label, details=await self._host()
-        ) as op:
-            await op.stage(Stage.CHECKING)
-            await self._refuse_if_libvirt_busy(vm)
+        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
             target = await self._lookup(vm, snaps, label, libvirt_name)
@@ -343,8 +328,8 @@ class SnapshotService:
             try:
                 await self._hv.delete_snapshot(vm, target.libvirt_name)
             except HypervisorUnavailable:
-                # The outcome is unknown: look (a read is retried on a fresh connection).
-                listing = await self._hv.list_snapshots(vm)
+                # The answer was lost: once libvirt answers again, what it has decides.
+                listing = await answer_after_loss(self._hv, vm)
                 if any(s.libvirt_name == target.libvirt_name for s in listing):
                     raise
             await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
@@ -360,10 +345,7 @@ class SnapshotService:
         kind = OperationKind.RENAME
         async with self._runner.refusals_audited(kind, actor, vm_name):
             new_label = validate_label(new_label)
-            vm = await self._vm(vm_name)
-        async with self._runner.run(
-            kind, vm, actor, no_progress, label=old_label, details=await self._host()
-        ) as op:
+        async with self._holding(kind, vm_name, actor, no_progress, old_label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
             target = await self._lookup(vm, snaps, old_label)
@@ -444,6 +426,26 @@ class SnapshotService:
         except VmNotFound:
             names = [v.name for v in await self._hv.list_vms()]
             raise VmNotFound(name, closest(name, names)) from None
+
+    @asynccontextmanager
+    async def _holding(
+        self,
+        kind: OperationKind,
+        vm_name: str,
+        actor: Actor,
+        progress: ProgressCallback,
+        label: str,
+    ) -> AsyncIterator[tuple[Vm, OperationHandle]]:
+        """The opening every operation shares: find the VM (a refusal is audited), take its
+        lock with the operation's record, and check libvirt is not busy with it elsewhere."""
+        async with self._runner.refusals_audited(kind, actor, vm_name):
+            vm = await self._vm(vm_name)
+        async with self._runner.run(
+            kind, vm, actor, progress, label=label, details=await self._host()
+        ) as op:
+            await op.stage(Stage.CHECKING)
+            await self._refuse_if_libvirt_busy(vm)
+            yield vm, op
 
     async def _refuse_if_libvirt_busy(self, vm: Vm) -> None:
         """Another libvirt client working on the VM (a virsh snapshot, a dump) holds its job

@@ -23,7 +23,7 @@ from core.adapters.libvirt.xml import (
     uses_pflash,
     with_description,
 )
-from core.domain.snapshot import HypervisorSnapshot
+from core.domain.snapshot import HypervisorSnapshot, is_encodable
 from core.domain.vm import DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import VmNotFound
 
@@ -50,14 +50,6 @@ QEMU_IMG_TIMEOUT = 30
 
 # What one disk's place measured as: (key of the place, where, free bytes, why unknown).
 _Measured = tuple[str, str, int | None, str | None]
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _vm_of(dom: Any) -> Vm:
@@ -115,7 +107,7 @@ class LibvirtHypervisor:
         return await self._conn.run(call, mutating=False)
 
     async def get_vm(self, name: str) -> Vm:
-        if not _encodable(name):
+        if not is_encodable(name):
             # A lone surrogate (a forged payload) cannot be a libvirt name: libvirt-python would
             # raise UnicodeEncodeError instead of an answer.
             raise VmNotFound(name)
