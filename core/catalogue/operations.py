@@ -134,6 +134,10 @@ class TortoiseOperations(TortoiseDatabaseClock):
             except IntegrityError:
                 lock = await VmLockRow.get_or_none(vm_uuid=operation.vm_uuid)
                 if lock is None:
+                    if await OperationRow.exists(id=operation.id):
+                        # not the VM's lock but the record clashed: an id used twice is a bug,
+                        # and retrying it would loop for ever
+                        raise
                     continue  # the holder finished between our insert and our read
                 if not lock.operation_id.startswith(SYNC_LOCK_PREFIX):
                     holder = await self._holder(lock)

@@ -764,3 +764,13 @@ async def test_concurrent_lease_campaigns_have_one_winner(catalogue: AnyCatalogu
         )
     )
     assert sorted(results, key=lambda r: r is None) == [1] + [None] * 7
+
+
+async def test_an_operation_id_used_twice_is_an_error_not_a_wait(
+    catalogue: AnyCatalogue,
+) -> None:
+    first = operation("op-twice")
+    await catalogue.begin_operation(first, owner="host-1:1")
+    await catalogue.finish_operation("op-twice", OperationStatus.SUCCEEDED)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - each backend raises its own clash
+        await asyncio.wait_for(catalogue.begin_operation(first, owner="host-1:1"), 5)
