@@ -83,6 +83,11 @@ class Hypervisor(Protocol):
         uses, stays): a catalogue rebuilt from libvirt then reads the current label."""
         ...
 
+    async def discard_orphan(self, vm: Vm, libvirt_name: str) -> bool:
+        """Remove a snapshot named ``libvirt_name`` that the VM's images hold but libvirt has
+        no record of (QEMU finished it after libvirtd died); True when one was removed."""
+        ...
+
     async def job_active(self, vm: Vm) -> bool | None:
         """Whether libvirt runs a job (a memory save, a dump, a migration) on the VM now;
         None when it cannot tell."""

@@ -199,6 +199,10 @@ class GatedHypervisor:
         self._watch.check()
         await self._inner.set_snapshot_description(vm, libvirt_name, description)
 
+    async def discard_orphan(self, vm: Vm, libvirt_name: str) -> bool:
+        self._watch.check()
+        return await self._inner.discard_orphan(vm, libvirt_name)
+
     async def job_active(self, vm: Vm) -> bool | None:
         self._watch.check()
         return await self._inner.job_active(vm)

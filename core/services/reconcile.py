@@ -341,6 +341,8 @@ class Reconciler:
         made = await self._adopt(vm, op, name, listing, op.snapshot_label)
         state, resumed = await self._resume_after_save(vm, str(op.details.get("pre_state", "")))
         result = "the snapshot was completed and is kept" if made else "no snapshot was made"
+        if not made and await self._hv.discard_orphan(vm, name):
+            result += " (the half-made one QEMU left in the image was removed)"
         return f"interrupted during {stage}; {result}; the VM {resumed}is {state.value}"
 
     async def _job_settled(self, vm: Vm) -> bool:

@@ -513,8 +513,9 @@ class SnapshotService:
             found = [s for s in await answer_after_loss(self._hv, vm) if s.libvirt_name == name]
             if not found:
                 state = await self._settle(vm, pre_state)
+                orphan = await self._discard_orphan(vm, name)
                 raise OperationFailed(
-                    f"{lost.detail}; once libvirt answered again it had no such snapshot",
+                    f"{lost.detail}; once libvirt answered again it had no such snapshot{orphan}",
                     vm=vm.name,
                     vm_state=state,
                 ) from lost
@@ -540,6 +541,21 @@ class SnapshotService:
             if row.libvirt_name == name:
                 return row
         return snapshot
+
+    async def _discard_orphan(self, vm: Vm, name: str) -> str:
+        """Remove the half-made snapshot QEMU may have left in the image; say what happened."""
+        try:
+            if await self._hv.discard_orphan(vm, name):
+                return (
+                    "; the snapshot QEMU had left in the image without libvirt's record "
+                    "was removed"
+                )
+        except CoreError as exc:
+            return (
+                f"; QEMU may have left snapshot {name} in the image without libvirt's record, "
+                f"and removing it failed ({exc})"
+            )
+        return ""
 
     async def _settle(self, vm: Vm, pre_state: VmState) -> str:
         """After a snapshot, put a VM that was running back to running (QEMU pauses a guest on

@@ -39,6 +39,8 @@ class FakeHypervisor:
         self.causes: dict[str, StateCause] = {}
         # Mutating methods whose change happens but whose answer is lost.
         self.lose_answer: set[str] = set()
+        # (vm uuid, name) of snapshots an image holds without libvirt's record
+        self.orphans: dict[tuple[str, str], bool] = {}
         self.fail: dict[str, CoreError] = {}
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
@@ -104,6 +106,9 @@ class FakeHypervisor:
         await self._mutate("set_snapshot_description", vm.uuid)
         f = self._vm(vm.uuid)
         f.snapshots[libvirt_name] = replace(f.snapshots[libvirt_name], description=description)
+
+    async def discard_orphan(self, vm: Vm, libvirt_name: str) -> bool:
+        return self.orphans.pop((vm.uuid, libvirt_name), False)
 
     async def job_active(self, vm: Vm) -> bool | None:
         return vm.uuid in self.jobs

@@ -434,14 +434,6 @@ async def running_again(real: RealCore, guest: Guest, problems: list[str], when:
         pytest.param(
             signal.SIGKILL,
             id="crash",
-            marks=pytest.mark.xfail(
-                raises=Shortfall,
-                strict=False,
-                reason="core defect left: libvirtd killed while QEMU saves the memory: QEMU "
-                "finishes the internal snapshot in the qcow2 but libvirt never records it, and "
-                "nothing finds that orphan snapshot in the image (a memory-sized allocation "
-                "nobody sees: to reconcile with `qemu-img snapshot -l`)",
-            ),
         ),
     ],
 )

@@ -630,3 +630,22 @@ def test_every_request_survives_its_stored_form_and_a_damaged_one_is_refused() -
         request_from_json(ConfirmationKind.PRUNE, {"vm": "web-01", "keep": [], "pinned": {}})
     with pytest.raises(InvalidInput, match="damaged"):
         request_from_json(ConfirmationKind.DELETE, {"vm": "web-01", "label": 3})
+
+
+async def test_a_half_made_snapshot_left_in_the_image_is_removed_and_said(
+    services: Services,
+) -> None:
+    """libvirtd died while QEMU saved the memory: QEMU finished the snapshot in the qcow2,
+    libvirt never recorded it. snapbot removes it by the name it chose, and says so."""
+    services.hv.fail["create_snapshot"] = HypervisorUnavailable("Cannot recv data")
+    original = services.hv.create_snapshot
+
+    async def create_leaving_an_orphan(vm: Any, name: str, description: str) -> Any:
+        services.hv.orphans[(vm.uuid, name)] = True
+        return await original(vm, name, description)
+
+    services.hv.create_snapshot = create_leaving_an_orphan  # type: ignore[method-assign]
+    with pytest.raises(OperationFailed) as info:
+        await services.service.create_snapshot("web-01", "nightly", actor=ALICE)
+    assert "was removed" in info.value.detail
+    assert services.hv.orphans == {}

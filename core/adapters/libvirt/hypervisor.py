@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import libvirt
+import libvirt_qemu
 
 from core.adapters.libvirt.connection import LibvirtConnection, is_local_uri
 from core.adapters.libvirt.xml import (
@@ -50,6 +51,23 @@ QEMU_IMG_TIMEOUT = 30
 
 # What one disk's place measured as: (key of the place, where, free bytes, why unknown).
 _Measured = tuple[str, str, int | None, str | None]
+
+
+def _image_snapshots(path: str) -> list[dict[str, Any]]:
+    """The internal snapshots a qcow2 image holds, read while QEMU may have it open (-U only
+    reads); none when it cannot be read."""
+    try:
+        out = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", path],
+            capture_output=True,
+            check=True,
+            timeout=QEMU_IMG_TIMEOUT,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    snapshots = json.loads(out).get("snapshots", [])
+    return [s for s in snapshots if isinstance(s, dict)]
 
 
 def _vm_of(dom: Any) -> Vm:
@@ -266,23 +284,60 @@ class LibvirtHypervisor:
         def measure() -> dict[str, int]:
             sizes: dict[str, int] = {}
             for path in paths:
-                # -U (force share) reads the image while QEMU has it open; it only reads.
-                try:
-                    out = subprocess.run(
-                        ["qemu-img", "info", "-U", "--output=json", path],
-                        capture_output=True,
-                        check=True,
-                        timeout=QEMU_IMG_TIMEOUT,
-                        text=True,
-                    ).stdout
-                except (OSError, subprocess.SubprocessError):
-                    continue
-                for snap in json.loads(out).get("snapshots", []):
+                for snap in _image_snapshots(path):
                     name = str(snap.get("name", ""))
                     sizes[name] = sizes.get(name, 0) + int(snap.get("vm-state-size", 0))
             return sizes
 
         return await self._conn.run_blocking(measure)
+
+    async def discard_orphan(self, vm: Vm, libvirt_name: str) -> bool:
+        # A snapshot whose libvirtd died while QEMU saved it is finished by QEMU in the qcow2
+        # but never recorded by libvirt: space nobody sees. snapbot removes it only by the
+        # generated name it chose itself, never another tag.
+        if not is_local_uri(self.uri) or self.uri.startswith("test:"):
+            return False
+        facts = await self.vm_facts(vm)
+        paths = [
+            d.path
+            for d in facts.disks
+            if not d.read_only and d.format is DiskFormat.QCOW2 and d.path
+        ]
+
+        def holders() -> list[str]:
+            return [
+                path
+                for path in paths
+                if any(s.get("name") == libvirt_name for s in _image_snapshots(path))
+            ]
+
+        found = await self._conn.run_blocking(holders)
+        if not found:
+            return False
+        if facts.vm.state.is_active:
+            # QEMU has the image open: only QEMU may change it (HMP delvm, all its disks).
+            command = f"delvm {libvirt_name}"
+
+            def delvm(conn: Any) -> None:
+                dom = conn.lookupByUUIDString(vm.uuid)
+                libvirt_qemu.qemuMonitorCommand(
+                    dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+                )
+
+            await self._conn.run(delvm, mutating=True, vm=vm.name, snapshot=libvirt_name)
+        else:
+
+            def qemu_img_delete() -> None:
+                for path in found:
+                    subprocess.run(
+                        ["qemu-img", "snapshot", "-d", libvirt_name, path],
+                        capture_output=True,
+                        check=True,
+                        timeout=QEMU_IMG_TIMEOUT,
+                    )
+
+            await self._conn.run_blocking(qemu_img_delete)
+        return not await self._conn.run_blocking(holders)
 
     async def disk_allocation(self, vm: Vm) -> int | None:
         def call(conn: Any) -> int | None:
