@@ -74,7 +74,6 @@ reliability: test-deps $(VENV)/.installed
 
 # Figures, not pass/fail: snapbot against raw virsh, event-loop lag, Slack ack latency.
 bench: test-deps $(VENV)/.installed
-	bash tests/system/host/start-libvirtd.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
 	$(VENV)/bin/python bench/snapshot_latency.py $(GUEST_DIR)
 
