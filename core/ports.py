@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from core.domain.access import Action
+from core.domain.backups import BackupSource, GcReport, Manifest, PointRef, VerifyReport
 from core.domain.confirmation import Confirmation
 from core.domain.operation import Actor, Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule, When
@@ -303,6 +305,45 @@ class ScheduleRunNow(Protocol):
     report it where the schedule reports (None: the slot is being run already)."""
 
     async def run_now(self, schedule: Schedule) -> RunReport | None: ...
+
+
+# --- backup store: restore points outside the VM's images ---------------------------------------
+
+
+class BackupStore(Protocol):
+    """Deduplicated restore points (``core.domain.backups``): each logically full, each chunk
+    of data stored once. Holds everything a restore needs, so a new process pointed at the same
+    place lists and reads every point. Damage raises ``BackupDamaged``; an unknown point
+    ``RestorePointNotFound``."""
+
+    async def write_point(self, source: BackupSource) -> Manifest:
+        """Stores the source's disks, storing only chunks the store does not hold yet. The
+        point exists only once complete: a write that fails leaves no part of one."""
+        ...
+
+    async def list_points(self, vm_uuid: str | None = None) -> list[Manifest]:
+        """Finished points, newest first (of one VM, or all)."""
+        ...
+
+    async def manifest(self, ref: PointRef) -> Manifest: ...
+
+    async def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
+        """Writes the disk's exact content to ``destination``; returns the bytes written."""
+        ...
+
+    async def read_blob(self, ref: PointRef, name: str) -> bytes: ...
+
+    async def delete_point(self, ref: PointRef) -> None:
+        """Removes the point; no other point loses anything (space returns at GC)."""
+        ...
+
+    async def collect_garbage(self) -> GcReport:
+        """Removes chunks no point needs, sparing any a running writer or reader may need."""
+        ...
+
+    async def verify(self, point: PointRef | None = None) -> VerifyReport:
+        """Re-reads and re-hashes every chunk the point (or every point) needs."""
+        ...
 
 
 # --- front ends: who belongs to which group, who may do what, where reports go -------------------

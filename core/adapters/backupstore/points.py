@@ -1,0 +1,270 @@
+"""Restore points on disk: ``points/<vm-uuid>/<point-id>/`` holding ``manifest.json``, one
+``<target>.idx`` per disk and one ``<name>.blob`` per extra file (UEFI variables, TPM state).
+
+Writing a point stores its chunks first, then its indexes and blobs, then the manifest, each
+atomically. A point exists when its manifest does: a write killed at any moment leaves no half
+point, only a directory without a manifest and chunks nothing refers to, which the next
+garbage collection removes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from core.adapters.backupstore.chunks import ChunkStore
+from core.adapters.backupstore.files import fsync_directory, temp_path_for, write_atomically
+from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index, encode_index
+from core.adapters.backupstore.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
+from core.adapters.backupstore.writers import registered_writer
+from core.domain.backups import (
+    CHUNK_SIZE,
+    BackupDamaged,
+    BackupSource,
+    BlobRecord,
+    DiskIndex,
+    DiskRecord,
+    Manifest,
+    PointRef,
+    RestorePointNotFound,
+    TransferFigures,
+    check_file_name,
+    chunk_count,
+    new_point_id,
+)
+from core.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+POINTS_DIR = "points"
+BLOB_SUFFIX = ".blob"
+_ZERO_CHUNK = bytes(CHUNK_SIZE)
+
+
+class PointFiles:
+    """Reads and writes restore points in one store directory. Blocking: the async store runs
+    every call in its thread pool."""
+
+    def __init__(self, root: Path, chunk_size: int = CHUNK_SIZE) -> None:
+        self.root = root
+        self.chunk_size = chunk_size
+        self.chunks = ChunkStore(root)
+        self.points_dir = root / POINTS_DIR
+        self.points_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def point_dir(self, ref: PointRef) -> Path:
+        return self.points_dir / ref.vm_uuid / ref.point_id
+
+    def point_dirs(self) -> Iterator[Path]:
+        """Every point directory, finished (with a manifest) or not, oldest first per VM."""
+        for vm_dir in sorted(self.points_dir.iterdir()):
+            if vm_dir.is_dir():
+                yield from (p for p in sorted(vm_dir.iterdir()) if p.is_dir())
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write_point(self, source: BackupSource, created_at: datetime | None = None) -> Manifest:
+        created = created_at or datetime.now(UTC)
+        ref = PointRef(source.vm_uuid, new_point_id(created))
+        directory = self.point_dir(ref)
+        with registered_writer(self.root, f"backup of {source.vm_name} ({ref.point_id})"):
+            directory.mkdir(parents=True)
+            try:
+                disks = tuple(
+                    self._write_disk(directory, target, Path(path))
+                    for target, path in source.disk_paths.items()
+                )
+                blobs = tuple(
+                    self._write_blob(directory, name, data) for name, data in source.blobs.items()
+                )
+                # Everything the manifest refers to is durable before the manifest exists.
+                self.chunks.sync()
+                fsync_directory(directory)
+                manifest = Manifest(
+                    ref=ref,
+                    vm_name=source.vm_name,
+                    created_at=created,
+                    kind=source.kind,
+                    domain_xml=source.domain_xml,
+                    disks=disks,
+                    blobs=blobs,
+                    description=source.description,
+                )
+                write_atomically(directory / MANIFEST_NAME, encode_manifest(manifest))
+                fsync_directory(directory.parent)
+            except BaseException:
+                # Chunks already stored stay: the next write may reuse them, GC removes them if
+                # not. Only the unfinished point goes.
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+        return manifest
+
+    def _write_disk(self, directory: Path, target: str, image: Path) -> DiskRecord:
+        started = time.monotonic()
+        digests: list[str | None] = []
+        read = new = stored = 0
+        with image.open("rb", buffering=0) as source:
+            size = source.seek(0, os.SEEK_END)
+            for number in range(chunk_count(size, self.chunk_size)):
+                offset = number * self.chunk_size
+                length = min(self.chunk_size, size - offset)
+                if _is_hole(source, offset, length):
+                    digests.append(None)
+                    continue
+                data = _read_exactly(source, offset, length, image)
+                read += length
+                if data == _ZERO_CHUNK[:length]:
+                    digests.append(None)
+                    continue
+                digest = hashlib.sha256(data).hexdigest()
+                took = self.chunks.insert(digest, data)
+                if took:
+                    new += length
+                    stored += took
+                digests.append(digest)
+        index = DiskIndex(target, size, tuple(digests), self.chunk_size)
+        write_atomically(directory / f"{target}{INDEX_SUFFIX}", encode_index(index))
+        figures = TransferFigures(read, new, stored, time.monotonic() - started)
+        return DiskRecord(target, size, len(digests), index.checksum(), figures)
+
+    def _write_blob(self, directory: Path, name: str, data: bytes) -> BlobRecord:
+        write_atomically(directory / f"{name}{BLOB_SUFFIX}", data)
+        return BlobRecord(name, len(data), hashlib.sha256(data).hexdigest())
+
+    # --- reading --------------------------------------------------------------------------
+
+    def manifest(self, ref: PointRef) -> Manifest:
+        path = self.point_dir(ref) / MANIFEST_NAME
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RestorePointNotFound(ref.vm_uuid, ref.point_id) from None
+        manifest = decode_manifest(data, f"{ref.vm_uuid}/{ref.point_id}")
+        if manifest.ref != ref:
+            raise BackupDamaged(f"manifest {ref.vm_uuid}/{ref.point_id}", "names another point")
+        return manifest
+
+    def list_points(self, vm_uuid: str | None = None) -> list[Manifest]:
+        """Every finished point, newest first. A damaged manifest is logged and left out;
+        ``verify`` names it."""
+        found: list[Manifest] = []
+        for directory in self.point_dirs():
+            if vm_uuid is not None and directory.parent.name != vm_uuid:
+                continue
+            if not (directory / MANIFEST_NAME).exists():
+                continue  # unfinished: being written, or its writer died
+            try:
+                found.append(self.manifest(PointRef(directory.parent.name, directory.name)))
+            except (BackupDamaged, InvalidInput) as error:
+                logger.warning("Skipping restore point %s: %s", directory, error)
+        return sorted(found, key=lambda m: (m.created_at, m.ref.point_id), reverse=True)
+
+    def index(self, manifest: Manifest, target: str) -> DiskIndex:
+        record = manifest.disk(target)
+        path = self.point_dir(manifest.ref) / f"{target}{INDEX_SUFFIX}"
+        try:
+            index = decode_index(target, path.read_bytes())
+        except FileNotFoundError:
+            raise BackupDamaged(f"index of disk {target}", "missing") from None
+        if index.checksum() != record.index_checksum or index.size != record.size:
+            raise BackupDamaged(f"index of disk {target}", "does not match the manifest")
+        return index
+
+    def read_blob(self, ref: PointRef, name: str) -> bytes:
+        manifest = self.manifest(ref)
+        check_file_name("blob", name)
+        record = next((b for b in manifest.blobs if b.name == name), None)
+        if record is None:
+            names = ", ".join(b.name for b in manifest.blobs) or "none"
+            raise InvalidInput(f"restore point {ref.point_id} has no {name!r} ({names})")
+        try:
+            data = (self.point_dir(ref) / f"{name}{BLOB_SUFFIX}").read_bytes()
+        except FileNotFoundError:
+            raise BackupDamaged(f"{name} of {ref.point_id}", "missing") from None
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise BackupDamaged(f"{name} of {ref.point_id}", "checksum mismatch")
+        return data
+
+    def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
+        """Writes the disk as it was to ``destination`` (replaced atomically when complete),
+        leaving zero chunks as holes. Returns the bytes written. Every chunk is checked
+        against its digest on the way."""
+        with registered_writer(self.root, f"restore of {ref.point_id} disk {target}"):
+            manifest = self.manifest(ref)
+            index = self.index(manifest, target)
+            # Touched up front: should the point be deleted while this runs, garbage collection
+            # sees the chunks as young and leaves them to this reader.
+            missing = [d for d in sorted(index.stored_digests()) if not self.chunks.touch(d)]
+            if missing:
+                raise BackupDamaged(
+                    f"disk {target} of {ref.point_id}", f"{len(missing)} chunks missing"
+                )
+            written = 0
+            temp = temp_path_for(destination)
+            try:
+                with temp.open("xb") as out:
+                    out.truncate(index.size)
+                    for number, digest in enumerate(index.digests):
+                        if digest is None:
+                            continue
+                        out.seek(number * index.chunk_size)
+                        written += out.write(self.chunks.read(digest))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, destination)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            fsync_directory(destination.parent)
+            return written
+
+    # --- deleting -------------------------------------------------------------------------
+
+    def delete_point(self, ref: PointRef) -> None:
+        """Removes the point's own files; its chunks stay until garbage collection."""
+        directory = self.point_dir(ref)
+        manifest = directory / MANIFEST_NAME
+        if not manifest.exists():
+            raise RestorePointNotFound(ref.vm_uuid, ref.point_id)
+        # The manifest first: from that instant the point is gone, whatever happens next.
+        manifest.unlink()
+        fsync_directory(directory)
+        shutil.rmtree(directory)
+        # The VM's directory stays even when empty: removing it could race a backup of the
+        # same VM creating its point there.
+        fsync_directory(directory.parent)
+
+
+def _is_hole(source: BinaryIO, offset: int, length: int) -> bool:
+    """True when the file has no data in the range (a sparse image's unallocated part), known
+    without reading it. Where the filesystem cannot tell, the range is read."""
+    try:
+        next_data = os.lseek(source.fileno(), offset, os.SEEK_DATA)
+    except OSError as error:
+        # ENXIO: no data at or after offset. Anything else: SEEK_DATA unsupported, so read.
+        return error.errno == errno.ENXIO
+    return next_data >= offset + length
+
+
+def _read_exactly(source: BinaryIO, offset: int, length: int, image: Path) -> bytes:
+    source.seek(offset)
+    data = bytearray()
+    while len(data) < length:
+        piece = source.read(length - len(data))
+        if not piece:
+            raise InvalidInput(
+                f"{image} ended at {offset + len(data)} bytes while being read: it shrank "
+                "during the backup; back up a stable image (a snapshot or a backup job's view)"
+            )
+        data += piece
+    return bytes(data)

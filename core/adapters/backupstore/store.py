@@ -1,0 +1,81 @@
+"""The backup store as the services see it (``core.ports.BackupStore``): a directory, every
+blocking file operation run in a small thread pool of its own, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from core.adapters.backupstore.maintenance import collect_garbage, verify
+from core.adapters.backupstore.points import PointFiles
+from core.domain.backups import (
+    CHUNK_SIZE,
+    BackupSource,
+    GcReport,
+    Manifest,
+    PointRef,
+    VerifyReport,
+)
+
+T = TypeVar("T")
+
+# Two threads: backups are disk- and hash-bound, and the host's VMs need the rest.
+DEFAULT_THREADS = 2
+# Chunk times are set by whoever writes the store (an NFS server's clock, another snapbot's
+# host): the margin absorbs clocks that disagree by up to this much.
+DEFAULT_GC_SAFETY_MARGIN = timedelta(hours=1)
+
+
+class DirectoryBackupStore:
+    """A backup store in one directory (``SNAPBOT_BACKUP_DIR``). Several processes and hosts
+    may share it: nothing is kept in memory that the directory does not say."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        threads: int = DEFAULT_THREADS,
+        gc_safety_margin: timedelta = DEFAULT_GC_SAFETY_MARGIN,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self.root = root
+        self.gc_safety_margin = gc_safety_margin
+        self._files = PointFiles(root, chunk_size)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="backupstore")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def write_point(self, source: BackupSource) -> Manifest:
+        return await self._run(functools.partial(self._files.write_point, source))
+
+    async def list_points(self, vm_uuid: str | None = None) -> list[Manifest]:
+        return await self._run(functools.partial(self._files.list_points, vm_uuid))
+
+    async def manifest(self, ref: PointRef) -> Manifest:
+        return await self._run(functools.partial(self._files.manifest, ref))
+
+    async def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
+        return await self._run(functools.partial(self._files.read_disk, ref, target, destination))
+
+    async def read_blob(self, ref: PointRef, name: str) -> bytes:
+        return await self._run(functools.partial(self._files.read_blob, ref, name))
+
+    async def delete_point(self, ref: PointRef) -> None:
+        await self._run(functools.partial(self._files.delete_point, ref))
+
+    async def collect_garbage(self) -> GcReport:
+        return await self._run(
+            functools.partial(collect_garbage, self._files, self.gc_safety_margin)
+        )
+
+    async def verify(self, point: PointRef | None = None) -> VerifyReport:
+        return await self._run(functools.partial(verify, self._files, point))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
