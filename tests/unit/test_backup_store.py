@@ -157,10 +157,11 @@ async def test_second_point_stores_what_changed_not_the_image(
     assert second.figures.bytes_read == first.figures.bytes_read  # a full read, not a full store
     assert second.logical_size == 64 * MiB
     record(
-        "backup store: incremental size",
+        "Backup store: incremental size",
         "64 MiB disk backed up twice, 8 MiB + 4 KiB changed in between",
-        f"second point stored {second.figures.bytes_stored / MiB:.1f} MiB "
-        f"(first {first.figures.bytes_stored / MiB:.1f} MiB)",
+        f"{changed / MiB:.2f} MiB changed: second point stored "
+        f"{second.figures.bytes_stored / MiB:.1f} MiB (first {first.figures.bytes_stored / MiB:.1f} "
+        f"MiB, read {second.figures.bytes_read / MiB:.0f} MiB)",
     )
 
     # Each point is logically full: both read back exactly as the disk was.
@@ -170,6 +171,24 @@ async def test_second_point_stores_what_changed_not_the_image(
     assert restored.stat().st_blocks * 512 < 30 * MiB
     assert await store.read_blob(second.ref, "nvram") == NVRAM
     assert (await store.manifest(second.ref)).domain_xml == DOMAIN_XML
+
+
+async def test_file_work_runs_in_the_store_threads_never_on_the_loop(
+    store: DirectoryBackupStore, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    original_read = ChunkStore.read
+
+    def watched_read(self: ChunkStore, digest: str) -> bytes:
+        threads.add(threading.current_thread().name)
+        return original_read(self, digest)
+
+    monkeypatch.setattr(ChunkStore, "read", watched_read)
+    point = await store.write_point(source_for(image))
+    await store.read_disk(point.ref, "vda", tmp_path / "out.raw")
+    await store.verify()
+    assert threads
+    assert all(name.startswith("backupstore") for name in threads), threads
 
 
 async def test_unchanged_disk_adds_nothing(store: DirectoryBackupStore, image: Path) -> None:
@@ -314,7 +333,7 @@ async def test_verify_names_a_damaged_chunk_and_the_next_write_heals_it(
     assert healed.ok, healed
     await assert_reads_back(store, second.ref, sha256(image), tmp_path)
     record(
-        "backup store: verify",
+        "Backup store: verify",
         "1 byte flipped in a chunk 2 restore points share",
         "found, named, both points reported damaged, healed by the next backup",
     )
@@ -433,7 +452,7 @@ def test_a_backup_process_killed_mid_way_leaves_the_store_consistent(
     files.read_disk(good.ref, "vda", restored)
     assert sha256(restored) == good_hash
     record(
-        "backup store: killed backup",
+        "Backup store: killed backup",
         "SIGKILL of a backup process half-way through its chunks",
         "no half restore point listed; verify clean; GC removed its 2 orphan chunks",
     )
