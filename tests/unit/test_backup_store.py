@@ -283,6 +283,45 @@ def test_gc_spares_chunks_a_running_backup_reuses(tmp_path: Path, image: Path) -
     assert sha256(restored) == sha256(image)
 
 
+def test_a_restore_keeps_its_chunks_when_its_point_is_deleted_and_collected(
+    tmp_path: Path, image: Path
+) -> None:
+    files = PointFiles(tmp_path / "backups")
+    point = files.write_point(source_for(image))
+    expected = sha256(image)
+    age_every_chunk(files.root)
+    original_read = ChunkStore.read
+    collected: list[int] = []
+
+    def read_then_collect(self: ChunkStore, digest: str) -> bytes:
+        if not collected:  # the restore has begun: someone deletes the point and collects
+            files.delete_point(point.ref)
+            collected.append(collect_garbage(files, timedelta(0)).chunks_removed)
+        return original_read(self, digest)
+
+    restored = tmp_path / "restored.raw"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ChunkStore, "read", read_then_collect)
+        files.read_disk(point.ref, "vda", restored)
+    assert collected == [0]
+    assert sha256(restored) == expected
+
+
+def test_no_chunk_is_touched_while_the_sweep_judges_it(tmp_path: Path, image: Path) -> None:
+    files = PointFiles(tmp_path / "backups")
+    files.write_point(source_for(image))
+    digest = first_chunk_digest(image)
+    touched = threading.Event()
+    with files.chunks.sweeping():
+        toucher = threading.Thread(
+            target=lambda: touched.set() if files.chunks.touch(digest) else None
+        )
+        toucher.start()
+        assert not touched.wait(0.3), "a chunk was touched in the middle of a sweep"
+    toucher.join(10)
+    assert touched.is_set()
+
+
 def test_a_registered_writer_holds_back_the_sweep(tmp_path: Path, image: Path) -> None:
     files = PointFiles(tmp_path / "backups")
     # A restore (or backup) registered before these chunks were written may need any of them

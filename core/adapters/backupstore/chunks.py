@@ -9,11 +9,13 @@ own (no index needed); verification goes further and re-hashes the data against 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
 import zlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from core.domain.backups import BackupDamaged, check_digest
 
 CHUNKS_DIR = ".chunks"
 BAD_SUFFIX = ".bad"
+_LOCK_NAME = ".lock"
 # Level 1, as Proxmox Backup Server: disk data is mostly incompressible or very compressible,
 # and higher levels cost CPU the host's VMs need for little gain.
 ZSTD_LEVEL = 1
@@ -83,13 +86,30 @@ class ChunkStore:
         check_digest(digest)
         return self.directory / digest[:4] / digest
 
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        # A fresh descriptor each time: flock belongs to the open file, so threads sharing one
+        # would release each other's locks.
+        fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def sweeping(self) -> AbstractContextManager[None]:
+        """Held by garbage collection while it judges and removes chunks, so no chunk is
+        touched between the moment it is found old and the moment it is removed."""
+        return self._locked(fcntl.LOCK_EX)
+
     def touch(self, digest: str) -> bool:
         """Marks a chunk as in use now (garbage collection keeps chunks touched after its
         cut-off); False when the chunk is not there."""
-        try:
-            os.utime(self.path(digest))
-        except FileNotFoundError:
-            return False
+        with self._locked(fcntl.LOCK_SH):
+            try:
+                os.utime(self.path(digest))
+            except FileNotFoundError:
+                return False
         return True
 
     def insert(self, digest: str, data: bytes) -> int:

@@ -10,6 +10,7 @@ server's) spares all of them.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from core.domain.backups import (
     DiskIndex,
     GcReport,
     PointRef,
+    RestorePointNotFound,
     VerifyReport,
     points_needing,
 )
@@ -42,24 +44,26 @@ def collect_garbage(files: PointFiles, safety_margin: timedelta) -> GcReport:
     for directory in files.point_dirs():
         if not (directory / MANIFEST_NAME).exists():
             # A point whose writer died before its manifest. One still being written is younger
-            # than the cut-off and stays.
-            if directory.stat().st_mtime_ns < cutoff_ns:
-                shutil.rmtree(directory, ignore_errors=True)
+            # than the cut-off and stays; one being deleted is gone or goes anyway.
+            with contextlib.suppress(FileNotFoundError):
+                if directory.stat().st_mtime_ns < cutoff_ns:
+                    shutil.rmtree(directory, ignore_errors=True)
             continue
         points += 1
         for index in _indexes_in(directory):
             referenced |= index.stored_digests()
 
     removed = freed = kept_young = 0
-    for chunk in files.chunks.chunks():
-        if chunk.digest in referenced:
-            continue
-        if chunk.mtime_ns >= cutoff_ns:
-            kept_young += 1
-            continue
-        chunk.path.unlink(missing_ok=True)
-        removed += 1
-        freed += chunk.size
+    with files.chunks.sweeping():
+        for chunk in files.chunks.chunks():
+            if chunk.digest in referenced:
+                continue
+            if chunk.mtime_ns >= cutoff_ns:
+                kept_young += 1
+                continue
+            chunk.path.unlink(missing_ok=True)
+            removed += 1
+            freed += chunk.size
     temps = 0
     for temp in files.chunks.stale_temp_files(cutoff_ns):
         temp.unlink(missing_ok=True)
@@ -72,7 +76,11 @@ def _indexes_in(directory: Path) -> Iterator[DiskIndex]:
     the collection rather than letting it sweep chunks the point may need."""
     for path in sorted(directory.glob(f"*{INDEX_SUFFIX}")):
         try:
-            yield decode_index(path.name.removesuffix(INDEX_SUFFIX), path.read_bytes())
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # the point is being deleted
+        try:
+            yield decode_index(path.name.removesuffix(INDEX_SUFFIX), data)
         except BackupDamaged as error:
             raise BackupDamaged(
                 f"{directory.parent.name}/{directory.name}: {error.what}",
@@ -99,6 +107,8 @@ def verify(files: PointFiles, only: PointRef | None = None) -> VerifyReport:
             indexes[ref] = [files.index(manifest, disk.target) for disk in manifest.disks]
             for blob in manifest.blobs:
                 files.read_blob(ref, blob.name)
+        except RestorePointNotFound:
+            indexes.pop(ref, None)  # deleted while being read
         except BackupDamaged as error:
             damaged_files.append(f"{ref.vm_uuid}/{ref.point_id}: {error}")
             damaged_refs.add(ref)

@@ -205,6 +205,9 @@ class PointFiles:
             # Touched up front: should the point be deleted while this runs, garbage collection
             # sees the chunks as young and leaves them to this reader.
             missing = [d for d in sorted(index.stored_digests()) if not self.chunks.touch(d)]
+            if missing and not (self.point_dir(ref) / MANIFEST_NAME).exists():
+                # Deleted, and its chunks collected, between reading its manifest and now.
+                raise RestorePointNotFound(ref.vm_uuid, ref.point_id)
             if missing:
                 raise BackupDamaged(
                     f"disk {target} of {ref.point_id}", f"{len(missing)} chunks missing"
