@@ -121,7 +121,9 @@ def wire(
     else:
         watch.ready.set()
     snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
-    pruning = PruneService(hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone))
+    pruning = PruneService(
+        hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner
+    )
     return Core(
         settings=settings,
         snapshots=snapshots,

@@ -173,8 +173,9 @@ class OperationStore(DatabaseClock, Protocol):
 
     async def unlock_sync(self, token: str) -> None: ...
 
-    async def record_rejected(self, operation: Operation) -> None:
-        """Record a request that was refused before it took the lock."""
+    async def record_finished(self, operation: Operation) -> None:
+        """Record a request that ended without holding a VM's lock: refused before it took
+        one, or one that only coordinated others (a confirmed prune's summary)."""
         ...
 
     async def set_stage(self, operation_id: str, stage: Stage) -> None: ...

@@ -174,7 +174,7 @@ class TortoiseOperations(TortoiseDatabaseClock):
             return LockHolder("an unknown operation", lock.owner, aware(lock.acquired_at))
         return LockHolder(op.kind, op.requested_by, op.started_at)
 
-    async def record_rejected(self, operation: Operation) -> None:
+    async def record_finished(self, operation: Operation) -> None:
         await OperationRow.create(**_operation_fields(operation))
 
     async def set_stage(self, operation_id: str, stage: Stage) -> None:

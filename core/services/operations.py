@@ -118,8 +118,30 @@ class OperationRunner:
             self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name), error
         )
 
+    async def record_summary(
+        self,
+        kind: OperationKind,
+        actor: Actor,
+        vm_name: str,
+        *,
+        ok: bool,
+        outcome: str,
+        vm_uuid: str = "",
+    ) -> None:
+        """The final record of a request that ran other operations (a confirmed prune of a VM:
+        each deletion is an operation of its own): one terminal row however little it did."""
+        op = self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name)
+        await self._catalogue.record_finished(
+            replace(
+                op,
+                status=OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED,
+                finished_at=self._clock.now(),
+                outcome=outcome,
+            )
+        )
+
     async def _record_refusal(self, op: Operation, error: CoreError) -> None:
-        await self._catalogue.record_rejected(
+        await self._catalogue.record_finished(
             replace(
                 op, status=OperationStatus.REJECTED, finished_at=self._clock.now(), error=str(error)
             )

@@ -27,6 +27,7 @@ from core.domain.snapshot import CatalogueStatus, Snapshot
 from core.domain.vm import Vm
 from core.errors import CoreError, InvalidInput, SnapshotHeld
 from core.ports import Catalogue, Clock, Hypervisor
+from core.services.operations import OperationRunner
 from core.services.snapshots import DeleteResult, SnapshotService
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,20 @@ class VmPruneResult:
         return sum(r.freed_bytes or 0 for r in self.deleted)
 
 
+def summary_of(result: VmPruneResult) -> str:
+    """A confirmed prune's outcome on one VM, for its audit record."""
+    if result.skipped is not None:
+        return f"nothing deleted: {result.skipped}"
+    parts = [f"deleted {len(result.deleted)}"]
+    if result.kept_since_preview:
+        parts.append(f"{len(result.kept_since_preview)} no longer to delete since the preview")
+    if result.held:
+        parts.append(f"{len(result.held)} held meanwhile")
+    if result.failed:
+        parts.append(f"{len(result.failed)} failed")
+    return ", ".join(parts)
+
+
 class PruneService:
     """Retention previews and confirmed deletions."""
 
@@ -97,7 +112,9 @@ class PruneService:
         snapshots: SnapshotService,
         clock: Clock,
         timezone: tzinfo,
+        runner: OperationRunner,
     ) -> None:
+        self._runner = runner
         self._hv = hypervisor
         self._catalogue = catalogue
         self._snapshots = snapshots
@@ -159,6 +176,14 @@ class PruneService:
                 except CoreError as exc:
                     logger.warning("prune of %s on %s failed: %s", snap.label, vm.name, exc)
                     result.failed.append((snap.label, exc))
+        for result in results:
+            await self._runner.record_summary(
+                OperationKind.PRUNE,
+                actor,
+                result.vm_name,
+                ok=not result.failed and result.skipped is None,
+                outcome=summary_of(result),
+            )
         return results
 
     async def _plan(self, vm: Vm, policy: RetentionPolicy) -> VmPrunePlan:

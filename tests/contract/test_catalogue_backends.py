@@ -417,7 +417,7 @@ async def test_rejected_requests_are_audited_without_taking_the_lock(
         finished_at=T0,
         error="U_BOB may not restore",
     )
-    await catalogue.record_rejected(rejected)
+    await catalogue.record_finished(rejected)
 
     assert await catalogue.operations() == [rejected]
     assert await catalogue.running_operations() == []
@@ -433,7 +433,7 @@ async def test_operations_audit_is_newest_first_and_keeps_channel_and_team(
             operation(f"op{n}", vm_uuid=VM_A if n % 2 == 0 else VM_B, started_at=started),
             status=OperationStatus.REJECTED,
         )
-        await catalogue.record_rejected(rejected)
+        await catalogue.record_finished(rejected)
 
     audit = await catalogue.operations()
     assert [o.id for o in audit] == ["op2", "op3", "op0", "op1"]
@@ -448,7 +448,7 @@ async def test_operations_accept_whatever_the_user_typed(catalogue: AnyCatalogue
     rejected = replace(
         operation("op-r"), vm_name=typed_vm, status=OperationStatus.REJECTED, finished_at=T0
     )
-    await catalogue.record_rejected(rejected)
+    await catalogue.record_finished(rejected)
     [audited] = await catalogue.operations()
     assert audited.id == "op-r"
     assert audited.vm_name.startswith(typed_vm[:64])

@@ -208,7 +208,7 @@ class MemoryCatalogue:
         if found is not None:
             del self._locks[found[0]]
 
-    async def record_rejected(self, operation: Operation) -> None:
+    async def record_finished(self, operation: Operation) -> None:
         await _round_trip()
         self._store(operation)
 

@@ -87,7 +87,7 @@ async def test_the_scanner_finds_a_planted_secret_in_logs_slack_and_rows(
         operation = services.runner.new_operation(
             OperationKind.SNAPSHOT, Actor(user="U1", via="test"), vm_uuid="", vm_name=PLANTED_SECRET
         )
-        await services.catalogue.record_rejected(operation)
+        await services.catalogue.record_finished(operation)
         before = len(scanner.leaks)
         assert await scan_rows(scanner) >= 1
         assert [leak.where for leak in scanner.leaks[before:]] == ["catalogue operation"]

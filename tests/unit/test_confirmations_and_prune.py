@@ -167,3 +167,23 @@ async def test_a_missing_snapshot_says_who_deleted_it(core: Core, services: Serv
     text = messages.error_text(info.value)
     assert "It was deleted by U_ALICE at" in text
     assert "`daily-002`" in text
+
+
+async def test_a_confirmed_prune_that_deleted_nothing_still_has_its_final_record(
+    core: Core, services: Services
+) -> None:
+    """Every accepted request ends in exactly one final record: a confirmed prune whose
+    snapshots were all deleted by someone else meanwhile deletes nothing, and says so."""
+    await take_dailies(services, "web-01", 4)
+    dispatcher = Dispatcher(core, access=None)
+    request = await dispatcher.handle(parse("prune", "web-01 --keep-last 2"), ALICE)
+    assert isinstance(request, ConfirmPrune)
+    assert request.confirmation is not None
+    for snap in request.preview.plans[0].to_delete:  # gone before the confirm
+        await core.snapshots.delete_snapshot("web-01", snap.label, actor=ALICE)
+    await dispatcher.confirm(request.confirmation.id, ALICE)
+    prunes = [o for o in await services.catalogue.operations() if o.kind.value == "prune"]
+    assert len(prunes) == 1
+    assert prunes[0].status.value == "succeeded"
+    assert prunes[0].outcome is not None
+    assert "deleted 0" in prunes[0].outcome
