@@ -184,11 +184,19 @@ class ConfirmationSpent(Conflict):
     """A confirmation (restore modal, Confirm button) cannot run its action: ``reason`` is
     ``used`` (already ran: double click, replay), ``expired`` or ``not_yours``."""
 
+    # What a confirmation nobody has a record of is called (read as expired).
+    UNKNOWN = "an unknown request"
+
     def __init__(self, action: str, reason: str, used_by: str | None = None) -> None:
         super().__init__(f"confirmation of {action} is {reason}")
         self.action = action
         self.reason = reason
         self.used_by = used_by
+
+    @classmethod
+    def unknown(cls) -> ConfirmationSpent:
+        """A confirmation id that names no stored confirmation."""
+        return cls(cls.UNKNOWN, "expired")
 
 
 class Forbidden(CoreError):

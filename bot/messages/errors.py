@@ -33,10 +33,6 @@ from core.errors import (
     VmNotFound,
 )
 
-# What a confirmation nobody has a record of is called (store and service raise it so).
-UNKNOWN_REQUEST = "an unknown request"
-
-
 _SPENT = {
     "used": "was already confirmed{by}; it runs once",
     "expired": "has expired; run the command again to see a fresh preview",
@@ -86,7 +82,7 @@ def error_text(error: CoreError) -> str:
         by = f" by {literal(error.used_by)}" if error.used_by else ""
         who = literal(error.used_by) if error.used_by else "someone else"
         sentence = _SPENT[error.reason].format(by=by, who=who)
-        if error.action == UNKNOWN_REQUEST:
+        if error.action == ConfirmationSpent.UNKNOWN:
             return f"This request {sentence}."
         return f"This {error.action} request {sentence}."
     if isinstance(error, VmNotFound):

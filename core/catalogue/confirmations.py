@@ -36,7 +36,7 @@ def refuse_unclaimable(confirmation: Confirmation | None, user: str, now: dateti
     """Return the confirmation if ``user`` may claim it at ``now``; otherwise raise
     ``ConfirmationSpent`` saying why (unknown and expired alike read "expired")."""
     if confirmation is None:
-        raise ConfirmationSpent("an unknown request", "expired")
+        raise ConfirmationSpent.unknown()
     action = confirmation.kind.value
     if confirmation.used_at is not None:
         raise ConfirmationSpent(action, "used", confirmation.used_by)

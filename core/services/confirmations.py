@@ -29,7 +29,7 @@ class ConfirmationService:
     async def claim(self, confirmation_id: str, actor: Actor) -> Confirmation:
         """Use the confirmation, once; ``ConfirmationSpent`` otherwise."""
         if not is_confirmation_id(confirmation_id):
-            raise ConfirmationSpent("an unknown request", "expired")
+            raise ConfirmationSpent.unknown()
         return await self._catalogue.claim_confirmation(confirmation_id, actor.user)
 
     async def get(self, confirmation_id: str) -> Confirmation | None:
