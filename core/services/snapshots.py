@@ -547,8 +547,7 @@ class SnapshotService:
         try:
             if await self._hv.discard_orphan(vm, name):
                 return (
-                    "; the snapshot QEMU had left in the image without libvirt's record "
-                    "was removed"
+                    "; the snapshot QEMU had left in the image without libvirt's record was removed"
                 )
         except CoreError as exc:
             return (
