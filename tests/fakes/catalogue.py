@@ -290,9 +290,7 @@ class MemoryCatalogue:
         await _round_trip()
         if confirmation.id in self._confirmations:
             raise IntegrityError(f"confirmation {confirmation.id} exists")
-        stored = request_from_json(
-            confirmation.kind, _json(request_to_json(confirmation.request))
-        )
+        stored = request_from_json(confirmation.kind, _json(request_to_json(confirmation.request)))
         self._confirmations[confirmation.id] = replace(
             confirmation, request=stored, used_at=None, used_by=None
         )
