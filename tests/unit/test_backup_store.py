@@ -278,6 +278,7 @@ async def test_gc_frees_exactly_the_chunks_no_point_needs(
     doomed_bytes = sum((root / ".chunks" / d[:4] / d).stat().st_size for d in only_doomed)
 
     await store.delete_point(doomed.ref)
+    age_every_chunk(root, 1)  # older than the collection, as any chunk not written beside it
     report = await store.collect_garbage()
 
     assert report.chunks_removed == 2
@@ -379,7 +380,8 @@ def test_a_registered_writer_holds_back_the_sweep(tmp_path: Path, image: Path) -
     assert pass_one.chunks_removed == 0
     assert pass_one.chunks_kept_for_writers == 5
     # A writer that died without unregistering (lock released by the kernel) holds nothing.
-    (files.root / WRITERS_DIR / "999999-dead.writer").write_text('{"started_ns": 0}')
+    (files.root / WRITERS_DIR / "999999-dead.writer").write_text('{"pid": 999999}')
+    age_every_chunk(files.root, 1)
     pass_two = collect_garbage(files, timedelta(0))
     assert pass_two.chunks_removed == 5
     assert not list((files.root / WRITERS_DIR).iterdir())
@@ -470,6 +472,7 @@ async def test_a_write_failing_mid_way_leaves_no_half_point(
     ]
     assert (await store.verify()).ok
     assert len(chunk_files(store.root) - before) == 2  # the orphans
+    age_every_chunk(store.root, 1)
     report = await store.collect_garbage()
     assert report.chunks_removed == 2
     assert chunk_files(store.root) == before
@@ -528,6 +531,9 @@ def test_a_backup_process_killed_mid_way_leaves_the_store_consistent(
     assert len(chunk_files(files.root) - before) == 2
     assert [m.ref for m in files.list_points()] == [good.ref]
     assert verify(files).ok
+    age_every_chunk(files.root, 1)
+    for directory in (files.root / "points" / VM_UUID).iterdir():
+        os.utime(directory, (time.time() - 1, time.time() - 1))
     report = collect_garbage(files, timedelta(0))
     assert report.chunks_removed == 2
     assert chunk_files(files.root) == before

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index
 from core.adapters.backupstore.manifest import MANIFEST_NAME
 from core.adapters.backupstore.points import PointFiles
-from core.adapters.backupstore.writers import oldest_running_writer
+from core.adapters.backupstore.writers import filesystem_now, oldest_running_writer
 from core.domain.backups import (
     BackupDamaged,
     DiskIndex,
@@ -34,7 +33,7 @@ from core.errors import InvalidInput
 
 
 def collect_garbage(files: PointFiles, safety_margin: timedelta) -> GcReport:
-    started_ns = time.time_ns()
+    started_ns = filesystem_now(files.root)
     oldest_writer = oldest_running_writer(files.root)
     cutoff_ns = min(started_ns, oldest_writer if oldest_writer is not None else started_ns)
     cutoff_ns -= int(safety_margin.total_seconds() * 1_000_000_000)

@@ -26,8 +26,9 @@ T = TypeVar("T")
 
 # Two threads: backups are disk- and hash-bound, and the host's VMs need the rest.
 DEFAULT_THREADS = 2
-# Chunk times are set by whoever writes the store (an NFS server's clock, another snapbot's
-# host): the margin absorbs clocks that disagree by up to this much.
+# Chunk ages and writer start times are both read from the store's own file time stamps; the
+# margin covers filesystems where each client stamps files with its own clock, disagreeing by
+# up to this much.
 DEFAULT_GC_SAFETY_MARGIN = timedelta(hours=1)
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,15 +33,17 @@ def registered_writer(root: Path, purpose: str) -> Iterator[int]:
     name = f"{os.getpid()}-{secrets.token_hex(6)}"
     temp = directory / f".{name}{TEMP_SUFFIX}"
     final = directory / f"{name}{_SUFFIX}"
-    started_ns = time.time_ns()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         # Locked before it gets the name garbage collection looks at: a file GC can see is
         # never unlocked while its writer lives.
         fcntl.flock(fd, fcntl.LOCK_EX)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}
-        os.write(fd, json.dumps({**record, "started_ns": started_ns}).encode())
+        os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
+        # The start time is the file's own time stamp: the clock that stamps the chunks this
+        # writer touches (the kernel's coarse clock, an NFS server's), not this process's.
+        started_ns = os.fstat(fd).st_mtime_ns
         os.replace(temp, final)
         yield started_ns
     finally:
@@ -66,7 +67,7 @@ def oldest_running_writer(root: Path) -> int | None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                started = _started_ns(path)
+                started = os.fstat(fd).st_mtime_ns
                 oldest = started if oldest is None else min(oldest, started)
                 continue
             path.unlink(missing_ok=True)  # its process died without unregistering
@@ -75,10 +76,17 @@ def oldest_running_writer(root: Path) -> int | None:
     return oldest
 
 
-def _started_ns(path: Path) -> int:
+def filesystem_now(root: Path) -> int:
+    """The store's clock: the time stamp a file created now gets (ns since the epoch).
+    Chunk ages are compared with it, never with this process's clock, which runs ahead of the
+    kernel's coarse file stamps and may disagree with a file server's."""
+    directory = root / WRITERS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".clock-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        return int(json.loads(path.read_bytes())["started_ns"])
-    except (OSError, ValueError, KeyError, TypeError):
-        # A live writer whose record cannot be read: assume it started at the dawn of time,
-        # so nothing it may need is swept.
-        return 0
+        os.write(fd, b"0")
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
