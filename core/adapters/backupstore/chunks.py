@@ -14,7 +14,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,11 +135,11 @@ class ChunkStore:
             raise
         return len(stored)
 
-    def sync(self) -> None:
-        """Makes every chunk rename durable (once per write, not once per chunk)."""
-        for sub in self.directory.iterdir():
-            if sub.is_dir():
-                fsync_directory(sub)
+    def sync(self, digests: Iterable[str]) -> None:
+        """Makes the renames of these new chunks durable: one fsync per directory they went
+        to, once per write rather than once per chunk."""
+        for prefix in sorted({digest[:4] for digest in digests}):
+            fsync_directory(self.directory / prefix)
         fsync_directory(self.directory)
 
     def read(self, digest: str) -> bytes:

@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 POINTS_DIR = "points"
 BLOB_SUFFIX = ".blob"
-_ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 
 class PointFiles:
@@ -56,6 +55,7 @@ class PointFiles:
     def __init__(self, root: Path, chunk_size: int = CHUNK_SIZE) -> None:
         self.root = root
         self.chunk_size = chunk_size
+        self._zeros = bytes(chunk_size)
         self.chunks = ChunkStore(root)
         self.points_dir = root / POINTS_DIR
         self.points_dir.mkdir(parents=True, exist_ok=True)
@@ -79,16 +79,17 @@ class PointFiles:
         directory = self.point_dir(ref)
         with registered_writer(self.root, f"backup of {source.vm_name} ({ref.point_id})"):
             directory.mkdir(parents=True)
+            new_chunks: set[str] = set()
             try:
                 disks = tuple(
-                    self._write_disk(directory, target, Path(path))
+                    self._write_disk(directory, target, Path(path), new_chunks)
                     for target, path in source.disk_paths.items()
                 )
                 blobs = tuple(
                     self._write_blob(directory, name, data) for name, data in source.blobs.items()
                 )
                 # Everything the manifest refers to is durable before the manifest exists.
-                self.chunks.sync()
+                self.chunks.sync(new_chunks)
                 fsync_directory(directory)
                 manifest = Manifest(
                     ref=ref,
@@ -109,7 +110,11 @@ class PointFiles:
                 raise
         return manifest
 
-    def _write_disk(self, directory: Path, target: str, image: Path) -> DiskRecord:
+    def _write_disk(
+        self, directory: Path, target: str, image: Path, new_chunks: set[str]
+    ) -> DiskRecord:
+        """Stores one disk's chunks and writes its index; adds the chunks it stored (rather
+        than found) to ``new_chunks``."""
         started = time.monotonic()
         digests: list[str | None] = []
         read = new = stored = 0
@@ -123,7 +128,7 @@ class PointFiles:
                     continue
                 data = _read_exactly(source, offset, length, image)
                 read += length
-                if data == _ZERO_CHUNK[:length]:
+                if data == self._zeros[:length]:
                     digests.append(None)
                     continue
                 digest = hashlib.sha256(data).hexdigest()
@@ -131,6 +136,7 @@ class PointFiles:
                 if took:
                     new += length
                     stored += took
+                    new_chunks.add(digest)
                 digests.append(digest)
         index = DiskIndex(target, size, tuple(digests), self.chunk_size)
         write_atomically(directory / f"{target}{INDEX_SUFFIX}", encode_index(index))
