@@ -279,7 +279,11 @@ async def test_gc_frees_exactly_the_chunks_no_point_needs(
 
     await store.delete_point(doomed.ref)
     age_every_chunk(root, 1)  # older than the collection, as any chunk not written beside it
+    stray = root / "points" / VM_UUID / "notes-by-an-admin"
+    stray.mkdir()
+    os.utime(stray, (0, 0))
     report = await store.collect_garbage()
+    assert stray.is_dir()  # what snapbot did not write, it does not remove
 
     assert report.chunks_removed == 2
     assert report.bytes_freed == doomed_bytes

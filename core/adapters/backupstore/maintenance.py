@@ -41,6 +41,8 @@ def collect_garbage(files: PointFiles, safety_margin: timedelta) -> GcReport:
     referenced: set[str] = set()
     points = 0
     for directory in files.point_dirs():
+        if not _is_point_dir(directory):
+            continue  # not snapbot's: neither read nor removed
         if not (directory / MANIFEST_NAME).exists():
             # A point whose writer died before its manifest. One still being written is younger
             # than the cut-off and stays; one being deleted is gone or goes anyway.
@@ -70,6 +72,14 @@ def collect_garbage(files: PointFiles, safety_margin: timedelta) -> GcReport:
     return GcReport(points, len(referenced), removed, freed, kept_young, temps)
 
 
+def _is_point_dir(directory: Path) -> bool:
+    try:
+        PointRef(directory.parent.name, directory.name)
+    except InvalidInput:
+        return False
+    return True
+
+
 def _indexes_in(directory: Path) -> Iterator[DiskIndex]:
     """Every index of a finished point, read from the files themselves: a damaged one stops
     the collection rather than letting it sweep chunks the point may need."""
@@ -97,10 +107,9 @@ def verify(files: PointFiles, only: PointRef | None = None) -> VerifyReport:
     for directory in files.point_dirs():
         if not (directory / MANIFEST_NAME).exists():
             continue
-        try:
-            ref = PointRef(directory.parent.name, directory.name)
-        except InvalidInput:
-            continue  # not a point directory snapbot wrote
+        if not _is_point_dir(directory):
+            continue
+        ref = PointRef(directory.parent.name, directory.name)
         try:
             manifest = files.manifest(ref)
             indexes[ref] = [files.index(manifest, disk.target) for disk in manifest.disks]
