@@ -21,7 +21,11 @@ from pathlib import Path
 
 import zstandard
 
-from core.adapters.backupstore.files import TEMP_SUFFIX, fsync_directory, temp_path_for
+from core.adapters.backupstore.files import (
+    TEMP_SUFFIX,
+    fsync_directory,
+    replace_durably,
+)
 from core.domain.backups import BackupDamaged, check_digest
 
 CHUNKS_DIR = ".chunks"
@@ -123,16 +127,7 @@ class ChunkStore:
         path = self.path(digest)
         path.parent.mkdir(exist_ok=True)
         stored = encode_chunk(data)
-        temp = temp_path_for(path)
-        try:
-            with temp.open("xb") as out:
-                out.write(stored)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        replace_durably(path, stored)
         return len(stored)
 
     def sync(self, digests: Iterable[str]) -> None:

@@ -23,9 +23,9 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file + fsync + rename + fsync of the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def replace_durably(path: Path, data: bytes) -> None:
+    """Temp file + fsync + rename: ``path`` holds all of ``data`` or stays as it was. The
+    directory is not fsynced here: a caller writing many files fsyncs each directory once."""
     temp = temp_path_for(path)
     try:
         with temp.open("xb") as out:
@@ -36,4 +36,10 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``replace_durably`` and the directory's fsync: the new name survives a crash too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_durably(path, data)
     fsync_directory(path.parent)
