@@ -560,10 +560,18 @@ async def test_sqlite_backup_is_logged_and_holds_the_release_catalogue_including
     assert len(restored["operation"]) == len(RELEASE_ROWS["operation"])
 
 
-async def test_processes_starting_together_upgrade_the_catalogue_once(database_url: str) -> None:
+@pytest.fixture(params=[d for d in backends.DATABASES if d != "sqlite"])
+async def shared_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database several snapbot processes share (PostgreSQL; SQLite serves one process)."""
+    async with backends._database(request.param, tmp_path) as url:
+        yield url
+
+
+async def test_processes_starting_together_upgrade_the_catalogue_once(
+    shared_database_url: str,
+) -> None:
     """After an upgrade every replica on a shared PostgreSQL starts at once; all must come up."""
-    if _is_sqlite(database_url):
-        pytest.skip("SQLite serves one snapbot process")
+    database_url = shared_database_url
     await _build_release_catalogue(database_url)
 
     async def start() -> dict[str, dict[object, dict[str, Any]]]:
