@@ -23,6 +23,15 @@ async def _console(settings: Settings, *, with_scheduler: bool) -> int:
         return await run_console(core, with_scheduler=with_scheduler)
 
 
+async def _doctor(settings: Settings) -> int:
+    from core.bootstrap_doctor import run_doctor
+    from core.services.doctor import failed
+
+    findings = await run_doctor(settings, public_url=os.environ.get("SNAPBOT_PUBLIC_URL"))
+    print(messages.doctor_report(findings))
+    return 1 if failed(findings) else 0
+
+
 async def _slack(settings: Settings) -> int:
     from bot.slack.runner import run_slack
 
@@ -43,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         "mode",
         nargs="?",
         default="run",
-        choices=("run", "console"),
+        choices=("run", "console", "doctor"),
         help="run: the Slack bot when SLACK_BOT_TOKEN and a transport are set, else the "
-        "console; console: the terminal front end",
+        "console; console: the terminal front end; doctor: check the set-up and say how to "
+        "fix what is wrong (exit status 1 when a check fails)",
     )
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -56,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = Settings.load(os.environ)
+        if args.mode == "doctor":
+            return asyncio.run(_doctor(settings))
         if args.mode == "run" and settings.slack is not None:
             return asyncio.run(_slack(settings))
         # `run` is the service: schedules run too; `console` is an interactive session only.

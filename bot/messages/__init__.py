@@ -18,6 +18,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``schedules``: the schedule table, run reports, the digest
 - ``surfaces``: the restore modal, buttons and App Home
 - ``startup``: the first line a front end prints
+- ``doctor``: ``snapbot doctor``'s checks and their fixes
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bot.messages.confirmations import (
     typed_mismatch,
     typed_name_error,
 )
+from bot.messages.doctor import doctor_report
 from bot.messages.errors import error_text, internal_error
 from bot.messages.format import human_seconds, when
 from bot.messages.holds import (
@@ -132,6 +134,7 @@ __all__ = [
     "delete_prompt",
     "deleted",
     "digest_text",
+    "doctor_report",
     "done_text",
     "error_text",
     "failed_text",

@@ -1,0 +1,39 @@
+"""The composition root of ``snapbot doctor``: real probes of libvirt, the catalogue database and
+Slack, wired to ``core.services.doctor.Doctor``. Only ``bot.cli`` and tests import it."""
+
+from __future__ import annotations
+
+from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.hypervisor import LibvirtHypervisor
+from core.adapters.libvirt.probe import LibvirtRightsProbe
+from core.adapters.slack_probe import SlackTokenProbe
+from core.catalogue.schema_probe import CatalogueSchemaProbe
+from core.catalogue.store import SystemClock
+from core.config import Settings
+from core.services.doctor import Doctor, DoctorPorts, Finding
+
+# The bot scopes manifest.yml asks for (tests/unit/test_doctor.py holds the two equal): the
+# installed package has no manifest to read.
+BOT_SCOPES = frozenset(
+    {"commands", "chat:write", "chat:write.public", "usergroups:read", "im:write"}
+)
+
+
+async def run_doctor(settings: Settings, *, public_url: str | None = None) -> list[Finding]:
+    """Every check against the real libvirt, database and Slack ``settings`` name."""
+    connection = LibvirtConnection(settings.libvirt_uri, workers=2)
+    hypervisor = LibvirtHypervisor(connection)
+    api_url = settings.slack.api_url if settings.slack is not None else None
+    ports = DoctorPorts(
+        libvirt=LibvirtRightsProbe(connection),
+        schema=CatalogueSchemaProbe(),
+        slack=SlackTokenProbe(api_url),
+        clock=SystemClock(),
+    )
+    try:
+        doctor = Doctor(
+            settings, hypervisor, ports, required_scopes=BOT_SCOPES, public_url=public_url
+        )
+        return await doctor.run()
+    finally:
+        await hypervisor.close()
