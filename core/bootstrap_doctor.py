@@ -21,7 +21,8 @@ BOT_SCOPES = frozenset(
 
 async def run_doctor(settings: Settings, *, public_url: str | None = None) -> list[Finding]:
     """Every check against the real libvirt, database and Slack ``settings`` name."""
-    connection = LibvirtConnection(settings.libvirt_uri, workers=2)
+    # A host that does not answer is reported after this long, not libvirt's usual 120 s.
+    connection = LibvirtConnection(settings.libvirt_uri, workers=2, read_deadline=30.0)
     hypervisor = LibvirtHypervisor(connection)
     api_url = settings.slack.api_url if settings.slack is not None else None
     ports = DoctorPorts(

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
 
-from core.catalogue.db import APP, TORTOISE_ORM, normalise_url
+from core.catalogue.db import APP, TORTOISE_ORM, _is_release_0_1, normalise_url
 from core.errors import CoreError, InvalidInput
 from core.services.doctor import Schema, SchemaState
 
@@ -39,12 +39,16 @@ class CatalogueSchemaProbe:
                 steps = await executor.plan()
                 known = set(executor.loader.disk_migrations)
                 applied = {k for k in executor.loader.applied_migrations if k.app_label == APP}
+                # Release 0.1's tables without a migration record: the start upgrades them.
+                release_0_1 = not applied and await _is_release_0_1(ctx.db(), executor)
         except CoreError:
             raise
         except Exception as exc:  # whatever the driver says, the operator needs it
             raise InvalidInput(f"{type(exc).__name__}: {exc}") from exc
         if unknown := sorted(k.name for k in applied - known):
             return Schema(SchemaState.NEWER_THAN_CODE, tuple(unknown))
+        if release_0_1:
+            return Schema(SchemaState.NEEDS_UPGRADE, tuple(s.migration.name for s in steps))
         if not applied:
             return Schema(SchemaState.EMPTY)
         if steps:

@@ -334,3 +334,14 @@ def test_cli_exit_status_and_report(
     monkeypatch.setenv("LIBVIRT_URI", good_node(tmp_path))
     assert cli.main(["doctor"]) == 0
     assert "FAIL" not in capsys.readouterr().out
+
+
+async def test_release_0_1_catalogue_needs_an_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "release.sqlite3"
+    schema = ROOT / "tests" / "contract" / "data" / "release_0_1_schema.sqlite.sql"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(schema.read_text())
+    findings = await run_doctor(settings(good_node(tmp_path), db))
+    line = finding_line(by_check(findings)[Check.DATABASE])
+    assert line.startswith("WARN")
+    assert "0001_release_0_1" in line
