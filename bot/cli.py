@@ -10,6 +10,7 @@ import signal
 import sys
 
 from bot import messages, redaction
+from bot.metrics import Metrics, metrics_port, metrics_server
 from bot.mrkdwn import plain
 from core.bootstrap import build_core
 from core.config import Settings
@@ -19,8 +20,11 @@ from core.errors import CoreError
 async def _console(settings: Settings, *, with_scheduler: bool) -> int:
     from bot.console import run_console
 
-    async with build_core(settings) as core:
-        return await run_console(core, with_scheduler=with_scheduler)
+    metrics = Metrics()
+    async with build_core(settings, observer=metrics) as core:
+        metrics.bind(core)
+        async with metrics_server(metrics, metrics_port(os.environ)):
+            return await run_console(core, with_scheduler=with_scheduler)
 
 
 async def _doctor(settings: Settings) -> int:
@@ -40,8 +44,13 @@ async def _slack(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with build_core(settings) as core:
-        await run_slack(core, settings.slack, stop)
+    metrics = Metrics()
+    # Without Slack's HTTP server (Socket Mode only), /metrics has a server of its own if asked.
+    port = metrics_port(os.environ) if settings.slack.signing_secret is None else None
+    async with build_core(settings, observer=metrics) as core:
+        metrics.bind(core)
+        async with metrics_server(metrics, port):
+            await run_slack(core, settings.slack, stop, metrics)
     return 0
 
 
@@ -58,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         "fix what is wrong (exit status 1 when a check fails)",
     )
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    redaction.install(handler)
+    log_format = os.environ.get("SNAPBOT_LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in redaction.LOG_FORMATS:
+        print(plain(messages.log_format_unknown(log_format)), file=sys.stderr)
+        return 2
+    handler = redaction.log_handler(sys.stderr, log_format)
     logging.basicConfig(
         level=os.environ.get("SNAPBOT_LOG_LEVEL", "WARNING").upper(), handlers=[handler]
     )

@@ -20,7 +20,7 @@ from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.errors import HypervisorUnavailable
-from core.ports import Clock, Hypervisor
+from core.ports import Clock, Hypervisor, OperationObserver
 from core.services.availability import GatedHypervisor, HypervisorWatch
 from core.services.confirmations import ConfirmationService
 from core.services.facade import Core
@@ -31,6 +31,7 @@ from core.services.reconcile import Reconciler
 from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
+from core.services.status import StatusService
 from scheduler.timing import CronTimetable
 
 __all__ = ["Core", "build_core", "demo_allowed", "wire"]
@@ -60,7 +61,9 @@ async def _answers(uri: str, workers: int) -> str | None:
 
 
 @asynccontextmanager
-async def build_core(settings: Settings, *, allow_demo: bool = True) -> AsyncIterator[Core]:
+async def build_core(
+    settings: Settings, *, allow_demo: bool = True, observer: OperationObserver | None = None
+) -> AsyncIterator[Core]:
     """Open libvirt and the catalogue, and yield the wired services.
 
     The configured hypervisor is never replaced by another: if it does not answer, snapbot
@@ -85,7 +88,13 @@ async def build_core(settings: Settings, *, allow_demo: bool = True) -> AsyncIte
         async with open_database(database_url):
             clock = SystemClock()
             core = wire(
-                settings, hypervisor, TortoiseCatalogue(clock), clock, libvirt_uri=uri, gated=True
+                settings,
+                hypervisor,
+                TortoiseCatalogue(clock),
+                clock,
+                libvirt_uri=uri,
+                gated=True,
+                observer=observer,
             )
             await core.watch.connect_once()
             watcher = asyncio.create_task(core.watch.run(), name="hypervisor-watch")
@@ -106,12 +115,13 @@ def wire(
     *,
     libvirt_uri: str,
     gated: bool = False,
+    observer: OperationObserver | None = None,
 ) -> Core:
     """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
     ``gated`` the services refuse every request until ``Core.watch`` has reached the
     hypervisor and reconciled; without, the caller vouches that it has."""
     owner = process_owner()
-    runner = OperationRunner(catalogue, clock, owner)
+    runner = OperationRunner(catalogue, clock, owner, observer)
     # The reconciler works on the hypervisor itself (it is what makes it ready); the services
     # get it behind the gate, which says "unreachable" until then.
     reconciler = Reconciler(hypervisor, catalogue, clock, owner)
@@ -146,5 +156,6 @@ def wire(
         owner=owner,
         libvirt_uri=libvirt_uri,
         fallback_reason=None,
+        status=StatusService(catalogue, watch, clock),
         _operations=runner,
     )

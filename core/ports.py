@@ -222,6 +222,28 @@ class Catalogue(SnapshotStore, OperationStore, ConfirmationStore, Protocol):
     """Snapshot metadata, the audit trail of operations, the per-VM locks, confirmations."""
 
 
+# --- observing operations (metrics) --------------------------------------------------------------
+
+
+class OperationObserver(Protocol):
+    """Told how each operation went, for metrics. Called inline by ``OperationRunner``: it must
+    be quick and must not raise."""
+
+    def stage_finished(self, operation: Operation, stage: Stage, seconds: float) -> None: ...
+
+    def operation_finished(self, operation: Operation, seconds: float) -> None:
+        """``operation`` as it ended: its terminal status, outcome or error."""
+        ...
+
+
+class SchedulerObserver(Protocol):
+    """Told, for metrics, how late each scheduled slot ran and how many were missed."""
+
+    def slot_settled(self, lag_seconds: float | None, missed: int) -> None:
+        """``lag_seconds`` is None when no slot ran (only missed ones were settled)."""
+        ...
+
+
 # --- holds ---------------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.domain.schedule import Schedule, When, parse_when
-from core.ports import Clock, Reporter, ScheduleStore
+from core.ports import Clock, Reporter, SchedulerObserver, ScheduleStore
 from core.services.facade import Core
 from core.services.reports import RunReport
 from core.services.scheduled_runs import ScheduleRunner
@@ -50,7 +50,9 @@ class SchedulerService:
         *,
         lease_ttl: timedelta = timedelta(seconds=30),
         digest: tuple[str, When] | None = None,
+        observer: SchedulerObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._digest = digest  # (channel, when) of the daily overview, if wanted
         self._store = store
         self._holds = holds
@@ -194,6 +196,9 @@ class SchedulerService:
             decision = due(schedule, now)
             if decision.settled is None:
                 return None
+            if self._observer is not None:
+                lag = None if decision.run is None else (now - decision.run).total_seconds()
+                self._observer.slot_settled(lag, len(decision.missed))
             report: RunReport | None
             if decision.run is not None:
                 report = await self._runner.run(
@@ -241,7 +246,11 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 
 
 def build_scheduler(
-    core: Core, reporter: Reporter, *, lease_ttl: timedelta = timedelta(seconds=30)
+    core: Core,
+    reporter: Reporter,
+    *,
+    lease_ttl: timedelta = timedelta(seconds=30),
+    observer: SchedulerObserver | None = None,
 ) -> SchedulerService:
     """The scheduler over the core's services; schedule changes rebuild its jobs."""
     settings = core.settings
@@ -260,6 +269,7 @@ def build_scheduler(
         core.owner,
         lease_ttl=lease_ttl,
         digest=digest,
+        observer=observer,
     )
     core.schedules.on_change.append(service.rebuild)
     return service

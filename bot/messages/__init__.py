@@ -84,7 +84,12 @@ from bot.messages.snapshots import (
     snapshots_table,
     vms_table,
 )
-from bot.messages.startup import connected_banner, fallback_banner, slack_banner
+from bot.messages.startup import (
+    connected_banner,
+    fallback_banner,
+    log_format_unknown,
+    slack_banner,
+)
 from bot.messages.surfaces import (
     CANCEL_BUTTON,
     CONFIRM_BUTTON,
@@ -147,6 +152,7 @@ __all__ = [
     "home_vm",
     "human_seconds",
     "internal_error",
+    "log_format_unknown",
     "modal_failed",
     "modal_refusal",
     "not_held_after_create",

@@ -25,3 +25,10 @@ def slack_banner(uri: str, settings: SlackSettings) -> str:
         modes.append("Socket Mode")
     names = ", ".join(settings.commands.values())
     return f"snapbot: connected to {uri}; Slack via {' and '.join(modes)}; commands {names}."
+
+
+def log_format_unknown(value: str) -> str:
+    return (
+        f"snapbot: SNAPBOT_LOG_FORMAT={value!r} is not a log format; set it to text (the "
+        "default, lines for people) or json (one JSON object a line), or unset it."
+    )

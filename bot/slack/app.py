@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dispatch import Dispatcher
+from bot.metrics import Metrics, counting_retry_handlers
 from bot.slack import commands, confirm_buttons, holds, home, restore_modal
 from bot.slack.context import SlackContext, SlackDirectory
 from core.config import SlackSettings
@@ -40,18 +41,22 @@ logger = logging.getLogger(__name__)
 EVENT_DEDUPE_SECONDS = 600.0
 
 
-def build_client(settings: SlackSettings) -> AsyncWebClient:
-    """The Web API client: 429s wait for Retry-After, 5xx and connection errors retry."""
+def build_client(settings: SlackSettings, metrics: Metrics | None = None) -> AsyncWebClient:
+    """The Web API client: 429s wait for Retry-After, 5xx and connection errors retry (each
+    failure and retry counted in ``metrics`` when given)."""
     kwargs: dict[str, Any] = {}
     if settings.api_url:
         kwargs["base_url"] = settings.api_url
     return AsyncWebClient(
         token=settings.bot_token.reveal(),
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=counting_retry_handlers(
+            [
+                ("connection", AsyncConnectionErrorRetryHandler(max_retry_count=2)),
+                ("rate_limited", AsyncRateLimitErrorRetryHandler(max_retry_count=3)),
+                ("server_error", AsyncServerErrorRetryHandler(max_retry_count=2)),
+            ],
+            metrics,
+        ),
         **kwargs,
     )
 

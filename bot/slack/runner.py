@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from bot import messages
+from bot.metrics import Metrics
 from bot.slack.app import build_app, build_client
 from bot.slack.reports import SlackReporter
 from bot.slack.transport import HttpTransport, SocketModeTransport
@@ -22,14 +23,16 @@ logger = logging.getLogger(__name__)
 DRAIN_SECONDS = 60.0
 
 
-async def run_slack(core: Core, settings: SlackSettings, stop: asyncio.Event) -> None:
-    client = build_client(settings)
+async def run_slack(
+    core: Core, settings: SlackSettings, stop: asyncio.Event, metrics: Metrics | None = None
+) -> None:
+    client = build_client(settings, metrics)
     reporter = SlackReporter(client)
-    scheduler = build_scheduler(core, reporter)
+    scheduler = build_scheduler(core, reporter, observer=metrics)
     ctx = build_app(core, settings, client, scheduler)
     transports: list[HttpTransport | SocketModeTransport] = []
     if settings.signing_secret is not None:
-        transports.append(HttpTransport(ctx.app, port=settings.port))
+        transports.append(HttpTransport(ctx.app, port=settings.port, metrics=metrics))
     if settings.app_token is not None:
         transports.append(SocketModeTransport(ctx.app, settings.app_token.reveal(), client))
     for transport in transports:

@@ -18,6 +18,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.metrics import METRICS_PATH, Metrics
+
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
@@ -39,10 +41,19 @@ async def _whole_second_timestamps(
 
 
 class HttpTransport:
-    """bolt's aiohttp application on ``host:port``, plus ``GET /healthz``."""
+    """bolt's aiohttp application on ``host:port``, plus ``GET /healthz`` and, given
+    ``metrics``, ``GET /metrics``."""
 
-    def __init__(self, app: AsyncApp, *, host: str = "0.0.0.0", port: int = 3000) -> None:
+    def __init__(
+        self,
+        app: AsyncApp,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._app = app
+        self._metrics = metrics
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -52,6 +63,8 @@ class HttpTransport:
         application = self._app.web_app(path=EVENTS_PATH, port=self._port)
         application.middlewares.append(_whole_second_timestamps)
         application.router.add_get(HEALTH_PATH, self._health)
+        if self._metrics is not None:
+            application.router.add_get(METRICS_PATH, self._metrics.handle)
         return application
 
     async def _health(self, request: web.Request) -> web.Response:

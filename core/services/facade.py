@@ -23,6 +23,7 @@ from core.services.pruning import PruneService
 from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
+from core.services.status import StatusService
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Core:
     libvirt_uri: str
     # Why snapbot shows libvirt's demo hypervisor instead of a real one (None: it does not).
     fallback_reason: str | None
+    # what metrics read at scrape time (catalogue only)
+    status: StatusService
     _operations: OperationRunner = field(repr=False)
 
     def access_for(self, directory: Directory) -> AccessService:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -27,9 +28,11 @@ from core.domain.operation import (
 )
 from core.domain.vm import Vm
 from core.errors import CoreError, HypervisorError
-from core.ports import Catalogue, Clock
+from core.ports import Catalogue, Clock, OperationObserver
 
 logger = logging.getLogger(__name__)
+# One INFO line per operation end, under a name operators can route on its own.
+ended_log = logging.getLogger("snapbot.operations")
 
 HEARTBEAT_SECONDS = 10.0
 
@@ -37,6 +40,16 @@ HEARTBEAT_SECONDS = 10.0
 def process_owner() -> str:
     """Identify this process in lock rows: host, pid and a token unique to this start."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class QuietObserver:
+    """The observer when nobody watches: metrics are optional."""
+
+    def stage_finished(self, operation: Operation, stage: Stage, seconds: float) -> None:
+        pass
+
+    def operation_finished(self, operation: Operation, seconds: float) -> None:
+        pass
 
 
 @dataclass
@@ -55,14 +68,25 @@ class OperationHandle:
     progress: ProgressCallback
     outcome: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    observer: OperationObserver = field(default_factory=QuietObserver)
+    _current: tuple[Stage, float] | None = None
 
     async def stage(self, stage: Stage) -> None:
         """Record and report a stage. A failing progress display never fails the operation."""
+        self.end_stage()
+        self._current = (stage, time.monotonic())
         await self.catalogue.set_stage(self.operation.id, stage)
         try:
             await self.progress(stage)
         except Exception:
             logger.exception("progress callback failed for operation %s", self.operation.id)
+
+    def end_stage(self) -> None:
+        """Tell the observer how long the current stage took (a stage lasts until the next)."""
+        if self._current is not None:
+            stage, began = self._current
+            self._current = None
+            self.observer.stage_finished(self.operation, stage, time.monotonic() - began)
 
     async def record(self, **details: object) -> None:
         """Persist facts needed to reconcile this operation if the process dies."""
@@ -73,10 +97,17 @@ class OperationHandle:
 class OperationRunner:
     """Creates operations and runs them under the VM lock."""
 
-    def __init__(self, catalogue: Catalogue, clock: Clock, owner: str) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        clock: Clock,
+        owner: str,
+        observer: OperationObserver | None = None,
+    ) -> None:
         self._catalogue = catalogue
         self._clock = clock
         self.owner = owner
+        self.observer: OperationObserver = observer or QuietObserver()
 
     def new_operation(
         self,
@@ -131,21 +162,49 @@ class OperationRunner:
         """The final record of a request that ran other operations (a confirmed prune of a VM:
         each deletion is an operation of its own): one terminal row however little it did."""
         op = self.new_operation(kind, actor, vm_uuid=vm_uuid, vm_name=vm_name)
-        await self._catalogue.record_finished(
-            replace(
-                op,
-                status=OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED,
-                finished_at=self._clock.now(),
-                outcome=outcome,
-            )
+        ended = replace(
+            op,
+            status=OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED,
+            finished_at=self._clock.now(),
+            outcome=outcome,
         )
+        await self._catalogue.record_finished(ended)
+        self._ended(ended)
 
     async def _record_refusal(self, op: Operation, error: CoreError) -> None:
-        await self._catalogue.record_finished(
-            replace(
-                op, status=OperationStatus.REJECTED, finished_at=self._clock.now(), error=str(error)
-            )
+        ended = replace(
+            op, status=OperationStatus.REJECTED, finished_at=self._clock.now(), error=str(error)
         )
+        await self._catalogue.record_finished(ended)
+        self._ended(ended)
+
+    def _ended(self, op: Operation) -> None:
+        """The operation's last word outside the catalogue: its log line and its metrics."""
+        finished = op.finished_at or self._clock.now()
+        seconds = max(0.0, (finished - op.started_at).total_seconds())
+        fields = {
+            "operation_id": op.id,
+            "kind": op.kind.value,
+            "vm": op.vm_name,
+            "status": op.status.value,
+            "outcome": op.outcome if op.error is None else op.error,
+            "duration_seconds": round(seconds, 3),
+            "requested_by": op.requested_by,
+            "via": op.via,
+        }
+        ended_log.info(
+            "operation %s %s %s: %s (%.1f s)",
+            op.id,
+            op.kind.value,
+            op.vm_name,
+            op.status.value,
+            seconds,
+            extra={"snapbot": fields},
+        )
+        try:
+            self.observer.operation_finished(op, seconds)
+        except Exception:
+            logger.exception("operation observer failed for operation %s", op.id)
 
     @asynccontextmanager
     async def refusals_audited(
@@ -187,23 +246,23 @@ class OperationRunner:
         except CoreError as exc:
             await self._record_refusal(op, exc)
             raise
-        handle = OperationHandle(op, self._catalogue, progress)
+        handle = OperationHandle(op, self._catalogue, progress, observer=self.observer)
         beat = asyncio.create_task(self._heartbeat(op.id), name=f"heartbeat-{op.id}")
         try:
             yield handle
         except HypervisorError as exc:
-            await self._finish(op.id, OperationStatus.FAILED, error=str(exc))
+            await self._finish(handle, OperationStatus.FAILED, error=str(exc))
             raise
         except CoreError as exc:
-            await self._finish(op.id, OperationStatus.REJECTED, error=str(exc))
+            await self._finish(handle, OperationStatus.REJECTED, error=str(exc))
             raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._finish(op.id, OperationStatus.FAILED, error=f"internal error: {exc!r}")
+            await self._finish(handle, OperationStatus.FAILED, error=f"internal error: {exc!r}")
             raise
         else:
-            await self._finish(op.id, OperationStatus.SUCCEEDED, outcome=handle.outcome)
+            await self._finish(handle, OperationStatus.SUCCEEDED, outcome=handle.outcome)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -211,15 +270,20 @@ class OperationRunner:
 
     async def _finish(
         self,
-        op_id: str,
+        handle: OperationHandle,
         status: OperationStatus,
         *,
         outcome: str | None = None,
         error: str | None = None,
     ) -> None:
+        op = handle.operation
+        handle.end_stage()
         # Shielded: the record must become terminal even if the caller is being cancelled.
         await asyncio.shield(
-            self._catalogue.finish_operation(op_id, status, outcome=outcome, error=error)
+            self._catalogue.finish_operation(op.id, status, outcome=outcome, error=error)
+        )
+        self._ended(
+            replace(op, status=status, finished_at=self._clock.now(), outcome=outcome, error=error)
         )
 
     async def _heartbeat(self, op_id: str) -> None:
