@@ -52,7 +52,7 @@ class Metrics:
         self._core: Core | None = None
         self.operations = Counter(
             "snapbot_operations",
-            "Operations ended, by kind and status (succeeded, failed, rejected).",
+            "Operations ended, by kind and status (succeeded, failed, rejected, reconciled).",
             ["kind", "outcome"],
             registry=r,
         )

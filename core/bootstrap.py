@@ -124,7 +124,7 @@ def wire(
     runner = OperationRunner(catalogue, clock, owner, observer)
     # The reconciler works on the hypervisor itself (it is what makes it ready); the services
     # get it behind the gate, which says "unreachable" until then.
-    reconciler = Reconciler(hypervisor, catalogue, clock, owner)
+    reconciler = Reconciler(hypervisor, catalogue, clock, owner, on_end=runner.ended)
     watch = HypervisorWatch(hypervisor, reconciler)
     if gated:
         hypervisor = GatedHypervisor(hypervisor, watch)

@@ -92,6 +92,7 @@ class LockService:
             OperationStatus.RECONCILED,
             outcome=f"{outcome}; unlocked by {actor.user}",
         )
+        self._runner.ended(finished)
         # The unlock itself is an operation on the VM like any other: audited, exclusive.
         async with self._runner.run(
             OperationKind.UNLOCK,

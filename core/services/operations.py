@@ -86,7 +86,10 @@ class OperationHandle:
         if self._current is not None:
             stage, began = self._current
             self._current = None
-            self.observer.stage_finished(self.operation, stage, time.monotonic() - began)
+            try:
+                self.observer.stage_finished(self.operation, stage, time.monotonic() - began)
+            except Exception:
+                logger.exception("operation observer failed for operation %s", self.operation.id)
 
     async def record(self, **details: object) -> None:
         """Persist facts needed to reconcile this operation if the process dies."""
@@ -169,17 +172,18 @@ class OperationRunner:
             outcome=outcome,
         )
         await self._catalogue.record_finished(ended)
-        self._ended(ended)
+        self.ended(ended)
 
     async def _record_refusal(self, op: Operation, error: CoreError) -> None:
         ended = replace(
             op, status=OperationStatus.REJECTED, finished_at=self._clock.now(), error=str(error)
         )
         await self._catalogue.record_finished(ended)
-        self._ended(ended)
+        self.ended(ended)
 
-    def _ended(self, op: Operation) -> None:
-        """The operation's last word outside the catalogue: its log line and its metrics."""
+    def ended(self, op: Operation) -> None:
+        """The operation's last word outside the catalogue: its log line and its metrics. Also
+        for operations ended elsewhere (reconciled after a crash, unlocked by hand)."""
         finished = op.finished_at or self._clock.now()
         seconds = max(0.0, (finished - op.started_at).total_seconds())
         fields = {
@@ -282,7 +286,7 @@ class OperationRunner:
         await asyncio.shield(
             self._catalogue.finish_operation(op.id, status, outcome=outcome, error=error)
         )
-        self._ended(
+        self.ended(
             replace(op, status=status, finished_at=self._clock.now(), outcome=outcome, error=error)
         )
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -194,12 +195,19 @@ class Reconciler:
     """Start-up and on-demand reconciliation."""
 
     def __init__(
-        self, hypervisor: Hypervisor, catalogue: Catalogue, clock: Clock, owner: str
+        self,
+        hypervisor: Hypervisor,
+        catalogue: Catalogue,
+        clock: Clock,
+        owner: str,
+        on_end: Callable[[Operation], None] | None = None,
     ) -> None:
         self._hv = hypervisor
         self._catalogue = catalogue
         self._clock = clock
         self._owner = owner
+        # told of each operation this reconciler ends (its log line and metrics)
+        self._on_end = on_end
 
     def _abandoned(self, running: RunningOperation, db_now: datetime) -> bool:
         if running.owner == self._owner:
@@ -227,11 +235,12 @@ class Reconciler:
                 outcome = await self._reconcile(op)
             except CoreError as exc:
                 outcome = f"interrupted; could not check libvirt ({exc}); VM state unknown"
-            finished.append(
-                await self._catalogue.finish_operation(
-                    op.id, OperationStatus.RECONCILED, outcome=outcome
-                )
+            ended = await self._catalogue.finish_operation(
+                op.id, OperationStatus.RECONCILED, outcome=outcome
             )
+            finished.append(ended)
+            if self._on_end is not None:
+                self._on_end(ended)
             logger.warning(
                 "reconciled interrupted %s on %s: %s", op.kind.value, op.vm_name, outcome
             )

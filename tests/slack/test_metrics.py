@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from bot.slack.transport import HttpTransport
 from core.bootstrap import Core, wire
 from core.catalogue.store import SystemClock
 from core.domain.access import parse_grants
-from core.domain.operation import OperationKind, OperationStatus
+from core.domain.operation import Actor, OperationKind, OperationStatus
 from core.errors import InvalidInput
 from scheduler.service import build_scheduler
 from tests.conftest import Services
@@ -189,6 +190,23 @@ async def test_refused_and_failed_operations_are_counted_by_outcome(
     _, samples = await get_metrics(scrape)
     assert value(samples, "snapbot_operations_total", kind="snapshot", outcome="rejected") == 1
     assert value(samples, "snapbot_operations_total", kind="snapshot", outcome="succeeded") is None
+
+
+async def test_an_operation_a_crash_left_is_counted_and_logged_when_reconciled(
+    observed: Core, services: Services, metrics: Metrics, json_log: io.StringIO
+) -> None:
+    vm = await services.hv.get_vm("web-01")
+    op = services.runner.new_operation(
+        OperationKind.SNAPSHOT, Actor("U1", "slack"), vm_uuid=vm.uuid, vm_name=vm.name
+    )
+    # a process of this host that died mid-snapshot left its row and lock behind
+    await services.catalogue.begin_operation(op, f"{socket.gethostname()}:999999:dead")
+    assert await observed.watch.connect_once()
+    samples = parse((await metrics.page()).decode())
+    assert value(samples, "snapbot_operations_total", kind="snapshot", outcome="reconciled") == 1
+    [line] = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    assert line["operation_id"] == op.id
+    assert line["status"] == "reconciled"
 
 
 async def test_hypervisor_unreachable_reads_zero(
