@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.metrics import Metrics
 from bot.slack.app import build_app, build_client
 from bot.slack.context import SlackContext
 from bot.slack.transport import HttpTransport
@@ -131,14 +132,17 @@ async def running_bot(
     slack: FakeSlack,
     *,
     grants: list[dict[str, object]] = GRANTS,
+    metrics: Metrics | None = None,
     **overrides: Any,
 ) -> AsyncIterator[SlackBot]:
+    """The bolt app over real HTTP, as ``snapbot run`` serves it (with ``metrics``: Slack's
+    events and /metrics on one transport, the Web API client's failures counted)."""
     slack.usergroups.setdefault("S_OPS", [OPERATOR])
     core = replace(core, settings=replace(core.settings, access=parse_grants(grants, [ADMIN])))
     settings = slack_settings(slack, **overrides)
-    client = build_client(settings)
+    client = build_client(settings, metrics)
     ctx = build_app(core, settings, client)
-    http = HttpTransport(ctx.app, host="127.0.0.1", port=0)
+    http = HttpTransport(ctx.app, host="127.0.0.1", port=0, metrics=metrics)
     await http.start()
     bot = SlackBot(slack, ctx, http, core)
     try:

@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from datetime import timedelta
 
 import aiohttp
@@ -17,17 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot import redaction
 from bot.metrics import Metrics, metrics_port, metrics_server
-from bot.slack.app import build_app, build_client
-from bot.slack.transport import HttpTransport
+from bot.slack.app import build_client
 from core.bootstrap import Core, wire
 from core.catalogue.store import SystemClock
-from core.domain.access import parse_grants
 from core.domain.operation import Actor, OperationKind, OperationStatus
 from core.errors import InvalidInput
 from scheduler.service import build_scheduler
 from tests.conftest import Services
 from tests.fakes.slack import FakeSlack
-from tests.slack.harness import ADMIN, CHANNEL, GRANTS, OPERATOR, SlackBot, slack_settings
+from tests.slack.harness import CHANNEL, OPERATOR, SlackBot, running_bot, slack_settings
 from tests.unit.test_scheduler import DAY1, FakeClock, Reports, nightly
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -69,26 +66,9 @@ def observed(core: Core, services: Services, metrics: Metrics) -> Core:
 
 @pytest.fixture
 async def bot(observed: Core, slack: FakeSlack, metrics: Metrics) -> AsyncIterator[SlackBot]:
-    """``running_bot``'s app served as ``snapbot run`` serves it: Slack's events and /metrics
-    on one ``HttpTransport``, the Web API client's failures counted."""
-    slack.usergroups.setdefault("S_OPS", [OPERATOR])
-    core = replace(
-        observed, settings=replace(observed.settings, access=parse_grants(GRANTS, [ADMIN]))
-    )
-    settings = slack_settings(slack)
-    client = build_client(settings, metrics)
-    ctx = build_app(core, settings, client)
-    http = HttpTransport(ctx.app, host="127.0.0.1", port=0, metrics=metrics)
-    await http.start()
-    running = SlackBot(slack, ctx, http, core)
-    try:
+    """The app served as ``snapbot run`` serves it, with /metrics beside Slack's events."""
+    async with running_bot(observed, slack, metrics=metrics) as running:
         yield running
-    finally:
-        await ctx.jobs.drain(10)
-        await running.close()
-        await http.stop()
-        if client.session is not None:
-            await client.session.close()
 
 
 @pytest.fixture
