@@ -9,7 +9,7 @@ BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest. Not
 # libvirt-daemon-system: each test run starts (and at its end removes) a libvirtd of its own
 # (tests/system/daemon.py), and never touches the machine's.
-TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql
+TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql systemd
 
 .PHONY: run console test reliability lint typecheck unit system bench deps test-deps clean
 
