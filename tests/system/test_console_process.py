@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from tests.system.conftest import TEST_URI, Guest
-from tests.system.guest.guest import read_counter_lines, wait_for_counter
+from tests.system.guest.guest import read_counter_lines, wait_for_counter, wait_for_restored_count
 
 pytestmark = pytest.mark.system
 
@@ -74,8 +74,10 @@ def test_console_snapshot_and_typed_name_restore(guest: Guest, workdir: Path) ->
     for stage in ("Stopping VM", "Replacing disk · Restoring memory", "Starting VM"):
         assert stage in right.stdout
     assert f"{guest.name} restored to `before-upgrade`" in right.stdout
-    back = wait_for_counter(guest.serial_log, after_offset=offset, timeout=60)
-    assert back.mem <= mark + 2
+    # the same boot id: the restored memory, not a fresh boot
+    booted = read_counter_lines(guest.serial_log, after_offset=0)[0].boot
+    back = wait_for_restored_count(guest.serial_log, after_offset=offset, at_most=mark + 2)
+    assert back.boot == booted
 
 
 def test_crash_during_restore_is_reconciled_on_restart(

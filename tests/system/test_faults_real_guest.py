@@ -49,7 +49,12 @@ from tests.conftest import ALICE, BOB
 from tests.reliability.figures import record
 from tests.system import daemon
 from tests.system.conftest import TEST_URI, Guest, Guests, RealCore
-from tests.system.guest.guest import CounterLine, read_counter_lines, wait_for_counter
+from tests.system.guest.guest import (
+    CounterLine,
+    read_counter_lines,
+    wait_for_counter,
+    wait_for_restored_count,
+)
 
 pytestmark = pytest.mark.system
 
@@ -642,9 +647,14 @@ async def test_disk_full_while_memory_is_written(
         guest.name, "after-space", actor=ALICE, safety_snapshot=False
     )
     assert result.vm_state is VmState.RUNNING
-    back = await counter_after(guest, offset)
-    assert back.boot == moved.boot
-    assert back.mem <= at_snapshot.mem + 1, "the restore brought the memory back"
+    back = await asyncio.to_thread(
+        wait_for_restored_count,
+        guest.serial_log,
+        after_offset=offset,
+        at_most=at_snapshot.mem + 1,
+        timeout=90.0,
+    )
+    assert back.boot == moved.boot, "the restore brought the memory back"
     report = await stop_and_check_image(real, guest)
     record(
         "fault: disk full while the memory state is written",

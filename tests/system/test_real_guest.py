@@ -27,6 +27,7 @@ from tests.system.guest.guest import (
     read_counter_lines,
     read_disk_counter,
     wait_for_counter,
+    wait_for_restored_count,
 )
 
 pytestmark = pytest.mark.system
@@ -143,10 +144,13 @@ async def test_rename_keeps_restore_working_and_delete_removes(
     mark = (await latest(guest)).mem
     await real.service.rename_snapshot(guest.name, "first-name", "second-name", actor=ALICE)
     await counter_after(guest, guest.log_size(), minimum=mark + 3)
+    booted = (await latest(guest)).boot
     offset = guest.log_size()
     await real.service.restore(guest.name, "second-name", actor=ALICE, safety_snapshot=False)
-    back = await counter_after(guest, offset)
-    assert back.mem <= mark + 2
+    back = await asyncio.to_thread(
+        wait_for_restored_count, guest.serial_log, after_offset=offset, at_most=mark + 2
+    )
+    assert back.boot == booted, "the restored memory continues the same boot"
 
     vm = await real.hv.get_vm(guest.name)
     deleted = await real.service.delete_snapshot(guest.name, "second-name", actor=ALICE)

@@ -113,6 +113,17 @@ def read_counter_lines(serial_log: Path, *, after_offset: int = 0) -> list[Count
     ]
 
 
+def wait_for_restored_count(
+    serial_log: Path, *, after_offset: int, at_most: int, timeout: float = 60.0
+) -> CounterLine:
+    """The first line after ``after_offset`` counting ``at_most`` or less: a restore's proof.
+    The guest that is being restored may still print a line or two after the offset (it is
+    stopped a moment later), but those count higher; only the restored memory counts back."""
+    return wait_for_counter(
+        serial_log, after_offset=after_offset, timeout=timeout, predicate=lambda c: c.mem <= at_most
+    )
+
+
 def wait_for_counter(
     serial_log: Path,
     *,
