@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 # Every temporary file the store creates ends so; garbage collection removes stale ones.
 TEMP_SUFFIX = ".tmp"
@@ -23,19 +26,27 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(path: Path, data: bytes) -> None:
-    """Temp file + fsync + rename: ``path`` holds all of ``data`` or stays as it was. The
-    directory is not fsynced here: a caller writing many files fsyncs each directory once."""
+@contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A temporary file that, when the block ends without an error, is fsynced and renamed to
+    ``path``: ``path`` then holds all of it, or stays as it was. The directory is not fsynced
+    here: a caller writing many files fsyncs each directory once."""
     temp = temp_path_for(path)
     try:
         with temp.open("xb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """``path`` holds all of ``data`` or stays as it was (see ``replacing``)."""
+    with replacing(path) as out:
+        out.write(data)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

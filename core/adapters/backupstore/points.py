@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.adapters.backupstore.chunks import ChunkStore
-from core.adapters.backupstore.files import fsync_directory, temp_path_for, write_atomically
+from core.adapters.backupstore.files import fsync_directory, replacing, write_atomically
 from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index, encode_index
 from core.adapters.backupstore.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
 from core.adapters.backupstore.writers import registered_writer
@@ -219,21 +219,13 @@ class PointFiles:
                     f"disk {target} of {ref.point_id}", f"{len(missing)} chunks missing"
                 )
             written = 0
-            temp = temp_path_for(destination)
-            try:
-                with temp.open("xb") as out:
-                    out.truncate(index.size)
-                    for number, digest in enumerate(index.digests):
-                        if digest is None:
-                            continue
-                        out.seek(number * index.chunk_size)
-                        written += out.write(self.chunks.read(digest))
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, destination)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
+            with replacing(destination) as out:
+                out.truncate(index.size)
+                for number, digest in enumerate(index.digests):
+                    if digest is None:
+                        continue
+                    out.seek(number * index.chunk_size)
+                    written += out.write(self.chunks.read(digest))
             fsync_directory(destination.parent)
             return written
 
