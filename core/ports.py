@@ -139,6 +139,25 @@ class SnapshotStore(Protocol):
 
     async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None: ...
 
+    async def set_backup_damage(self, vm_uuid: str, libvirt_name: str, damage: str | None) -> None:
+        """Record what the last verification of a restore point found damaged (None: it
+        verified clean)."""
+        ...
+
+    async def archive_snapshot(
+        self,
+        vm_uuid: str,
+        libvirt_name: str,
+        *,
+        point_id: str,
+        logical_bytes: int,
+        added_bytes: int,
+    ) -> None:
+        """The full snapshot's disk state is now the backup store's point ``point_id``: its
+        record becomes ARCHIVED, without memory, keeping its name, label, holds, creator and
+        origin. A record that is not FULL (already archived) is left as it is."""
+        ...
+
     async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
         """The VM is listed on this host: its records belong here (records made before snapbot
         kept the host, or under a host id that changed, as libvirt's does on hosts without an

@@ -32,6 +32,13 @@ class SnapshotRow(Model):
     # rows from before migration 0002.
     hypervisor_uri = fields.CharField(max_length=255, null=True)
     host_uuid = fields.CharField(max_length=36, null=True)
+    # Restore points in the backup store (kinds "incremental" and "archived"); null on the
+    # VM-internal kind and on rows from before migration 0003.
+    point_id = fields.CharField(max_length=64, null=True)
+    logical_bytes = fields.BigIntField(null=True)
+    added_bytes = fields.BigIntField(null=True)
+    damage = fields.TextField(null=True)
+    consistency = fields.CharField(max_length=32, null=True)
 
     class Meta:
         table = "snapshot"

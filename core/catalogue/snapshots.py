@@ -37,6 +37,11 @@ def _snapshot(row: SnapshotRow) -> Snapshot:
         else Hold(HoldKind(row.hold_kind), row.hold_until, row.hold_reminded_at),
         host_uuid=row.host_uuid,
         hypervisor_uri=row.hypervisor_uri,
+        point_id=row.point_id,
+        logical_bytes=row.logical_bytes,
+        added_bytes=row.added_bytes,
+        damage=row.damage,
+        consistency=row.consistency,
     )
 
 
@@ -66,6 +71,11 @@ class TortoiseSnapshots:
             hold_until=snapshot.hold.until if snapshot.hold else None,
             host_uuid=snapshot.host_uuid,
             hypervisor_uri=snapshot.hypervisor_uri,
+            point_id=snapshot.point_id,
+            logical_bytes=snapshot.logical_bytes,
+            added_bytes=snapshot.added_bytes,
+            damage=snapshot.damage,
+            consistency=snapshot.consistency,
         )
 
     async def claim_host(self, vm_uuid: str, host_uuid: str, hypervisor_uri: str) -> None:
@@ -87,6 +97,31 @@ class TortoiseSnapshots:
     async def set_memory_bytes(self, vm_uuid: str, libvirt_name: str, size: int | None) -> None:
         await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(
             memory_bytes=size
+        )
+
+    async def set_backup_damage(self, vm_uuid: str, libvirt_name: str, damage: str | None) -> None:
+        await SnapshotRow.filter(vm_uuid=vm_uuid, libvirt_name=libvirt_name).update(damage=damage)
+
+    async def archive_snapshot(
+        self,
+        vm_uuid: str,
+        libvirt_name: str,
+        *,
+        point_id: str,
+        logical_bytes: int,
+        added_bytes: int,
+    ) -> None:
+        # Only a full snapshot is archived: a second call (a retried archive) or a row of
+        # another kind is left as it is instead of being overwritten with another point.
+        await SnapshotRow.filter(
+            vm_uuid=vm_uuid, libvirt_name=libvirt_name, kind=SnapshotKind.FULL.value
+        ).update(
+            kind=SnapshotKind.ARCHIVED.value,
+            has_memory=False,
+            memory_bytes=None,
+            point_id=point_id,
+            logical_bytes=logical_bytes,
+            added_bytes=added_bytes,
         )
 
     async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None:

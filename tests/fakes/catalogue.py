@@ -33,7 +33,7 @@ from core.catalogue.schedules import name_taken
 from core.domain.confirmation import Confirmation, request_from_json, request_to_json
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule
-from core.domain.snapshot import CatalogueStatus, Hold, Snapshot
+from core.domain.snapshot import CatalogueStatus, Hold, Snapshot, SnapshotKind
 from core.errors import ConfirmationSpent, LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
 
@@ -142,6 +142,36 @@ class MemoryCatalogue:
     async def set_memory_bytes(self, vm_uuid: str, libvirt_name: str, size: int | None) -> None:
         await _round_trip()
         self._update_snapshot(vm_uuid, libvirt_name, memory_bytes=size)
+
+    async def set_backup_damage(self, vm_uuid: str, libvirt_name: str, damage: str | None) -> None:
+        await _round_trip()
+        self._update_snapshot(vm_uuid, libvirt_name, damage=damage)
+
+    async def archive_snapshot(
+        self,
+        vm_uuid: str,
+        libvirt_name: str,
+        *,
+        point_id: str,
+        logical_bytes: int,
+        added_bytes: int,
+    ) -> None:
+        await _round_trip()
+        for n, s in enumerate(self._snapshots):
+            if (
+                s.vm_uuid == vm_uuid
+                and s.libvirt_name == libvirt_name
+                and s.kind is SnapshotKind.FULL
+            ):
+                self._snapshots[n] = replace(
+                    s,
+                    kind=SnapshotKind.ARCHIVED,
+                    has_memory=False,
+                    memory_bytes=None,
+                    point_id=point_id,
+                    logical_bytes=logical_bytes,
+                    added_bytes=added_bytes,
+                )
 
     async def remove_snapshot(self, vm_uuid: str, libvirt_name: str) -> None:
         await _round_trip()
