@@ -6,13 +6,22 @@ tests use fakes that do too (``tests.fakes``). Nothing here names an adapter or 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 from core.domain.access import Action
-from core.domain.backups import BackupSource, GcReport, Manifest, PointRef, VerifyReport
+from core.domain.backups import (
+    BackupSource,
+    DiskExport,
+    DiskWriter,
+    GcReport,
+    Manifest,
+    PointRef,
+    RestoreTarget,
+    VerifyReport,
+)
 from core.domain.confirmation import Confirmation
 from core.domain.operation import Actor, Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule, When
@@ -369,8 +378,11 @@ class BackupStore(Protocol):
 
     async def manifest(self, ref: PointRef) -> Manifest: ...
 
-    async def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
-        """Writes the disk's exact content to ``destination``; returns the bytes written."""
+    async def restore_disk(self, ref: PointRef, target: str, writer: DiskWriter) -> int:
+        """Writes the disk's exact content through ``writer`` (zeros where the point has
+        none, so old data never shows through); returns the bytes of data written. Every
+        chunk is checked against its digest first: a damaged point raises ``BackupDamaged``
+        before anything is written."""
         ...
 
     async def read_blob(self, ref: PointRef, name: str) -> bytes: ...
@@ -385,6 +397,48 @@ class BackupStore(Protocol):
 
     async def verify(self, point: PointRef | None = None) -> VerifyReport:
         """Re-reads and re-hashes every chunk the point (or every point) needs."""
+        ...
+
+
+class DiskAccess(Protocol):
+    """VMs' disks as raw bytes, for the backup store: read at one instant, written back in
+    place, or written as a VM defined anew. Works where snapbot runs on the VM's host (the
+    images and NBD sockets are local); elsewhere it raises ``HypervisorError`` saying so."""
+
+    def backup_view(self, vm: Vm) -> AbstractAsyncContextManager[DiskExport]:
+        """The VM's disks at one instant, readable while the block runs. A running VM keeps
+        running (a backup job's point-in-time view; its filesystems frozen through the guest
+        agent for the instant the job starts, where one answers); a shut-off VM's images are
+        read directly and it cannot be started until the block ends."""
+        ...
+
+    def snapshot_view(self, vm: Vm, libvirt_name: str) -> AbstractAsyncContextManager[DiskExport]:
+        """The disk state of the VM's internal snapshot ``libvirt_name`` and the configuration
+        it was taken with (its memory state is not part of it)."""
+        ...
+
+    def restore_in_place(
+        self, vm: Vm, sizes: Mapping[str, int]
+    ) -> AbstractAsyncContextManager[RestoreTarget]:
+        """The shut-off VM's own disks, writable, each first resized to ``sizes[target]``.
+        Writes go into the images' current state: their internal snapshots stay. Raises
+        before changing anything when a target is not one of the VM's disks."""
+        ...
+
+    def restore_as_new(
+        self,
+        domain_xml: str,
+        sizes: Mapping[str, int],
+        *,
+        new_name: str | None,
+        blobs: Mapping[str, bytes],
+    ) -> AbstractAsyncContextManager[RestoreTarget]:
+        """New disk images for a VM defined from ``domain_xml``. With ``new_name``: a copy
+        beside the original (new name, UUID, MAC addresses, and disk paths next to the
+        original ones). Without: the original VM again (its name, UUID and disk paths),
+        refused when a VM with that name or UUID exists or a file is in a disk's way. The VM is
+        defined, shut off, when the block ends without an error; otherwise every file the
+        block created is removed and nothing is defined."""
         ...
 
 

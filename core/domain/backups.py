@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from core.errors import CoreError, InvalidInput, NotFound
 
@@ -203,6 +204,9 @@ class Manifest:
     disks: tuple[DiskRecord, ...]
     blobs: tuple[BlobRecord, ...] = ()
     description: str = ""
+    label: str = ""
+    created_by: str = ""
+    consistency: Consistency | None = None
 
     @property
     def figures(self) -> TransferFigures:
@@ -223,23 +227,103 @@ class Manifest:
         raise InvalidInput(f"restore point {self.ref.point_id} has no disk {target!r} ({names})")
 
 
+class DiskReader(Protocol):
+    """A disk readable as raw bytes at one point in time (an image file, a backup job's NBD
+    view, an internal snapshot). Blocking: the store calls it from its own threads, one thread
+    per reader at a time."""
+
+    @property
+    def size(self) -> int:
+        """The disk's virtual size in bytes."""
+        ...
+
+    def reads_as_zeros(self, offset: int, length: int) -> bool:
+        """True when the range is known to hold only zeros (unallocated, a hole, a zero
+        cluster) without reading it; False when it may hold data and must be read."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; raise rather than return fewer."""
+        ...
+
+
+class DiskWriter(Protocol):
+    """A disk being restored, written at raw offsets (an image file, a qcow2 image behind an
+    NBD server: writing through it keeps the image's own internal snapshots). Blocking, like
+    ``DiskReader``."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def zero(self, offset: int, length: int) -> None:
+        """Make the range read as zeros, freeing its space where the format can."""
+        ...
+
+    def flush(self) -> None:
+        """Everything written is durable once this returns."""
+        ...
+
+
+class Consistency(enum.Enum):
+    """How consistent a VM's disks were at the instant they were read."""
+
+    # The guest agent froze the guest's filesystems: as after a clean sync.
+    FROZEN = "frozen"
+    # Read while running without a freeze: as after a power cut (journals replay on boot).
+    CRASH_CONSISTENT = "crash-consistent"
+    # Nothing was writing: the VM was shut off.
+    SHUT_OFF = "shut off"
+    # An internal snapshot's disk state, as consistent as that snapshot was.
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True)
+class DiskExport:
+    """A VM's disks at one instant, with the configuration to rebuild it: what the hypervisor
+    side hands the backup store. ``note`` says why the consistency is what it is (for
+    example, why no freeze was possible)."""
+
+    disks: Mapping[str, DiskReader]
+    domain_xml: str
+    consistency: Consistency
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where a restore writes: the VM's disks, writable by target, and where they are."""
+
+    vm_name: str
+    vm_uuid: str
+    disks: Mapping[str, DiskWriter]
+    disk_paths: Mapping[str, str]
+
+
 @dataclass(frozen=True)
 class BackupSource:
-    """What to write as one restore point: disk images readable as raw bytes, by target."""
+    """What to write as one restore point: disks readable as raw bytes, by target."""
 
     vm_uuid: str
     vm_name: str
     kind: BackupKind
     domain_xml: str
-    disk_paths: Mapping[str, str]
+    disks: Mapping[str, DiskReader]
     blobs: Mapping[str, bytes] = field(default_factory=dict)
     description: str = ""
+    # The catalogue's record, kept in the manifest so a new snapbot pointed at the store lists
+    # the point under the same label, creator and consistency.
+    label: str = ""
+    created_by: str = ""
+    consistency: Consistency | None = None
 
     def __post_init__(self) -> None:
         check_uuid(self.vm_uuid)
-        if not self.disk_paths:
+        if not self.disks:
             raise InvalidInput(f"VM {self.vm_name}: no disk to back up")
-        for target in self.disk_paths:
+        for target in self.disks:
             check_file_name("disk target", target)
         for name in self.blobs:
             check_file_name("blob", name)

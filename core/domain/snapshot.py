@@ -37,10 +37,22 @@ _BIDI_CONTROLS = frozenset(
 
 
 class SnapshotKind(enum.Enum):
-    """Full snapshots stand alone; incremental ones need their parent."""
+    """Where a snapshot lives and what it holds.
 
+    Every kind is a complete restore point on its own: none needs a parent."""
+
+    # Internal to the VM's images: disk, memory and configuration, instant to take and revert,
+    # but lost with the image.
     FULL = "full"
+    # A restore point in the backup store (disks and configuration, no memory), outside the
+    # image: survives a lost disk or a deleted VM.
     INCREMENTAL = "incremental"
+    # A full snapshot whose disk state was moved to the backup store (its memory was not kept).
+    ARCHIVED = "archived"
+
+    @property
+    def in_backup_store(self) -> bool:
+        return self is not SnapshotKind.FULL
 
 
 class Origin(enum.Enum):
@@ -104,6 +116,16 @@ class Snapshot:
     # only its own host's records.
     host_uuid: str | None = None
     hypervisor_uri: str | None = None
+    # For kinds in the backup store: the restore point's id there, the bytes its disks hold
+    # (logical size) and the bytes of data the store did not hold before it (what it added).
+    point_id: str | None = None
+    logical_bytes: int | None = None
+    added_bytes: int | None = None
+    # What the last verification found damaged (None: nothing known to be).
+    damage: str | None = None
+    # How consistent the disks were when read: "frozen" (guest filesystems frozen through its
+    # agent), "crash-consistent" (as after a power cut), "shut off".
+    consistency: str | None = None
 
 
 class HoldKind(enum.Enum):
@@ -196,6 +218,17 @@ def is_encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_BACKUP_NAME_PREFIX = "pt-"
+
+
+def backup_libvirt_name(point_id: str) -> str:
+    """The catalogue key of a restore point in the backup store (libvirt never sees it):
+    ``pt-`` and the point id in lower case, so it sorts by time like ``sb-`` names."""
+    name = _BACKUP_NAME_PREFIX + point_id.lower()
+    assert LIBVIRT_NAME_PATTERN.match(name), name
+    return name
 
 
 def new_libvirt_name(now_ms: int | None = None, entropy: bytes | None = None) -> str:

@@ -23,6 +23,7 @@ import pytest
 
 from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.backupstore.chunks import ChunkStore
+from core.adapters.backupstore.image_files import FileDiskReader
 from core.adapters.backupstore.maintenance import collect_garbage, verify
 from core.adapters.backupstore.points import PointFiles
 from core.adapters.backupstore.writers import WRITERS_DIR, registered_writer
@@ -91,7 +92,7 @@ def source_for(image: Path, name: str = "web-01") -> BackupSource:
         vm_name=name,
         kind=BackupKind.INCREMENTAL,
         domain_xml=DOMAIN_XML,
-        disk_paths={"vda": str(image)},
+        disks={"vda": FileDiskReader(image)},
         blobs={"nvram": NVRAM},
     )
 
@@ -490,6 +491,7 @@ _KILLED_WRITER = textwrap.dedent(
     from core.adapters.backupstore.chunks import ChunkStore
     from core.adapters.backupstore.points import PointFiles
     from core.domain.backups import BackupKind, BackupSource
+    from core.adapters.backupstore.image_files import FileDiskReader
 
     original = ChunkStore.insert
     calls = 0
@@ -505,7 +507,7 @@ _KILLED_WRITER = textwrap.dedent(
     ChunkStore.insert = insert
     PointFiles(Path(sys.argv[1])).write_point(BackupSource(
         vm_uuid=sys.argv[3], vm_name="web-01", kind=BackupKind.INCREMENTAL,
-        domain_xml="<domain/>", disk_paths={"vda": sys.argv[2]}))
+        domain_xml="<domain/>", disks={"vda": FileDiskReader(Path(sys.argv[2]))}))
     """
 )
 

@@ -15,6 +15,7 @@ from core.domain.backups import (
     BackupDamaged,
     BackupKind,
     BlobRecord,
+    Consistency,
     DiskRecord,
     Manifest,
     PointRef,
@@ -39,6 +40,9 @@ def encode_manifest(manifest: Manifest) -> bytes:
         "created_at": manifest.created_at.isoformat(),
         "kind": manifest.kind.value,
         "description": manifest.description,
+        "label": manifest.label,
+        "created_by": manifest.created_by,
+        "consistency": None if manifest.consistency is None else manifest.consistency.value,
         "domain_xml": manifest.domain_xml,
         "disks": [
             {
@@ -79,6 +83,12 @@ def decode_manifest(data: bytes, where: str) -> Manifest:
             created_at=datetime.fromisoformat(body["created_at"]),
             kind=BackupKind(body["kind"]),
             description=body["description"],
+            # Optional: points written before snapbot kept the catalogue's record with them.
+            label=body.get("label", ""),
+            created_by=body.get("created_by", ""),
+            consistency=None
+            if body.get("consistency") is None
+            else Consistency(body["consistency"]),
             domain_xml=body["domain_xml"],
             disks=tuple(
                 DiskRecord(

@@ -9,19 +9,17 @@ garbage collection removes.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from core.adapters.backupstore.chunks import ChunkStore
 from core.adapters.backupstore.files import fsync_directory, replacing, write_atomically
+from core.adapters.backupstore.image_files import FileDiskWriter
 from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index, encode_index
 from core.adapters.backupstore.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
 from core.adapters.backupstore.writers import registered_writer
@@ -31,7 +29,9 @@ from core.domain.backups import (
     BackupSource,
     BlobRecord,
     DiskIndex,
+    DiskReader,
     DiskRecord,
+    DiskWriter,
     Manifest,
     PointRef,
     RestorePointNotFound,
@@ -82,8 +82,8 @@ class PointFiles:
             new_chunks: set[str] = set()
             try:
                 disks = tuple(
-                    self._write_disk(directory, target, Path(path), new_chunks)
-                    for target, path in source.disk_paths.items()
+                    self._write_disk(directory, target, disk, new_chunks)
+                    for target, disk in source.disks.items()
                 )
                 blobs = tuple(
                     self._write_blob(directory, name, data) for name, data in source.blobs.items()
@@ -100,6 +100,9 @@ class PointFiles:
                     disks=disks,
                     blobs=blobs,
                     description=source.description,
+                    label=source.label,
+                    created_by=source.created_by,
+                    consistency=source.consistency,
                 )
                 write_atomically(directory / MANIFEST_NAME, encode_manifest(manifest))
                 fsync_directory(directory.parent)
@@ -111,33 +114,36 @@ class PointFiles:
         return manifest
 
     def _write_disk(
-        self, directory: Path, target: str, image: Path, new_chunks: set[str]
+        self, directory: Path, target: str, disk: DiskReader, new_chunks: set[str]
     ) -> DiskRecord:
         """Stores one disk's chunks and writes its index; adds the chunks it stored (rather
         than found) to ``new_chunks``."""
         started = time.monotonic()
         digests: list[str | None] = []
         read = new = stored = 0
-        with image.open("rb", buffering=0) as source:
-            size = source.seek(0, os.SEEK_END)
-            for number in range(chunk_count(size, self.chunk_size)):
-                offset = number * self.chunk_size
-                length = min(self.chunk_size, size - offset)
-                if _is_hole(source, offset, length):
-                    digests.append(None)
-                    continue
-                data = _read_exactly(source, offset, length, image)
-                read += length
-                if data == self._zeros[:length]:
-                    digests.append(None)
-                    continue
-                digest = hashlib.sha256(data).hexdigest()
-                took = self.chunks.insert(digest, data)
-                if took:
-                    new += length
-                    stored += took
-                    new_chunks.add(digest)
-                digests.append(digest)
+        size = disk.size
+        for number in range(chunk_count(size, self.chunk_size)):
+            offset = number * self.chunk_size
+            length = min(self.chunk_size, size - offset)
+            if disk.reads_as_zeros(offset, length):
+                digests.append(None)
+                continue
+            data = disk.read(offset, length)
+            if len(data) != length:
+                raise InvalidInput(
+                    f"disk {target} gave {len(data)} bytes at offset {offset}, not {length}"
+                )
+            read += length
+            if data == self._zeros[:length]:
+                digests.append(None)
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            took = self.chunks.insert(digest, data)
+            if took:
+                new += length
+                stored += took
+                new_chunks.add(digest)
+            digests.append(digest)
         index = DiskIndex(target, size, tuple(digests), self.chunk_size)
         write_atomically(directory / f"{target}{INDEX_SUFFIX}", encode_index(index))
         figures = TransferFigures(read, new, stored, time.monotonic() - started)
@@ -201,13 +207,19 @@ class PointFiles:
             raise BackupDamaged(f"{name} of {ref.point_id}", "checksum mismatch")
         return data
 
-    def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
-        """Writes the disk as it was to ``destination`` (replaced atomically when complete),
-        leaving zero chunks as holes. Returns the bytes written. Every chunk is checked
-        against its digest on the way."""
+    def restore_disk(self, ref: PointRef, target: str, writer: DiskWriter) -> int:
+        """Writes the disk as it was through ``writer``: its data, and zeros wherever the point
+        has none (the writer may hold older data there). Every chunk is read and checked
+        against its digest before the first write, so a damaged point changes nothing.
+        Returns the bytes of data written."""
         with registered_writer(self.root, f"restore of {ref.point_id} disk {target}"):
             manifest = self.manifest(ref)
             index = self.index(manifest, target)
+            if writer.size != index.size:
+                raise InvalidInput(
+                    f"disk {target} is {writer.size} bytes, restore point {ref.point_id} holds "
+                    f"{index.size}: resize it first"
+                )
             # Touched up front: should the point be deleted while this runs, garbage collection
             # sees the chunks as young and leaves them to this reader.
             missing = [d for d in sorted(index.stored_digests()) if not self.chunks.touch(d)]
@@ -218,16 +230,30 @@ class PointFiles:
                 raise BackupDamaged(
                     f"disk {target} of {ref.point_id}", f"{len(missing)} chunks missing"
                 )
+            for stored in sorted(index.stored_digests()):
+                self.chunks.read(stored)  # raises BackupDamaged, before anything is written
             written = 0
-            with replacing(destination) as out:
-                out.truncate(index.size)
-                for number, digest in enumerate(index.digests):
-                    if digest is None:
-                        continue
-                    out.seek(number * index.chunk_size)
-                    written += out.write(self.chunks.read(digest))
-            fsync_directory(destination.parent)
+            for number, chunk in enumerate(index.digests):
+                offset = number * index.chunk_size
+                if chunk is None:
+                    writer.zero(offset, index.chunk_length(number))
+                    continue
+                data = self.chunks.read(chunk)
+                writer.write(offset, data)
+                written += len(data)
+            writer.flush()
             return written
+
+    def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
+        """Restores the disk into the file ``destination`` (replaced atomically when complete,
+        zero chunks left as holes)."""
+        manifest = self.manifest(ref)
+        size = manifest.disk(target).size
+        with replacing(destination) as out:
+            out.truncate(size)
+            written = self.restore_disk(ref, target, FileDiskWriter(out, size, fresh=True))
+        fsync_directory(destination.parent)
+        return written
 
     # --- deleting -------------------------------------------------------------------------
 
@@ -244,28 +270,3 @@ class PointFiles:
         # The VM's directory stays even when empty: removing it could race a backup of the
         # same VM creating its point there.
         fsync_directory(directory.parent)
-
-
-def _is_hole(source: BinaryIO, offset: int, length: int) -> bool:
-    """True when the file has no data in the range (a sparse image's unallocated part), known
-    without reading it. Where the filesystem cannot tell, the range is read."""
-    try:
-        next_data = os.lseek(source.fileno(), offset, os.SEEK_DATA)
-    except OSError as error:
-        # ENXIO: no data at or after offset. Anything else: SEEK_DATA unsupported, so read.
-        return error.errno == errno.ENXIO
-    return next_data >= offset + length
-
-
-def _read_exactly(source: BinaryIO, offset: int, length: int, image: Path) -> bytes:
-    source.seek(offset)
-    data = bytearray()
-    while len(data) < length:
-        piece = source.read(length - len(data))
-        if not piece:
-            raise InvalidInput(
-                f"{image} ended at {offset + len(data)} bytes while being read: it shrank "
-                "during the backup; back up a stable image (a snapshot or a backup job's view)"
-            )
-        data += piece
-    return bytes(data)

@@ -16,6 +16,7 @@ from core.adapters.backupstore.points import PointFiles
 from core.domain.backups import (
     CHUNK_SIZE,
     BackupSource,
+    DiskWriter,
     GcReport,
     Manifest,
     PointRef,
@@ -61,7 +62,11 @@ class DirectoryBackupStore:
     async def manifest(self, ref: PointRef) -> Manifest:
         return await self._run(functools.partial(self._files.manifest, ref))
 
+    async def restore_disk(self, ref: PointRef, target: str, writer: DiskWriter) -> int:
+        return await self._run(functools.partial(self._files.restore_disk, ref, target, writer))
+
     async def read_disk(self, ref: PointRef, target: str, destination: Path) -> int:
+        """Restores the disk into a file (a copy to inspect, a test's check)."""
         return await self._run(functools.partial(self._files.read_disk, ref, target, destination))
 
     async def read_blob(self, ref: PointRef, name: str) -> bytes:
