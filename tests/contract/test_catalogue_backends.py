@@ -42,6 +42,7 @@ from core.domain.snapshot import (
     Origin,
     Snapshot,
     SnapshotKind,
+    backup_libvirt_name,
 )
 from core.errors import ConfirmationSpent, InvalidInput, VmBusy
 from core.ports import HoldCatalogue, RunStore, ScheduleCatalogue, ScheduleStore
@@ -302,6 +303,132 @@ async def test_label_and_libvirt_name_are_unique_per_vm(catalogue: AnyCatalogue)
         await catalogue.relabel_snapshot(VM_A, "sb-weekly", "daily")
     labels = sorted((s.vm_uuid, s.label) for s in await catalogue.snapshots())
     assert labels == [(VM_A, "daily"), (VM_A, "weekly"), (VM_B, "daily")]
+
+
+def restore_point(
+    label: str,
+    created_at: datetime,
+    point_id: str,
+    *,
+    damage: str | None = None,
+    consistency: str | None = "frozen",
+) -> Snapshot:
+    """A restore point in the backup store, as a backup records it."""
+    return replace(
+        snapshot(label, created_at, libvirt_name=backup_libvirt_name(point_id), memory_bytes=None),
+        kind=SnapshotKind.INCREMENTAL,
+        has_memory=False,
+        origin=Origin.SCHEDULED,
+        created_by="schedule:nightly",
+        point_id=point_id,
+        logical_bytes=3 * 2**40,  # beyond 32 bits: BIGINT columns
+        added_bytes=5 * 2**32 + 1,
+        damage=damage,
+        consistency=consistency,
+    )
+
+
+async def test_restore_points_round_trip_with_their_backup_store_fields(
+    catalogue: AnyCatalogue,
+) -> None:
+    internal = snapshot("internal", T0)
+    point = restore_point("nightly-1", T0 + timedelta(seconds=1), "20260301T093016Z-1a2b3c4d")
+    damaged = restore_point(
+        "nightly-2",
+        T0 + timedelta(seconds=2),
+        "20260302T093016Z-0000ffff",
+        damage="disk vda: 2 chunks missing — ünïcode " + "x" * 2000,  # longer than any VARCHAR
+        consistency="crash-consistent",
+    )
+    for s in (internal, point, damaged):
+        await catalogue.add_snapshot(s)
+
+    assert await catalogue.snapshots(VM_A) == [internal, point, damaged]
+    assert point.libvirt_name == "pt-20260301t093016z-1a2b3c4d"
+    assert (internal.point_id, internal.logical_bytes, internal.consistency) == (None,) * 3
+
+
+async def test_backup_damage_is_recorded_and_cleared_on_that_point_only(
+    catalogue: AnyCatalogue,
+) -> None:
+    first = restore_point("nightly-1", T0, "20260301T093015Z-00000001")
+    second = restore_point("nightly-2", T0 + timedelta(seconds=1), "20260301T093016Z-00000002")
+    await catalogue.add_snapshot(first)
+    await catalogue.add_snapshot(second)
+
+    await catalogue.set_backup_damage(VM_A, first.libvirt_name, "disk vda: chunk 3f2a… is corrupt")
+    assert [s.damage for s in await catalogue.snapshots()] == [
+        "disk vda: chunk 3f2a… is corrupt",
+        None,
+    ]
+    await catalogue.set_backup_damage(VM_A, first.libvirt_name, None)
+    assert await catalogue.snapshots() == [first, second]
+
+
+async def test_archiving_turns_a_full_snapshot_into_a_restore_point_keeping_its_record(
+    catalogue: AnyCatalogue,
+) -> None:
+    full = replace(snapshot("before-upgrade", T0), origin=Origin.SAFETY, created_by="U_BOB")
+    other = snapshot("other", T0 + timedelta(seconds=1))
+    await catalogue.add_snapshot(full)
+    await catalogue.add_snapshot(other)
+    hold = Hold(HoldKind.UNTIL, T0 + timedelta(days=7), reminded_at=T0 + timedelta(hours=2))
+    await catalogue.set_hold(VM_A, full.libvirt_name, hold)
+
+    await catalogue.archive_snapshot(
+        VM_A,
+        full.libvirt_name,
+        point_id="20260301T093015Z-abcdef01",
+        logical_bytes=4 * 2**40,
+        added_bytes=2**33,
+    )
+
+    archived = replace(
+        full,
+        kind=SnapshotKind.ARCHIVED,
+        has_memory=False,
+        memory_bytes=None,
+        held=True,
+        hold=hold,
+        point_id="20260301T093015Z-abcdef01",
+        logical_bytes=4 * 2**40,
+        added_bytes=2**33,
+    )
+    assert await catalogue.snapshots() == [archived, other]
+    assert archived.kind.in_backup_store
+
+    # A retried archive does not point the record at another point (it would lose the first).
+    await catalogue.archive_snapshot(
+        VM_A,
+        full.libvirt_name,
+        point_id="20260301T093099Z-99999999",
+        logical_bytes=1,
+        added_bytes=1,
+    )
+    assert await catalogue.snapshots() == [archived, other]
+
+
+async def test_status_label_and_removal_work_on_backup_store_records(
+    catalogue: AnyCatalogue,
+) -> None:
+    point = restore_point("nightly-1", T0, "20260301T093015Z-00000001")
+    await catalogue.add_snapshot(point)
+    await catalogue.add_snapshot(snapshot("internal", T0 + timedelta(seconds=1)))
+
+    await catalogue.set_snapshot_status(VM_A, point.libvirt_name, CatalogueStatus.MISSING)
+    await catalogue.relabel_snapshot(VM_A, point.libvirt_name, "kept-forever")
+    await catalogue.set_hold(VM_A, point.libvirt_name, Hold(HoldKind.INDEFINITE))
+    [changed, _] = await catalogue.snapshots()
+    assert changed == replace(
+        point,
+        status=CatalogueStatus.MISSING,
+        label="kept-forever",
+        held=True,
+        hold=Hold(HoldKind.INDEFINITE),
+    )
+
+    await catalogue.remove_snapshot(VM_A, point.libvirt_name)
+    assert [s.label for s in await catalogue.snapshots()] == ["internal"]
 
 
 # --- operations and locks ----------------------------------------------------------------------

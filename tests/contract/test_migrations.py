@@ -1,4 +1,5 @@
-"""Upgrading a catalogue: release 0.1's database keeps every row and gains the new columns.
+"""Upgrading a catalogue: release 0.1's database, and one at migration 0002, keep every row and
+gain the new columns.
 
 Each test starts from what a user has on disk: a database built from the exact tables release
 0.1 created (tests/contract/data/release_0_1_schema.*.sql) and filled with rows in the form
@@ -32,7 +33,9 @@ from tortoise.migrations.recorder import MigrationRecorder
 from tortoise.models import Model
 
 from core.catalogue import models
+from core.catalogue.clock import SystemClock
 from core.catalogue.db import APP, TORTOISE_ORM, CatalogueIncompatible, open_database
+from core.catalogue.store import TortoiseCatalogue
 from tests.contract import test_catalogue_backends as backends
 from tests.reliability.figures import record
 
@@ -53,7 +56,10 @@ MODELS: list[type[Model]] = [
     models.LeaseRow,
 ]
 PRIMARY_KEYS = {m._meta.db_table: m._meta.pk_attr for m in MODELS}
-NEW_SNAPSHOT_COLUMNS = {"hypervisor_uri", "host_uuid"}
+HYPERVISOR_COLUMNS = {"hypervisor_uri", "host_uuid"}  # 0002
+BACKUP_STORE_COLUMNS = {"point_id", "logical_bytes", "added_bytes", "damage", "consistency"}  # 0003
+NEW_SNAPSHOT_COLUMNS = HYPERVISOR_COLUMNS | BACKUP_STORE_COLUMNS
+MIGRATIONS = ["0001_release_0_1", "0002_snapshot_hypervisor", "0003_backup_store_points"]
 
 # Rows in every table, with the awkward values: microseconds, non-ASCII text, nested JSON,
 # NULLs, both booleans, a 2**40 integer, each kind of hold, used and pending confirmations.
@@ -457,6 +463,109 @@ async def test_release_catalogue_is_upgraded_with_every_row_intact(database_url:
     assert added.id > 4
 
 
+# Where snapbot 0.2 (migration 0002) left its rows: which hypervisor each VM lives on.
+HYPERVISORS: dict[int, dict[str, Any]] = {
+    1: {"hypervisor_uri": "qemu:///system", "host_uuid": "33333333-3333-3333-3333-333333333333"},
+    7: {"hypervisor_uri": "qemu+ssh://kvm-2/system", "host_uuid": VM_B},
+}
+
+
+async def _build_0002_catalogue(url: str) -> None:
+    """The database a user of the version whose newest migration was 0002 has: release 0.1's
+    catalogue migrated to 0002 (recorded, columns added), hypervisors filled in."""
+    await _build_release_catalogue(url)
+    EXECUTOR_CACHE.clear()
+    try:
+        async with TortoiseContext() as ctx:
+            await ctx.init(db_url=url, modules={APP: ["core.catalogue.models"]})
+            executor = MigrationExecutor(ctx.db(), {APP: TORTOISE_ORM["apps"][APP]})
+            await executor.migrate([MigrationTarget(APP, "0001_release_0_1")], fake=True)
+            await executor.migrate([MigrationTarget(APP, "0002_snapshot_hypervisor")])
+            assert not await _columns(ctx, "snapshot") & BACKUP_STORE_COLUMNS
+            for row_id, values in HYPERVISORS.items():
+                await ctx.db().execute_script(
+                    'UPDATE "snapshot" SET '
+                    + ", ".join(f'"{c}" = {_literal(v)}' for c, v in values.items())
+                    + f" WHERE id = {row_id}"
+                )
+    finally:
+        EXECUTOR_CACHE.clear()
+
+
+async def test_0002_catalogue_is_upgraded_with_every_value_intact(database_url: str) -> None:
+    await _build_0002_catalogue(database_url)
+
+    async with _open(database_url) as ctx:
+        rows = await _rows()
+        recorded = await MigrationRecorder(ctx.db()).applied_migrations()
+        # The new columns take a restore point's values through the catalogue's own code.
+        await TortoiseCatalogue(SystemClock()).archive_snapshot(
+            VM_A,
+            "sb-20260301-093015",
+            point_id="20260301T093015Z-1a2b3c4d",
+            logical_bytes=3 * 2**40,
+            added_bytes=2**33,
+        )
+        await TortoiseCatalogue(SystemClock()).set_backup_damage(
+            VM_A, "sb-20260301-093015", "disk vda: 1 chunk missing — ünïcode"
+        )
+        await models.SnapshotRow.filter(id=1).update(consistency="crash-consistent")
+        [archived] = await models.SnapshotRow.filter(id=1).values(
+            "kind",
+            "has_memory",
+            "memory_bytes",
+            "label",
+            "held",
+            "hold_kind",
+            *BACKUP_STORE_COLUMNS,
+        )
+
+    changed = []
+    for table, expected in RELEASE_ROWS.items():
+        pk = PRIMARY_KEYS[table]
+        for row in expected:
+            want = row
+            if table == "snapshot":
+                want = {
+                    **row,
+                    **dict.fromkeys(NEW_SNAPSHOT_COLUMNS),
+                    **HYPERVISORS.get(row["id"], {}),
+                }
+            if rows[table].get(row[pk]) != want:
+                changed.append((table, want, rows[table].get(row[pk])))
+        changed += [
+            (table, None, r) for k, r in rows[table].items() if k not in {e[pk] for e in expected}
+        ]
+    total = sum(len(r) for r in RELEASE_ROWS.values())
+    values = sum(len(row) for r in rows.values() for row in r.values())
+    backend = urlsplit(database_url).scheme
+    record(
+        f"Catalogue upgrade from migration 0002 ({backend})",
+        f"a 0002 catalogue, {total} rows in all {len(RELEASE_ROWS)} tables, upgraded at start",
+        f"{values} values compared, {len(changed)} rows lost or changed",
+        lost=len(changed),
+        passed=not changed,
+    )
+    assert changed == []
+    assert [k.name for k in recorded] == MIGRATIONS
+    assert archived == {
+        "kind": "archived",
+        "has_memory": False,
+        "memory_bytes": None,
+        "label": "before-upgrade",
+        "held": True,
+        "hold_kind": "verified",
+        "point_id": "20260301T093015Z-1a2b3c4d",
+        "logical_bytes": 3 * 2**40,
+        "added_bytes": 2**33,
+        "damage": "disk vda: 1 chunk missing — ünïcode",
+        "consistency": "crash-consistent",
+    }
+    if _is_sqlite(database_url):
+        [backup] = _backups(database_url)
+        assert backup.name.endswith("-0002_snapshot_hypervisor")
+
+
 async def test_upgraded_release_catalogue_has_the_schema_a_fresh_one_gets(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -492,7 +601,7 @@ async def test_fresh_database_gets_the_full_schema_and_no_backup(database_url: s
             host_uuid=VM_B,
         )
         [row] = await models.SnapshotRow.all().values("hypervisor_uri", "host_uuid")
-    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+    assert [k.name for k in recorded] == MIGRATIONS
     assert row == {"hypervisor_uri": "qemu:///system", "host_uuid": VM_B}
     if _is_sqlite(database_url):
         assert _backups(database_url) == []
@@ -511,7 +620,7 @@ async def test_second_start_migrates_nothing_and_backs_up_nothing(
             second = await _rows()
             recorded = await MigrationRecorder(ctx.db()).applied_migrations()
     assert second == first
-    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+    assert [k.name for k in recorded] == MIGRATIONS
     assert [r.getMessage() for r in caplog.records] == []
     if _is_sqlite(database_url):
         assert len(backups) == 1
@@ -587,7 +696,7 @@ async def test_processes_starting_together_upgrade_the_catalogue_once(
     assert len(seen[0]["snapshot"]) == len(RELEASE_ROWS["snapshot"])
     async with _open(database_url) as ctx:
         recorded = await MigrationRecorder(ctx.db()).applied_migrations()
-    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+    assert [k.name for k in recorded] == MIGRATIONS
 
 
 async def test_catalogue_at_an_earlier_migration_is_backed_up_under_that_schema(
@@ -612,7 +721,7 @@ async def test_catalogue_at_an_earlier_migration_is_backed_up_under_that_schema(
 
 async def test_database_newer_than_the_code_is_refused_and_left_alone(database_url: str) -> None:
     async with _open(database_url) as ctx:
-        await MigrationRecorder(ctx.db()).record_applied(APP, "0003_from_a_newer_snapbot")
+        await MigrationRecorder(ctx.db()).record_applied(APP, "0004_from_a_newer_snapbot")
         before = await _schema(ctx)
         rows = await _rows()
 
@@ -620,9 +729,9 @@ async def test_database_newer_than_the_code_is_refused_and_left_alone(database_u
         async with _open(database_url):
             pytest.fail("a database newer than the code was opened")
     message = str(refused.value)
-    assert "0003_from_a_newer_snapbot" in message
+    assert "0004_from_a_newer_snapbot" in message
     assert "newer snapbot" in message
-    assert "0002_snapshot_hypervisor" in message  # what this code knows
+    assert MIGRATIONS[-1] in message  # what this code knows
 
     async with TortoiseContext() as ctx:
         # Look without migrating: open_database would refuse again.
@@ -695,7 +804,7 @@ async def test_failed_migration_is_rolled_back_and_named(
         rows = await _rows()
     assert "doomed" not in columns
     assert columns >= NEW_SNAPSHOT_COLUMNS
-    assert [k.name for k in recorded] == ["0001_release_0_1", "0002_snapshot_hypervisor"]
+    assert [k.name for k in recorded] == MIGRATIONS
     assert {t: len(r) for t, r in rows.items()} == {t: len(r) for t, r in RELEASE_ROWS.items()}
 
 
