@@ -5,7 +5,9 @@ PYTHON ?= python3
 GUEST_DIR ?= .build/guest
 
 # What libvirt-python needs to build, and what the bot needs to run.
-BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
+# python3-libnbd: the NBD client reading and writing disks for the backup store (not on PyPI;
+# scripts/link-libnbd.sh links it into the venv); qemu-utils: qemu-img, qemu-nbd.
+BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils python3-libnbd
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest. Not
 # libvirt-daemon-system: each test run starts (and at its end removes) a libvirtd of its own
 # (tests/system/daemon.py), and never touches the machine's.
@@ -19,10 +21,11 @@ deps:
 test-deps: deps
 	@bash scripts/ensure-packages.sh $(TEST_PACKAGES)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/link-libnbd.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	bash scripts/link-libnbd.sh $(VENV)/bin/python
 	touch $@
 
 run: deps $(VENV)/.installed

@@ -10,6 +10,7 @@ import libvirt
 from core.errors import (
     CoreError,
     HypervisorBusy,
+    HypervisorError,
     HypervisorUnavailable,
     OperationFailed,
     SnapshotNotFound,
@@ -82,3 +83,20 @@ def map_libvirt_errors(*, vm: str | None = None, snapshot: str | None = None) ->
         yield
     except libvirt.libvirtError as exc:
         raise to_core_error(exc, vm=vm, snapshot=snapshot) from exc
+
+
+class DiskAccessNotLocal(HypervisorError):
+    """Disks are read and written through NBD sockets and image files on the VM's host, so
+    backups and their restores need snapbot running there (a local libvirt URI)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            f"backups need snapbot running on the VM's host: {uri} is a remote libvirt "
+            "connection, and the disks are read and written through files and sockets there"
+        )
+        self.uri = uri
+
+
+class DiskAccessFailed(OperationFailed):
+    """qemu-nbd, qemu-img or an NBD request failed while reading or writing a VM's disks, or a
+    disk cannot be read this way; ``detail`` says which and why."""
