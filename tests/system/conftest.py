@@ -32,7 +32,7 @@ from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 from tests.system import daemon
-from tests.system.guest.guest import create_disk, domain_xml, wait_for_counter
+from tests.system.guest.guest import COMMAND_SOCKET, create_disk, domain_xml, wait_for_counter
 
 TEST_URI = daemon.URI
 BOOT_TIMEOUT = 60.0
@@ -157,6 +157,8 @@ class Guest:
     serial_log: Path
     disk: Path
     workdir: Path
+    # The unix socket of its command port (guest.guest_write); None when defined without one.
+    command_socket: Path | None = None
 
     def log_size(self) -> int:
         return self.serial_log.stat().st_size if self.serial_log.exists() else 0
@@ -169,10 +171,12 @@ def define_guest(
     memory_mib: int = 256,
     fill_mib: int = 0,
     disk_size_mib: int = 64,
+    command_channel: bool = True,
 ) -> Guest:
     """Define and start a counter guest whose files live in ``workdir``. ``fill_mib`` makes its
     init fill that much of its memory first, so that saving and loading it take seconds (a
-    window for fault injection). A guest that fails to come up is removed before the error
+    window for fault injection). ``command_channel`` gives it the serial port that
+    ``guest.guest_write`` talks to. A guest that fails to come up is removed before the error
     propagates."""
     kernel, initrd = guest_files()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +184,7 @@ def define_guest(
     name = f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}"
     disk = workdir / "disk.qcow2"
     serial = workdir / "serial.log"
+    command_socket = workdir / COMMAND_SOCKET if command_channel else None
     create_disk(disk, disk_size_mib)
     daemon.give_to_test_user(disk)
     xml = domain_xml(
@@ -190,8 +195,9 @@ def define_guest(
         serial_log=serial,
         memory_mib=memory_mib,
         fill_mib=fill_mib,
+        command_socket=command_socket,
     )
-    guest = Guest(name, serial, disk, workdir)
+    guest = Guest(name, serial, disk, workdir, command_socket)
     try:
         conn.defineXML(xml).create()
         wait_for_counter(serial, after_offset=0, timeout=BOOT_TIMEOUT + fill_mib / 4)
@@ -269,8 +275,12 @@ class Guests:
     conn: libvirt.virConnect
     made: list[Guest] = field(default_factory=list)
 
-    def __call__(self, workdir: Path | None = None, **options: int) -> Guest:
-        guest = define_guest(self.conn, workdir or new_workdir(), **options)
+    def __call__(
+        self, workdir: Path | None = None, *, command_channel: bool = True, **options: int
+    ) -> Guest:
+        guest = define_guest(
+            self.conn, workdir or new_workdir(), command_channel=command_channel, **options
+        )
         self.made.append(guest)
         return guest
 
