@@ -19,6 +19,7 @@ from typing import TextIO
 
 from bot import messages
 from bot.dispatch import (
+    ConfirmArchive,
     ConfirmDelete,
     ConfirmPrune,
     ConfirmRestore,
@@ -134,7 +135,16 @@ class Console:
         if isinstance(outcome, Reply):
             return outcome.text
         if isinstance(outcome, PickSnapshot):
-            return messages.pick_snapshot(outcome.vm)
+            return messages.pick_snapshot(outcome.vm, outcome.as_name)
+        if isinstance(outcome, ConfirmArchive):
+            # It deletes the internal snapshot and its memory state: say so, then ask.
+            self._say(messages.archive_prompt(outcome.snapshot))
+            expected = outcome.snapshot.vm_name
+            typed = await self._ask(messages.CONFIRM_PROMPT)
+            if typed != expected:
+                await self._dispatcher.cancel(outcome.confirmation.id, actor)
+                return messages.typed_mismatch("Archive", expected, typed)
+            return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         if isinstance(outcome, ConfirmDelete):
             # The console is the local operator (like virsh): delete needs no extra step here.
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
@@ -159,10 +169,11 @@ class Console:
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         assert isinstance(outcome, ConfirmRestore)
         self._say(messages.restore_warning(outcome.preview))
+        expected = outcome.typed_name
         typed = await self._ask(messages.CONFIRM_PROMPT)
-        if typed != outcome.preview.vm.name:
+        if typed != expected:
             await self._dispatcher.cancel(outcome.confirmation.id, actor)
-            return messages.restore_cancelled(outcome.preview.vm.name, typed)
+            return messages.restore_cancelled(expected, typed)
         return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
 
 

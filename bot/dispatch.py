@@ -18,6 +18,7 @@ from typing import TypeVar
 from bot import messages
 from bot.grammar import (
     AddSchedule,
+    ArchiveSnapshot,
     Command,
     CreateSnapshot,
     DeleteSnapshot,
@@ -34,22 +35,27 @@ from bot.grammar import (
     RetentionScope,
     RunSchedule,
     Unlock,
+    VerifyBackups,
 )
+from bot.previews import StoreRestorePreview
 from core.domain.access import Action
 from core.domain.confirmation import (
+    ArchiveRequest,
     Confirmation,
     DeleteRequest,
     PruneRequest,
     RestoreRequest,
     UnlockRequest,
 )
+from core.domain.names import closest
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import parse_when
-from core.domain.snapshot import HoldKind, Snapshot
-from core.errors import CoreError, InvalidInput
+from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
+from core.errors import CoreError, InvalidInput, SnapshotMissing, SnapshotNotFound, VmNotFound
 from core.ports import ScheduleRunNow
 from core.services.access import AccessService
+from core.services.backups import BackupService
 from core.services.facade import Core
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
@@ -67,21 +73,40 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class ConfirmRestore:
+    """A restore to confirm by typing ``typed_name``. ``safety_snapshot`` None: the restore
+    changes no existing VM (a copy, or a deleted VM defined again), so there is none to take."""
+
     confirmation: Confirmation
-    preview: RestorePreview
-    safety_snapshot: bool
+    preview: RestorePreview | StoreRestorePreview
+    safety_snapshot: bool | None
+
+    @property
+    def typed_name(self) -> str:
+        if isinstance(self.preview, StoreRestorePreview):
+            return self.preview.typed_name
+        return self.preview.vm.name
 
 
 @dataclass(frozen=True, slots=True)
 class PickSnapshot:
-    """``/restore <vm>`` without a snapshot: choose one of these first."""
+    """``/restore <vm>`` without a snapshot: choose one of these first (``as_name``: then
+    restore it as a new VM of that name)."""
 
     vm: VmSnapshots
     safety_snapshot: bool
+    as_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ConfirmDelete:
+    confirmation: Confirmation
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmArchive:
+    """``/snapshot archive``: the full snapshot that would move to the backup store."""
+
     confirmation: Confirmation
     snapshot: Snapshot
 
@@ -102,10 +127,19 @@ class ConfirmUnlock:
     preview: LockPreview
 
 
-Outcome = Reply | ConfirmRestore | PickSnapshot | ConfirmDelete | ConfirmPrune | ConfirmUnlock
+Outcome = (
+    Reply
+    | ConfirmRestore
+    | PickSnapshot
+    | ConfirmDelete
+    | ConfirmArchive
+    | ConfirmPrune
+    | ConfirmUnlock
+)
 
-# Commands that change something right away and report progress while they run.
-PROGRESSING = (CreateSnapshot, RenameSnapshot)
+# Commands that change something right away (or read the backup store for a while) and
+# report progress, and their outcome, in the channel.
+PROGRESSING = (CreateSnapshot, RenameSnapshot, VerifyBackups)
 
 
 def required_action(command: Command) -> tuple[Action, str | None]:
@@ -118,6 +152,12 @@ def required_action(command: Command) -> tuple[Action, str | None]:
         return Action.VIEW, command.vm
     if isinstance(command, CreateSnapshot):
         return Action.SNAPSHOT, command.vm
+    if isinstance(command, VerifyBackups):
+        # Reading what is stored changes nothing but the damage marks people must see.
+        return Action.SNAPSHOT, command.vm
+    if isinstance(command, ArchiveSnapshot):
+        # It deletes the internal snapshot (and its memory state), like a delete.
+        return Action.DELETE, command.vm
     if isinstance(command, RenameSnapshot):
         return Action.RENAME, command.vm
     if isinstance(command, Restore):
@@ -146,6 +186,12 @@ class Dispatcher:
         self._access = access
         self._scheduler = scheduler
 
+    def _backups(self) -> BackupService:
+        """The backup store's use cases, or a refusal saying how to configure a store."""
+        if self._core.backups is None:
+            raise InvalidInput(messages.no_backup_store())
+        return self._core.backups
+
     async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:
         if self._access is not None:
             await self._access.require(actor, action, vm)
@@ -169,33 +215,12 @@ class Dispatcher:
             groups = await snapshots.list_snapshots(command.vm)
             return Reply(messages.snapshots_table(await self.visible_groups(actor, groups)))
         if isinstance(command, CreateSnapshot):
-            created = await snapshots.create_snapshot(
-                command.vm,
-                command.label,
-                actor=actor,
-                description=command.description,
-                progress=progress,
-                check_space=command.check_space,
-            )
-            if command.hold:
-                try:
-                    held = await self._core.holds.hold(
-                        command.vm,
-                        created.snapshot.label,
-                        HoldKind.VERIFIED,
-                        None,
-                        actor,
-                        self._access,
-                    )
-                except CoreError as exc:
-                    # Taken but not held (the VM went busy in between): say both.
-                    return Reply(
-                        messages.created(created)
-                        + "\n"
-                        + messages.not_held_after_create(created.snapshot, exc)
-                    )
-                created = replace(created, snapshot=held)
-            return Reply(messages.created(created))
+            return await self._create(command, actor, progress)
+        if isinstance(command, VerifyBackups):
+            verified = await self._backups().verify(command.vm, command.label, actor=actor)
+            return Reply(messages.verify_report(verified))
+        if isinstance(command, ArchiveSnapshot):
+            return await self._request_archive(command, actor)
         if isinstance(command, HoldSnapshot):
             kind = HoldKind.VERIFIED if command.verified else HoldKind.INDEFINITE
             until = None
@@ -226,11 +251,68 @@ class Dispatcher:
         assert isinstance(command, Prune)
         return await self._request_prune(command, actor)
 
+    async def _create(
+        self, command: CreateSnapshot, actor: Actor, progress: ProgressCallback
+    ) -> Reply:
+        if command.incremental:
+            backup = await self._backups().create_backup(
+                command.vm,
+                command.label,
+                actor=actor,
+                description=command.description,
+                progress=progress,
+            )
+            snapshot, text = backup.snapshot, messages.backup_created(backup)
+        else:
+            created = await self._core.snapshots.create_snapshot(
+                command.vm,
+                command.label,
+                actor=actor,
+                description=command.description,
+                progress=progress,
+                check_space=command.check_space,
+            )
+            snapshot, text = created.snapshot, None
+        if command.hold:
+            try:
+                snapshot = await self._core.holds.hold(
+                    command.vm, snapshot.label, HoldKind.VERIFIED, None, actor, self._access
+                )
+            except CoreError as exc:
+                # Taken but not held (the VM went busy in between): say both.
+                taken = text if text is not None else messages.created(created)
+                return Reply(taken + "\n" + messages.not_held_after_create(snapshot, exc))
+        if text is not None:
+            return Reply(text)
+        return Reply(messages.created(replace(created, snapshot=snapshot)))
+
     async def _request_restore(self, command: Restore, actor: Actor) -> Outcome:
+        if command.as_name is not None:
+            # The copy is a VM too: the role must cover its name as well as the original's.
+            await self._require(actor, Action.RESTORE, command.as_name)
         if command.label is None:
-            (group,) = await self._core.snapshots.list_snapshots(command.vm)
-            return PickSnapshot(group, command.safety_snapshot)
-        preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+            group = await self._group(command.vm)
+            return PickSnapshot(group, command.safety_snapshot, command.as_name)
+        try:
+            preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+        except VmNotFound as missing:
+            # Its restore points in the backup store outlive it: defined again, or copied.
+            deleted = await self._deleted_preview(command.vm, command.label, command.as_name)
+            if deleted is None:
+                raise missing from None
+            return await self._request_store_restore(deleted, actor)
+        if preview.snapshot.kind.in_backup_store:
+            store = StoreRestorePreview(
+                preview.vm.name, preview.vm, preview.snapshot, preview.newer, command.as_name
+            )
+            return await self._request_store_restore(store, actor, command.safety_snapshot)
+        if command.as_name is not None:
+            raise InvalidInput(
+                f"`{preview.snapshot.label}` of {preview.vm.name} is a full snapshot inside the "
+                "VM's image; --as restores from the backup store. Archive it first "
+                f"(/snapshot archive {preview.vm.name} {preview.snapshot.label}) or take an "
+                "--incremental snapshot"
+            )
         # The exact snapshot shown: its libvirt name never changes, even if it is renamed.
         shown = preview.snapshot
         request = RestoreRequest(
@@ -238,6 +320,70 @@ class Dispatcher:
         )
         confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
+
+    async def _request_store_restore(
+        self, preview: StoreRestorePreview, actor: Actor, safety_snapshot: bool = True
+    ) -> ConfirmRestore:
+        shown = preview.snapshot
+        safety = None if preview.creates_vm else safety_snapshot
+        request = RestoreRequest(
+            preview.vm_name,
+            shown.label,
+            shown.libvirt_name,
+            bool(safety),
+            as_name=preview.as_name,
+            backup_store=True,
+            define=preview.vm is None and preview.as_name is None,
+        )
+        confirmation = await self._core.confirmations.create(request, actor)
+        return ConfirmRestore(confirmation, preview, safety)
+
+    async def _group(self, vm_name: str) -> VmSnapshots:
+        """A VM's snapshots, or the restore points left of a VM that no longer exists."""
+        try:
+            (group,) = await self._core.snapshots.list_snapshots(vm_name)
+            return group
+        except VmNotFound as exc:
+            gone = await self._gone(vm_name)
+            if gone is None:
+                raise exc from None
+            return replace(gone, snapshots=tuple(s for s in gone.snapshots if _restorable(s)))
+
+    async def _gone(self, vm_name: str) -> VmSnapshots | None:
+        for group in await self._core.snapshots.list_snapshots():
+            if group.vm is None and group.vm_name == vm_name:
+                return group
+        return None
+
+    async def _deleted_preview(
+        self, vm_name: str, label: str, as_name: str | None
+    ) -> StoreRestorePreview | None:
+        """The restore point ``label`` of a VM that no longer exists (None: nothing of it is
+        known)."""
+        gone = await self._gone(vm_name)
+        if gone is None:
+            return None
+        points = [s for s in gone.snapshots if _restorable(s)]
+        found = next((s for s in points if s.label == label), None)
+        if found is None:
+            names = [s.label for s in points]
+            raise SnapshotNotFound(vm_name, label, closest(label, names) or names)
+        if found.status is CatalogueStatus.MISSING:
+            raise SnapshotMissing(vm_name, found.label)
+        newer = tuple(s for s in points if s.created_at > found.created_at)
+        return StoreRestorePreview(vm_name, None, found, newer, as_name)
+
+    async def _request_archive(self, command: ArchiveSnapshot, actor: Actor) -> Outcome:
+        preview = await self._core.snapshots.restore_preview(command.vm, command.label)
+        shown = preview.snapshot
+        if shown.kind.in_backup_store:
+            raise InvalidInput(
+                f"`{shown.label}` of {preview.vm.name} is already in the backup store "
+                f"({shown.kind.value}); only full snapshots can be archived"
+            )
+        request = ArchiveRequest(preview.vm.name, shown.label, shown.libvirt_name)
+        confirmation = await self._core.confirmations.create(request, actor)
+        return ConfirmArchive(confirmation, shown)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
         preview = await self._core.snapshots.delete_preview(command.vm, command.label)
@@ -302,6 +448,18 @@ class Dispatcher:
     ) -> str:
         """Run what a claimed confirmation stands for; access is checked again."""
         request = confirmation.request
+        if isinstance(request, RestoreRequest) and request.backup_store:
+            return await self._restore_from_store(request, actor, progress, safety_snapshot)
+        if isinstance(request, ArchiveRequest):
+            await self._require(actor, Action.DELETE, request.vm)
+            archived = await self._backups().archive(
+                request.vm,
+                request.label,
+                actor=actor,
+                progress=progress,
+                libvirt_name=request.libvirt_name,
+            )
+            return messages.archived(archived)
         if isinstance(request, RestoreRequest):
             await self._require(actor, Action.RESTORE, request.vm)
             restored = await self._core.snapshots.restore(
@@ -343,6 +501,39 @@ class Dispatcher:
             progress=progress,
         )
         return messages.prune_result(results)
+
+    async def _restore_from_store(
+        self,
+        request: RestoreRequest,
+        actor: Actor,
+        progress: ProgressCallback,
+        safety_snapshot: bool | None,
+    ) -> str:
+        await self._require(actor, Action.RESTORE, request.vm)
+        if request.as_name is not None:
+            await self._require(actor, Action.RESTORE, request.as_name)
+        backups = self._backups()
+        if request.creates_vm:
+            result = await backups.restore_as(
+                request.vm,
+                request.label,
+                request.as_name,
+                actor=actor,
+                progress=progress,
+                libvirt_name=request.libvirt_name,
+            )
+        else:
+            result = await backups.restore_backup(
+                request.vm,
+                request.label,
+                actor=actor,
+                safety_snapshot=request.safety_snapshot
+                if safety_snapshot is None
+                else safety_snapshot,
+                progress=progress,
+                libvirt_name=request.libvirt_name,
+            )
+        return messages.backup_restored(result)
 
     async def cancel(self, confirmation_id: str, actor: Actor) -> str:
         """Spend the confirmation without running it, so a later click cannot run it."""
@@ -436,6 +627,11 @@ class Dispatcher:
             return list(items)
         visible = set(await self._access.visible(actor, [name_of(i) for i in items]))
         return [i for i in items if name_of(i) in visible]
+
+
+def _restorable(snapshot: Snapshot) -> bool:
+    """Of a VM that no longer exists, only what the backup store holds can be restored."""
+    return snapshot.kind.in_backup_store
 
 
 def _text(value: object) -> str | None:

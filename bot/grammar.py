@@ -25,6 +25,10 @@ KEEP_MAX = 100_000
 # this is a paste gone wrong, and would only make every later step (suggestions) slow.
 TEXT_MAX = 4000
 _COUNT = re.compile(r"[0-9]+")
+# libvirt accepts almost any domain name; these are the ones that stay safe as file names (a
+# restored copy's disks are named after it), in a shell and in Slack.
+VM_NAME_MAX = 64
+_VM_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 # Slack (and phones) turn typed quotes into typographic ones; shlex only knows ASCII quotes.
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
@@ -62,6 +66,26 @@ class CreateSnapshot:
     hold: bool = False  # held until verified (a before-change snapshot)
     # False: the user chose to go ahead where free space cannot be known (--no-space-check)
     check_space: bool = True
+    # A restore point in the backup store (disks and configuration, outside the VM's images)
+    # instead of an internal snapshot (--incremental).
+    incremental: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSnapshot:
+    """Move an internal snapshot's disk state into the backup store, then delete it."""
+
+    vm: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyBackups:
+    """Re-read what the backup store holds: ``vm`` None every VM, ``label`` None every restore
+    point of the VM."""
+
+    vm: str | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +130,8 @@ class AddSchedule:
     keep: tuple[tuple[str, int], ...]
     channel: str | None
     scope: RetentionScope = RetentionScope()
+    # The schedule takes restore points in the backup store instead of internal snapshots.
+    incremental: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +164,13 @@ class RenameSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Restore:
-    """``label`` None: the front end lets the user pick one of the VM's snapshots."""
+    """``label`` None: the front end lets the user pick one of the VM's snapshots. ``as_name``:
+    restore a copy as a new VM of that name (``--as``), the original left as it is."""
 
     vm: str
     label: str | None
     safety_snapshot: bool
+    as_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +189,8 @@ Command = (
     | ListVms
     | ListSnapshots
     | CreateSnapshot
+    | ArchiveSnapshot
+    | VerifyBackups
     | DeleteSnapshot
     | RenameSnapshot
     | Restore
@@ -271,6 +301,7 @@ _SNAPSHOT_OPTIONS = {
     "desc": True,
     "description": True,
     "hold": False,
+    "incremental": False,
     "no-space-check": False,
     "until": True,
     "until-verified": False,
@@ -279,9 +310,9 @@ _SNAPSHOT_OPTIONS = {
 } | _KEEP
 # Which options each /snapshot form accepts (the key None: creating a snapshot).
 _ALLOWED: dict[str | None, set[str]] = {
-    None: {"desc", "description", "hold", "no-space-check"},
+    None: {"desc", "description", "hold", "no-space-check", "incremental"},
     "hold": {"until", "until-verified"},
-    "schedule add": {"tz", "channel", *_KEEP},
+    "schedule add": {"tz", "channel", "incremental", *_KEEP},
 }
 
 
@@ -336,8 +367,16 @@ def _parse_snapshot(text: str) -> Command:
         return Help(cmd)
     if sub == "schedule":
         return _parse_schedule(rest, options)
-    if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock"):
+    if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock", "archive", "verify"):
         _check_options(sub, options)
+    if sub == "archive":
+        vm, label = _expect(cmd, rest, 2, "the VM and the snapshot name")
+        return ArchiveSnapshot(vm, label)
+    if sub == "verify":
+        if len(rest) > 2:
+            extra = _shown(" ".join(rest[2:]))
+            raise UsageError(cmd, f"unexpected {extra!r}: verify takes a VM and a snapshot name")
+        return VerifyBackups(rest[0] if rest else None, rest[1] if len(rest) > 1 else None)
     if sub == "unlock":
         (vm,) = _expect(cmd, rest, 1, "the VM whose lock to end")
         return Unlock(vm)
@@ -369,12 +408,19 @@ def _parse_snapshot(text: str) -> Command:
     if "desc" in options and "description" in options:
         raise UsageError(cmd, "--desc and --description are the same option; give it once")
     description = options.get("desc", options.get("description", ""))
+    incremental = "incremental" in options
+    if incremental and "no-space-check" in options:
+        # The space check is about growing the VM's own images, which a backup does not do.
+        raise UsageError(
+            cmd, "--no-space-check is for internal snapshots; an --incremental one needs none"
+        )
     return CreateSnapshot(
         vm,
         label,
         description,
         hold="hold" in options,
         check_space="no-space-check" not in options,
+        incremental=incremental,
     )
 
 
@@ -400,20 +446,67 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
             _keep(cmd, options),
             options.get("channel"),
             _scope(cmd, options),
+            incremental="incremental" in options,
         )
     raise UsageError(cmd, "schedule takes add, list, remove or run")
 
 
 def _parse_restore(text: str) -> Command:
     cmd = RESTORE
-    words, options = _options(cmd, _tokens(cmd, text), {"no-safety-snapshot": False})
+    known = {"no-safety-snapshot": False, "as": True}
+    words, options = _options(cmd, _tokens(cmd, text), known)
     if words in (["help"], ["usage"]) or (not words and not options):
         return Help(cmd)
     safety = "no-safety-snapshot" not in options
+    as_name = None
+    if "as" in options:
+        as_name = check_vm_name(cmd, options["as"])
+        if "no-safety-snapshot" in options:
+            # A copy beside the original changes nothing that a safety snapshot could undo.
+            raise UsageError(
+                cmd, "--no-safety-snapshot does not go with --as: restoring a copy changes no VM"
+            )
+    if not words:
+        raise UsageError(cmd, "missing the VM and the snapshot name")
     if len(words) == 1:
-        return Restore(words[0], None, safety_snapshot=safety)
+        return Restore(words[0], None, safety_snapshot=safety, as_name=as_name)
     vm, label = _expect(cmd, words, 2, "the VM and the snapshot name")
-    return Restore(vm, label, safety_snapshot=safety)
+    if as_name is not None and as_name == vm:
+        raise UsageError(
+            cmd,
+            f"--as names the new VM; {_shown(vm)!r} is the VM restored from. Leave --as out to "
+            "restore it in place (or to define it again if it was deleted)",
+        )
+    return Restore(vm, label, safety_snapshot=safety, as_name=as_name)
+
+
+def check_vm_name(command: str, name: str) -> str:
+    """A name for a VM snapbot defines (``--as``): what every libvirt driver and file system
+    accept, with a message naming what is wrong."""
+    if not name:
+        raise UsageError(command, "--as needs the new VM's name")
+    if len(name) > VM_NAME_MAX:
+        raise UsageError(
+            command,
+            f"the new VM's name is {len(name)} characters long; the limit is {VM_NAME_MAX}",
+        )
+    if "/" in name:
+        raise UsageError(command, f"the new VM's name {_shown(name)!r} contains '/'")
+    if name.startswith(("-", ".")):
+        raise UsageError(
+            command,
+            f"the new VM's name {_shown(name)!r} starts with {name[0]!r}; start it with "
+            "a letter or digit",
+        )
+    bad = next((c for c in name if not _VM_NAME.fullmatch(c)), None)
+    if bad is not None:
+        what = "a space" if bad.isspace() else repr(bad)
+        raise UsageError(
+            command,
+            f"the new VM's name {_shown(name)!r} contains {what}; use only ASCII letters, digits, "
+            "'.', '_' and '-'",
+        )
+    return name
 
 
 def _parse_prune(text: str) -> Command:

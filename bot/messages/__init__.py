@@ -11,6 +11,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``usage``: usage, help, grammar errors, naming advice
 - ``errors``: one sentence per core error, and the internal-error reply
 - ``snapshots``: listings, the restore picker, delete and restore prompts, results
+- ``backups``: the backup store: incremental snapshots, restores from it, archive, verify
 - ``confirmations``: typing the VM's name or pressing Confirm, and cancelling
 - ``retention``: prune previews, confirmations and results
 - ``operations``: titles, stages, progress, outcomes, crash notices, unlocking
@@ -23,6 +24,15 @@ One module per topic; front ends call them through this package (``messages.erro
 
 from __future__ import annotations
 
+from bot.messages.backups import (
+    archive_prompt,
+    archived,
+    backup_created,
+    backup_restored,
+    consistency_text,
+    no_backup_store,
+    verify_report,
+)
 from bot.messages.confirmations import (
     CONFIRM_PROMPT,
     cancelled,
@@ -132,9 +142,14 @@ __all__ = [
     "SAFETY_CHECKBOX",
     "SAFETY_HINT",
     "VERIFIED_BUTTON",
+    "archive_prompt",
+    "archived",
+    "backup_created",
+    "backup_restored",
     "cancelled",
     "confirmed_by",
     "connected_banner",
+    "consistency_text",
     "created",
     "delete_prompt",
     "deleted",
@@ -155,6 +170,7 @@ __all__ = [
     "log_format_unknown",
     "modal_failed",
     "modal_refusal",
+    "no_backup_store",
     "not_held_after_create",
     "operation_title",
     "pick_snapshot",
@@ -191,6 +207,7 @@ __all__ = [
     "usage_error_text",
     "verified",
     "verify_prompt",
+    "verify_report",
     "vms_table",
     "when",
 ]

@@ -22,6 +22,9 @@ _STAGES = {
     Stage.STARTING: "Starting VM",
     Stage.DELETING: "Deleting snapshot",
     Stage.RECOVERING: "Restore failed; bringing the VM back to a usable state",
+    Stage.READING_DISKS: "Reading disks into the backup store (only new data is stored)",
+    Stage.WRITING_DISKS: "Writing disks back from the backup store",
+    Stage.DEFINING: "Defining the VM from its stored configuration",
 }
 
 

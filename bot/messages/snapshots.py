@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.messages.backups import KIND_WORDS, restore_store_warning, store_line, store_summary
 from bot.messages.format import human_bytes, human_seconds, when
 from bot.mrkdwn import literal
+from bot.previews import StoreRestorePreview
 from core.domain.snapshot import CatalogueStatus, Snapshot
 from core.services.snapshots import (
     CreateResult,
@@ -35,15 +37,22 @@ def vms_table(vms: Sequence[VmSummary]) -> str:
 
 
 def _snapshot_line(s: Snapshot) -> str:
+    desc = f"\n      {literal(s.description)}" if s.description else ""
+    hold = f" · {s.hold.describe()}" if s.hold else ""
+    if s.kind.in_backup_store:
+        # Disks and configuration outside the image, no memory: sizes are the store's.
+        return (
+            f"  {literal(s.label):<28} {when(s.created_at)} · {KIND_WORDS[s.kind]} disk · VM was "
+            f"{s.captured_state.value} · {store_line(s)} · {s.origin.value} by "
+            f"{literal(s.created_by)}{hold}{desc}"
+        )
     what = "disk+memory" if s.has_memory else "disk"
     memory = f" · memory {human_bytes(s.memory_bytes)}" if s.has_memory else ""
     missing = " · MISSING from libvirt" if s.status is CatalogueStatus.MISSING else ""
-    missing += f" · {s.hold.describe()}" if s.hold else ""
-    desc = f"\n      {literal(s.description)}" if s.description else ""
     return (
-        f"  {literal(s.label):<28} {when(s.created_at)} · {s.kind.value} {what} · VM was "
+        f"  {literal(s.label):<28} {when(s.created_at)} · {KIND_WORDS[s.kind]} {what} · VM was "
         f"{s.captured_state.value}{memory} · {s.origin.value} by {literal(s.created_by)}"
-        f"{missing}{desc}"
+        f"{missing}{hold}{desc}"
     )
 
 
@@ -62,12 +71,15 @@ def snapshots_table(groups: Sequence[VmSnapshots]) -> str:
             out.append("  no snapshots")
         for s in sorted(g.snapshots, key=lambda s: s.created_at, reverse=True):
             out.append(_snapshot_line(s))
-        if g.vm is not None and g.snapshots:
+        if g.vm is not None and any(not s.kind.in_backup_store for s in g.snapshots):
             out.append(
                 f"  disk images: {human_bytes(g.disk_bytes)} on the host, shared by the VM and "
                 "all its snapshots (internal snapshots share unchanged blocks, so a single "
                 "snapshot's disk share cannot be measured)"
             )
+        stored = store_summary(g.snapshots)
+        if stored is not None:
+            out.append(f"  {stored}")
     return "\n".join(out)
 
 
@@ -83,8 +95,10 @@ def created(result: CreateResult) -> str:
     )
 
 
-def restore_warning(preview: RestorePreview) -> str:
+def restore_warning(preview: RestorePreview | StoreRestorePreview) -> str:
     """The confirmation text before a restore (the product guide's wording)."""
+    if isinstance(preview, StoreRestorePreview):
+        return restore_store_warning(preview)
     s = preview.snapshot
     lines = [
         f"⚠️  Warning: This will restore {literal(preview.vm.name)} to snapshot state.",
@@ -115,6 +129,13 @@ def restored(result: RestoreResult) -> str:
 
 def deleted(result: DeleteResult) -> str:
     s = result.snapshot
+    if s.kind.in_backup_store:
+        return (
+            f"Deleted {KIND_WORDS[s.kind]} snapshot `{literal(s.label)}` of {literal(s.vm_name)} "
+            f"in {human_seconds(result.seconds)}. Every other restore point stays complete; the "
+            "space of pieces no other point shares comes back at the backup store's next "
+            "garbage collection. The VM is not affected."
+        )
     if result.already_gone:
         return (
             f"`{literal(s.label)}` of {literal(s.vm_name)} was already gone from libvirt; its "
@@ -134,6 +155,15 @@ def renamed(result: RenameResult) -> str:
 
 
 def delete_prompt(snapshot: Snapshot) -> str:
+    if snapshot.kind.in_backup_store:
+        return (
+            f"Delete {KIND_WORDS[snapshot.kind]} snapshot `{literal(snapshot.label)}` of "
+            f"{literal(snapshot.vm_name)} from the backup store? Taken "
+            f"{when(snapshot.created_at)} (disks {human_bytes(snapshot.logical_bytes)}, added "
+            f"{human_bytes(snapshot.added_bytes)}), {snapshot.origin.value} by "
+            f"{literal(snapshot.created_by)}. It cannot be restored afterwards; every other "
+            "restore point stays complete. The VM is not affected."
+        )
     if snapshot.status is CatalogueStatus.MISSING:
         return (
             f"Clear the record of snapshot `{literal(snapshot.label)}` of "
@@ -151,7 +181,11 @@ def delete_prompt(snapshot: Snapshot) -> str:
     )
 
 
-def pick_snapshot(vm: VmSnapshots) -> str:
+def pick_snapshot(vm: VmSnapshots, as_name: str | None = None) -> str:
+    if not vm.snapshots and vm.vm is None:
+        return (
+            f"{literal(vm.vm_name)} no longer exists and has no restore points in the backup store."
+        )
     if not vm.snapshots:
         return (
             f"{literal(vm.vm_name)} has no snapshots to restore. "
@@ -162,4 +196,5 @@ def pick_snapshot(vm: VmSnapshots) -> str:
         f"Which snapshot of {literal(vm.vm_name)}? Newest first:\n"
         + "\n".join(_snapshot_line(s) for s in newest)
         + f"\nThen: /restore {literal(vm.vm_name)} <name>"
+        + (f" --as {literal(as_name)}" if as_name else "")
     )

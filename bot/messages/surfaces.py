@@ -59,7 +59,11 @@ def home_vm(group: VmSnapshots) -> str:
         kind = "disk+memory" if s.has_memory else "disk"
         hold = " · held" if s.held else ""
         size = f" · {human_bytes(s.memory_bytes)} memory" if s.has_memory else ""
+        if s.kind.in_backup_store:
+            kind = f"{s.kind.value} disk"
+            size = f" · added {human_bytes(s.added_bytes)}"
         missing = " · MISSING" if s.status is CatalogueStatus.MISSING else ""
+        missing += " · DAMAGED" if s.damage else ""
         lines.append(f"• `{literal(s.label)}` {when(s.created_at)} · {kind}{size}{hold}{missing}")
     if len(newest) > 10:
         lines.append(f"… and {len(newest) - 10} older (/snapshot list {literal(group.vm_name)})")

@@ -10,6 +10,7 @@ from typing import Any
 
 from bot import messages
 from bot.mrkdwn import literal
+from bot.previews import StoreRestorePreview
 from core.domain.snapshot import Snapshot
 from core.services.snapshots import RestorePreview, VmSnapshots
 
@@ -78,8 +79,14 @@ def notice_view(text: str) -> View:
     }
 
 
-def restore_view(preview: RestorePreview, metadata: dict[str, str], safety: bool) -> View:
-    """The typed-name confirmation: the warning, the safety checkbox, the name input."""
+def restore_view(
+    preview: RestorePreview | StoreRestorePreview,
+    metadata: dict[str, str],
+    safety: bool | None,
+    typed_name: str,
+) -> View:
+    """The typed-name confirmation: the warning, the safety checkbox (``safety`` None: the
+    restore changes no existing VM, so there is none), the name input."""
     option = {
         "text": _plain(messages.SAFETY_CHECKBOX),
         "description": _plain(messages.SAFETY_HINT),
@@ -92,6 +99,15 @@ def restore_view(preview: RestorePreview, metadata: dict[str, str], safety: bool
     }
     if safety:
         checkboxes["initial_options"] = [option]
+    safety_block: list[Block] = [
+        {
+            "type": "input",
+            "block_id": SAFETY_BLOCK,
+            "optional": True,
+            "label": _plain(" "),
+            "element": checkboxes,
+        }
+    ]
     return {
         "type": "modal",
         "callback_id": RESTORE_CALLBACK,
@@ -102,13 +118,7 @@ def restore_view(preview: RestorePreview, metadata: dict[str, str], safety: bool
         "close": _plain(messages.MODAL_CLOSE),
         "blocks": [
             *sections(messages.restore_warning(preview), limit=90),
-            {
-                "type": "input",
-                "block_id": SAFETY_BLOCK,
-                "optional": True,
-                "label": _plain(" "),
-                "element": checkboxes,
-            },
+            *(safety_block if safety is not None else []),
             {
                 "type": "input",
                 "block_id": CONFIRM_BLOCK,
@@ -116,7 +126,7 @@ def restore_view(preview: RestorePreview, metadata: dict[str, str], safety: bool
                 "element": {
                     "type": "plain_text_input",
                     "action_id": CONFIRM_INPUT,
-                    "placeholder": _plain(preview.vm.name),
+                    "placeholder": _plain(typed_name),
                 },
             },
         ],
@@ -128,7 +138,7 @@ def pick_view(group: VmSnapshots, metadata: dict[str, str]) -> View:
     newest: Sequence[Snapshot] = sorted(group.snapshots, key=lambda s: s.created_at, reverse=True)
     options = [
         {
-            "text": _plain(f"{s.label} · {messages.when(s.created_at)}"[:75]),
+            "text": _plain(f"{s.label} · {messages.when(s.created_at)} · {s.kind.value}"[:75]),
             "value": s.label,
         }
         for s in newest[:100]

@@ -13,7 +13,14 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import messages
-from bot.dispatch import PROGRESSING, ConfirmDelete, ConfirmPrune, ConfirmUnlock, Reply
+from bot.dispatch import (
+    PROGRESSING,
+    ConfirmArchive,
+    ConfirmDelete,
+    ConfirmPrune,
+    ConfirmUnlock,
+    Reply,
+)
 from bot.grammar import (
     Command,
     CreateSnapshot,
@@ -22,6 +29,7 @@ from bot.grammar import (
     RenameSnapshot,
     Restore,
     UsageError,
+    VerifyBackups,
     parse,
 )
 from bot.mrkdwn import decode_slack
@@ -113,6 +121,11 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
         await _send_preview(
             ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
         )
+    elif isinstance(outcome, ConfirmArchive):
+        text = messages.archive_prompt(outcome.snapshot)
+        await _send_preview(
+            ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
+        )
     elif isinstance(outcome, ConfirmDelete):
         text = messages.delete_prompt(outcome.snapshot)
         await _send_preview(
@@ -162,6 +175,11 @@ async def _send_preview(
 
 def _title(command: Command, actor: Actor) -> str:
     if isinstance(command, CreateSnapshot):
-        return messages.operation_title("Snapshot", command.vm, command.label, by=actor.user)
+        action = "Incremental snapshot" if command.incremental else "Snapshot"
+        return messages.operation_title(action, command.vm, command.label, by=actor.user)
+    if isinstance(command, VerifyBackups):
+        return messages.operation_title(
+            "Verify backups", command.vm or "all VMs", command.label, by=actor.user
+        )
     assert isinstance(command, RenameSnapshot)
     return messages.operation_title("Rename", command.vm, command.old_label, by=actor.user)

@@ -17,7 +17,7 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
-from core.domain.confirmation import Confirmation, DeleteRequest
+from core.domain.confirmation import ArchiveRequest, Confirmation, DeleteRequest
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError
 
@@ -53,6 +53,9 @@ def _title(confirmation: Confirmation, actor: Actor) -> str:
     if isinstance(confirmation.request, DeleteRequest):
         label = confirmation.request.label
         return messages.operation_title("Delete", vm, label, by=actor.user)
+    if isinstance(confirmation.request, ArchiveRequest):
+        label = confirmation.request.label
+        return messages.operation_title("Archive", vm, label, by=actor.user)
     return messages.operation_title("Prune", vm, by=actor.user)
 
 

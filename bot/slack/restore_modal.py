@@ -59,7 +59,9 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
             return
         await ack(response_action="update", view=blocks.loading_view())
         actor = _actor(body, meta)
-        command = Restore(meta["vm"], label, meta.get("safety") != "off")
+        command = Restore(
+            meta["vm"], label, meta.get("safety") != "off", as_name=meta.get("as") or None
+        )
         ctx.jobs.start(
             f"restore-pick-{actor.user}",
             _fill(ctx, view_id, command, actor, meta),
@@ -105,16 +107,19 @@ async def _fill(
             view = blocks.notice_view(messages.pick_snapshot(outcome.vm))
         else:
             safety = "on" if outcome.safety_snapshot else "off"
-            view = blocks.pick_view(
-                outcome.vm, {**meta, "vm": outcome.vm.vm_name, "safety": safety}
-            )
+            picked = {**meta, "vm": outcome.vm.vm_name, "safety": safety}
+            if outcome.as_name is not None:
+                picked["as"] = outcome.as_name
+            view = blocks.pick_view(outcome.vm, picked)
         await ctx.client.views_update(view_id=view_id, view=view)
         return
     assert isinstance(outcome, ConfirmRestore)
     metadata = {**meta, "id": outcome.confirmation.id}
     await ctx.client.views_update(
         view_id=view_id,
-        view=blocks.restore_view(outcome.preview, metadata, outcome.safety_snapshot),
+        view=blocks.restore_view(
+            outcome.preview, metadata, outcome.safety_snapshot, outcome.typed_name
+        ),
     )
 
 
@@ -132,16 +137,22 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
             errors={blocks.CONFIRM_BLOCK: messages.restore_request_unknown()},
         )
         return
+    request = confirmation.request
     vm = confirmation.vm_name
-    if typed != vm:
+    # A copy or a deleted VM defined again: the name typed is the VM that will exist.
+    expected = request.typed_name if isinstance(request, RestoreRequest) else vm
+    if typed != expected:
         await ack(
-            response_action="errors", errors={blocks.CONFIRM_BLOCK: messages.typed_name_error(vm)}
+            response_action="errors",
+            errors={blocks.CONFIRM_BLOCK: messages.typed_name_error(expected)},
         )
         return
     await ack()
     actor = _actor(body, meta)
-    label = confirmation.request.label if isinstance(confirmation.request, RestoreRequest) else ""
+    label = request.label if isinstance(request, RestoreRequest) else ""
     title = messages.operation_title("Restore", vm, label, by=actor.user)
+    if isinstance(request, RestoreRequest) and request.as_name is not None:
+        title = messages.operation_title(f"Restore as {request.as_name}", vm, label, by=actor.user)
     where = Where(
         channel=meta.get("channel") or actor.user, response_url=meta.get("response_url") or None
     )
@@ -151,7 +162,7 @@ async def _submit_restore(ctx: SlackContext, ack: AsyncAck, body: dict[str, Any]
             confirmation.id, actor, progress, safety_snapshot=safety
         )
 
-    ctx.jobs.start(f"restore-{vm}", ctx.run_operation(actor, where, title, work))
+    ctx.jobs.start(f"restore-{expected}", ctx.run_operation(actor, where, title, work))
 
 
 def _input(body: dict[str, Any], block: str, action: str) -> dict[str, Any]:

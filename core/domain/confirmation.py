@@ -26,22 +26,51 @@ class ConfirmationKind(enum.Enum):
     PRUNE = "prune"
     DELETE = "delete"
     UNLOCK = "unlock"
+    ARCHIVE = "archive"
 
 
 @dataclass(frozen=True, slots=True)
 class RestoreRequest:
     """Restore ``vm`` to exactly the snapshot shown (``libvirt_name`` never changes, even if
-    the snapshot is renamed meanwhile)."""
+    the snapshot is renamed meanwhile).
+
+    ``backup_store``: the snapshot is a restore point in the backup store (written back to the
+    disks, no memory state). ``as_name``: a copy defined as a new VM of that name. ``define``:
+    the VM no longer exists and is defined again under its own name. The three are stored only
+    when set, so a release-0.1 row reads as an internal restore in place."""
 
     vm: str
     label: str
     libvirt_name: str
     safety_snapshot: bool = True
+    as_name: str | None = None
+    backup_store: bool = False
+    define: bool = False
+
+    @property
+    def creates_vm(self) -> bool:
+        """Whether the restore defines a VM rather than changing one."""
+        return self.as_name is not None or self.define
+
+    @property
+    def typed_name(self) -> str:
+        """What the person types to confirm: the VM that will be changed or defined."""
+        return self.as_name if self.as_name is not None else self.vm
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteRequest:
     """Delete exactly the snapshot shown (or clear its record, when libvirt lost it)."""
+
+    vm: str
+    label: str
+    libvirt_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRequest:
+    """Move exactly the internal snapshot shown into the backup store, then delete it (its
+    memory state is not kept)."""
 
     vm: str
     label: str
@@ -69,13 +98,14 @@ class UnlockRequest:
     operation_id: str
 
 
-Request = RestoreRequest | DeleteRequest | PruneRequest | UnlockRequest
+Request = RestoreRequest | DeleteRequest | PruneRequest | UnlockRequest | ArchiveRequest
 
 _KINDS: dict[type[object], ConfirmationKind] = {
     RestoreRequest: ConfirmationKind.RESTORE,
     DeleteRequest: ConfirmationKind.DELETE,
     PruneRequest: ConfirmationKind.PRUNE,
     UnlockRequest: ConfirmationKind.UNLOCK,
+    ArchiveRequest: ConfirmationKind.ARCHIVE,
 }
 
 
@@ -103,6 +133,13 @@ def request_to_json(request: Request) -> dict[str, object]:
     }
     if isinstance(request, RestoreRequest):
         data["safety_snapshot"] = request.safety_snapshot
+        # Keys added after release 0.1, written only when set (0.1 rows lack them).
+        if request.as_name is not None:
+            data["as_name"] = request.as_name
+        if request.backup_store:
+            data["backup_store"] = True
+        if request.define:
+            data["define"] = True
     return data
 
 
@@ -128,7 +165,18 @@ def request_from_json(kind: ConfirmationKind, data: Mapping[str, object]) -> Req
         label, name = _str(data["label"]), _str(data["libvirt_name"])
         if kind is ConfirmationKind.DELETE:
             return DeleteRequest(vm, label, name)
-        return RestoreRequest(vm, label, name, bool(data.get("safety_snapshot", True)))
+        if kind is ConfirmationKind.ARCHIVE:
+            return ArchiveRequest(vm, label, name)
+        as_name = data.get("as_name")
+        return RestoreRequest(
+            vm,
+            label,
+            name,
+            _bool(data.get("safety_snapshot", True)),
+            as_name=None if as_name is None else _str(as_name),
+            backup_store=_bool(data.get("backup_store", False)),
+            define=_bool(data.get("define", False)),
+        )
     except (KeyError, TypeError, ValueError):
         raise InvalidInput(
             f"this {kind.value} confirmation is damaged; run the command again"
@@ -138,6 +186,13 @@ def request_from_json(kind: ConfirmationKind, data: Mapping[str, object]) -> Req
 def _str(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("a text field")
+    return value
+
+
+def _bool(value: object) -> bool:
+    # bool("false") is True: a damaged row must not turn a safety snapshot off or on.
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
     return value
 
 
