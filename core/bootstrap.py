@@ -20,8 +20,9 @@ from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.errors import HypervisorUnavailable
-from core.ports import Clock, Hypervisor, OperationObserver
+from core.ports import BackupStore, Clock, DiskAccess, Hypervisor, OperationObserver
 from core.services.availability import GatedHypervisor, HypervisorWatch
+from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.facade import Core
 from core.services.locks import LockService
@@ -116,6 +117,8 @@ def wire(
     libvirt_uri: str,
     gated: bool = False,
     observer: OperationObserver | None = None,
+    store: BackupStore | None = None,
+    disks: DiskAccess | None = None,
 ) -> Core:
     """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
     ``gated`` the services refuse every request until ``Core.watch`` has reached the
@@ -130,13 +133,19 @@ def wire(
         hypervisor = GatedHypervisor(hypervisor, watch)
     else:
         watch.ready.set()
-    snapshots = SnapshotService(hypervisor, catalogue, runner, clock)
+    snapshots = SnapshotService(hypervisor, catalogue, runner, clock, store)
+    backups = (
+        None
+        if store is None or disks is None
+        else BackupService(hypervisor, disks, store, catalogue, runner, clock, snapshots)
+    )
     pruning = PruneService(
         hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner
     )
     return Core(
         settings=settings,
         snapshots=snapshots,
+        backups=backups,
         pruning=pruning,
         confirmations=ConfirmationService(catalogue, clock),
         schedules=ScheduleService(catalogue, clock, CronTimetable()),

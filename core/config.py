@@ -89,6 +89,9 @@ class Settings:
     digest_channel: str | None = None
     digest_at: str = "08:00"
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy(()))
+    # Where incremental snapshots go (None: no backup store, only full snapshots). Another
+    # disk or an NFS mount in production: a store on the VMs' own disk dies with it.
+    backup_dir: Path | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> Settings:
@@ -151,7 +154,9 @@ class Settings:
         digest_at = get("SNAPBOT_DIGEST_AT", "digest_at") or "08:00"
         if not re.match(r"^([01]?\d|2[0-3]):[0-5]\d$", digest_at):
             raise InvalidInput(f"SNAPBOT_DIGEST_AT must be a time of day HH:MM, not {digest_at!r}")
+        backup_dir = _backup_dir(get("SNAPBOT_BACKUP_DIR", "backup_dir"))
         return cls(
+            backup_dir=backup_dir,
             timezone=timezone,
             digest_channel=get("SNAPBOT_DIGEST_CHANNEL", "digest_channel"),
             digest_at=digest_at,
@@ -167,6 +172,22 @@ class Settings:
             safety_keep_last=safety_keep["SNAPBOT_SAFETY_KEEP_LAST"],
             safety_keep_days=safety_keep["SNAPBOT_SAFETY_KEEP_DAYS"],
         )
+
+
+def _backup_dir(text: str | None) -> Path | None:
+    """The backup store's directory. It must exist already: created on demand, a store meant
+    for an NFS mount that is not mounted would quietly land on the local disk."""
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_absolute():
+        raise InvalidInput(f"SNAPBOT_BACKUP_DIR must be an absolute path, not {text!r}")
+    if not path.is_dir():
+        raise InvalidInput(
+            f"SNAPBOT_BACKUP_DIR={text} is not a directory: create it (on another disk or a "
+            "mounted NFS share) or mount what should be there, then start snapbot again"
+        )
+    return path
 
 
 def _whole_number(name: str, text: str | None, default: int) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from core.adapters.backupstore import DirectoryBackupStore
 from core.bootstrap import Core, wire
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
@@ -17,6 +19,7 @@ from core.domain.vm import Vm, VmState
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
+from tests.fakes.disks import FakeDiskAccess
 from tests.fakes.hypervisor import FakeHypervisor
 from tests.security import leakscan
 
@@ -67,12 +70,39 @@ async def services(catalogue: TortoiseCatalogue) -> Services:
 
 
 @pytest.fixture
-def core(services: Services, tmp_path: Path) -> Core:
-    """The wired core over the fake hypervisor, as front ends receive it."""
+async def backup_store(tmp_path: Path) -> AsyncIterator[DirectoryBackupStore]:
+    # No safety margin: tests judge garbage collection right after a delete.
+    store = DirectoryBackupStore(tmp_path / "backups", gc_safety_margin=timedelta(0))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def fake_disks(services: Services, tmp_path: Path) -> FakeDiskAccess:
+    return FakeDiskAccess(services.hv, tmp_path / "disks")
+
+
+@pytest.fixture
+def core(
+    services: Services,
+    tmp_path: Path,
+    backup_store: DirectoryBackupStore,
+    fake_disks: FakeDiskAccess,
+) -> Core:
+    """The wired core over the fake hypervisor, as front ends receive it (with a backup store
+    in a temporary directory, and the fake VMs' disks as files)."""
     settings = Settings(
         libvirt_uri="fake:///",
         libvirt_uri_explicit=True,
         data_dir=tmp_path,
         database_url=f"sqlite://{tmp_path / 'catalogue.db'}",
     )
-    return wire(settings, services.hv, services.catalogue, SystemClock(), libvirt_uri="fake:///")
+    return wire(
+        settings,
+        services.hv,
+        services.catalogue,
+        SystemClock(),
+        libvirt_uri="fake:///",
+        store=backup_store,
+        disks=fake_disks,
+    )

@@ -19,6 +19,11 @@ class OperationKind(enum.Enum):
     HOLD = "hold"
     RELEASE = "release"
     UNLOCK = "unlock"
+    # Restore points in the backup store: a backup of the disks, an internal snapshot moved
+    # there, a re-read of what is stored.
+    BACKUP = "backup"
+    ARCHIVE = "archive"
+    VERIFY = "verify"
     # Only ever REJECTED: a refused look (a listing) or schedule change, kept for the audit.
     VIEW = "view"
     SCHEDULE = "schedule"
@@ -53,6 +58,10 @@ class Stage(enum.Enum):
     STARTING = "starting"
     DELETING = "deleting"
     RECOVERING = "recovering"
+    # The backup store's steps: disks read into it, or written back from it.
+    READING_DISKS = "reading disks"
+    WRITING_DISKS = "writing disks"
+    DEFINING = "defining the VM"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from core.config import Settings
 from core.ports import Clock, Directory, ScheduleStore
 from core.services.access import AccessService
 from core.services.availability import HypervisorWatch
+from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.locks import LockService
 from core.services.operations import OperationRunner
@@ -32,6 +33,9 @@ class Core:
 
     settings: Settings
     snapshots: SnapshotService
+    # Incremental snapshots in the backup store; None when no store is configured
+    # (``SNAPBOT_BACKUP_DIR``): front ends say so and how to set one up.
+    backups: BackupService | None
     pruning: PruneService
     confirmations: ConfirmationService
     schedules: ScheduleService

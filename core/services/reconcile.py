@@ -14,17 +14,20 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from core.domain.backups import BackupKind, Consistency, Manifest
 from core.domain.names import lookalike
 from core.domain.operation import Operation, OperationKind, OperationStatus, Recovery, Stage
 from core.domain.snapshot import (
+    CapturedState,
     CatalogueStatus,
     HypervisorSnapshot,
     Origin,
     Snapshot,
     SnapshotKind,
+    backup_libvirt_name,
     is_generated_name,
     label_for_external,
     split_libvirt_description,
@@ -32,7 +35,7 @@ from core.domain.snapshot import (
 )
 from core.domain.vm import StateCause, Vm, VmState
 from core.errors import CoreError, HypervisorUnavailable, InvalidLabel, VmNotFound
-from core.ports import Catalogue, Clock, Hypervisor, RunningOperation
+from core.ports import BackupStore, Catalogue, Clock, Hypervisor, RunningOperation
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ async def sync_vm(
         elif row.has_memory and row.memory_bytes is None:
             need_sizes = True
     for name, row in rows.items():
+        if row.kind.in_backup_store:
+            continue  # a restore point in the backup store: libvirt never had it
         if name not in present and row.status is CatalogueStatus.PRESENT:
             await catalogue.set_snapshot_status(vm.uuid, name, CatalogueStatus.MISSING)
             report.missing.append(row.label)
@@ -140,7 +145,11 @@ def record_of(
 
 
 async def sync_if_free(
-    hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm, owner: str
+    hypervisor: Hypervisor,
+    catalogue: Catalogue,
+    vm: Vm,
+    owner: str,
+    store: BackupStore | None = None,
 ) -> SyncReport | None:
     """Sync ``vm`` unless an operation holds it; None when it does.
 
@@ -152,9 +161,68 @@ async def sync_if_free(
     if token is None:
         return None
     try:
+        if store is not None:
+            await sync_points(store, catalogue, vm.uuid, vm.name)
         return await sync_vm(hypervisor, catalogue, vm)
     finally:
         await catalogue.unlock_sync(token)
+
+
+async def sync_points(store: BackupStore, catalogue: Catalogue, vm_uuid: str, vm_name: str) -> None:
+    """Bring the catalogue's backup-store records of one VM in line with the store: adopt
+    points it lacks (a new catalogue over an old store: the manifest carries the label, the
+    creator and the consistency), mark records whose point is gone, and back. Call it only
+    while no operation changes the VM, as ``sync_vm``."""
+    points = {m.ref.point_id: m for m in await store.list_points(vm_uuid)}
+    every = await catalogue.snapshots(vm_uuid)
+    rows = [r for r in every if r.kind.in_backup_store]
+    known = {r.point_id for r in rows}
+    taken = {r.label for r in every}
+    for point_id, manifest in sorted(points.items()):
+        if point_id in known:
+            continue
+        record = record_of_point(manifest, vm_name)
+        label = record.label
+        if lookalike(label, taken) is not None:
+            label = f"{label}-{point_id[-8:]}"
+        taken.add(label)
+        await catalogue.add_snapshot(replace(record, label=label))
+        logger.info(
+            "catalogue sync for %s: adopted restore point %s as %s", vm_name, point_id, label
+        )
+    for row in rows:
+        stored = row.point_id in points
+        if not stored and row.status is CatalogueStatus.PRESENT:
+            await catalogue.set_snapshot_status(vm_uuid, row.libvirt_name, CatalogueStatus.MISSING)
+        elif stored and row.status is CatalogueStatus.MISSING:
+            await catalogue.set_snapshot_status(vm_uuid, row.libvirt_name, CatalogueStatus.PRESENT)
+
+
+def record_of_point(manifest: Manifest, vm_name: str) -> Snapshot:
+    """The catalogue record of a restore point the store holds."""
+    consistency = manifest.consistency
+    ran = consistency in (Consistency.FROZEN, Consistency.CRASH_CONSISTENT)
+    return Snapshot(
+        vm_uuid=manifest.ref.vm_uuid,
+        vm_name=vm_name,
+        libvirt_name=backup_libvirt_name(manifest.ref.point_id),
+        label=manifest.label or manifest.ref.point_id.lower(),
+        description=manifest.description,
+        kind=SnapshotKind.INCREMENTAL
+        if manifest.kind is BackupKind.INCREMENTAL
+        else SnapshotKind.ARCHIVED,
+        captured_state=CapturedState.RUNNING if ran else CapturedState.SHUT_OFF,
+        has_memory=False,
+        created_at=manifest.created_at,
+        created_by=manifest.created_by or "snapbot (from the backup store)",
+        origin=Origin.MANUAL,
+        status=CatalogueStatus.PRESENT,
+        memory_bytes=None,
+        point_id=manifest.ref.point_id,
+        logical_bytes=manifest.logical_size,
+        added_bytes=manifest.figures.bytes_new,
+        consistency=None if consistency is None else consistency.value,
+    )
 
 
 async def refresh_memory_sizes(hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm) -> None:

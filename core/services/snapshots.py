@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
+from core.domain.backups import PointRef, RestorePointNotFound
 from core.domain.names import closest, lookalike
 from core.domain.operation import (
     Actor,
@@ -36,6 +37,7 @@ from core.errors import (
     HypervisorBusy,
     HypervisorError,
     HypervisorUnavailable,
+    InvalidInput,
     LabelTaken,
     LockHolder,
     OperationFailed,
@@ -44,7 +46,7 @@ from core.errors import (
     SnapshotNotFound,
     VmNotFound,
 )
-from core.ports import Catalogue, Clock, Hypervisor
+from core.ports import BackupStore, Catalogue, Clock, Hypervisor
 from core.services.holds import refuse_if_held
 from core.services.operations import OperationHandle, OperationRunner
 from core.services.reconcile import (
@@ -139,11 +141,14 @@ class SnapshotService:
         catalogue: Catalogue,
         runner: OperationRunner,
         clock: Clock,
+        store: BackupStore | None = None,
     ) -> None:
         self._hv = hypervisor
         self._catalogue = catalogue
         self._runner = runner
         self._clock = clock
+        # Where incremental snapshots live (None: no SNAPBOT_BACKUP_DIR, so there are none).
+        self._store = store
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -163,7 +168,7 @@ class SnapshotService:
         result = []
         for vm in list(vms):
             try:
-                await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
+                await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner, self._store)
                 disk_bytes = await self._hv.disk_allocation(vm)
             except VmNotFound:
                 if vm_name is not None:
@@ -201,9 +206,9 @@ class SnapshotService:
         vm = await self._vm(vm_name)
         snaps = await self._catalogue.snapshots(vm.uuid)
         if not snaps:
-            await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
+            await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner, self._store)
             snaps = await self._catalogue.snapshots(vm.uuid)
-        target = await self._lookup(vm, snaps, label)
+        target = await self.lookup(vm, snaps, label)
         if target.status is CatalogueStatus.MISSING and not allow_missing:
             raise SnapshotMissing(vm.name, target.label)
         newer = tuple(s for s in snaps if s.created_at > target.created_at and s is not target)
@@ -239,7 +244,7 @@ class SnapshotService:
             label = validate_label(label)
             description = validate_description(description)
         started = time.monotonic()
-        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
+        async with self.holding(kind, vm_name, actor, progress, label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snapshot = await self._take_snapshot(
                 op, vm, label, description, origin, actor, check_space=check_space
@@ -266,11 +271,11 @@ class SnapshotService:
         possible and ``RestoreFailed`` says which."""
         kind = OperationKind.RESTORE
         started = time.monotonic()
-        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
+        async with self.holding(kind, vm_name, actor, progress, label) as (vm, op):
             listing = await self._hv.list_snapshots(vm)
             await sync_vm(self._hv, self._catalogue, vm, listing)
             snaps = await self._catalogue.snapshots(vm.uuid)
-            target = await self._lookup(vm, snaps, label, libvirt_name)
+            target = await self.lookup(vm, snaps, label, libvirt_name)
             hs = next((s for s in listing if s.libvirt_name == target.libvirt_name), None)
             if hs is None:
                 raise SnapshotMissing(vm.name, target.label)
@@ -285,16 +290,7 @@ class SnapshotService:
             safety = None
             if safety_snapshot:
                 await op.stage(Stage.SAFETY_SNAPSHOT)
-                safety = await self._take_snapshot(
-                    op,
-                    vm,
-                    await self._safety_label(vm),
-                    f"Safety snapshot taken before restoring {target.label}",
-                    Origin.SAFETY,
-                    actor,
-                    report_stages=False,
-                    record_as="safety",
-                )
+                safety = await self.take_safety_snapshot(op, vm, target.label, actor)
             current = safety.libvirt_name if safety else _current(listing)
             state = await self._revert(op, vm, hs, pre_state, safety, current)
             op.outcome = f"restored {target.label}; VM {state.value}"
@@ -312,17 +308,24 @@ class SnapshotService:
         """Delete a snapshot from libvirt and the catalogue; measure the space it gave back."""
         kind = OperationKind.DELETE
         started = time.monotonic()
-        async with self._holding(kind, vm_name, actor, progress, label) as (vm, op):
+        async with self.holding(kind, vm_name, actor, progress, label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
-            target = await self._lookup(vm, snaps, label, libvirt_name)
+            target = await self.lookup(vm, snaps, label, libvirt_name)
             await op.record(libvirt_name=target.libvirt_name)
             if target.status is CatalogueStatus.MISSING:
                 await self._catalogue.remove_snapshot(vm.uuid, target.libvirt_name)
-                op.outcome = f"{target.label} was already gone from libvirt; record removed"
+                where = "the backup store" if target.kind.in_backup_store else "libvirt"
+                op.outcome = f"{target.label} was already gone from {where}; record removed"
                 return DeleteResult(target, None, time.monotonic() - started, True)
             # Checked under the lock: a hold placed after a prune's plan still wins.
             await refuse_if_held(self._catalogue, target)
+            if target.kind.in_backup_store:
+                reclaimed = await self._delete_point(op, target)
+                op.outcome = (
+                    f"deleted {target.label} from the backup store; freed {reclaimed} bytes"
+                )
+                return DeleteResult(target, reclaimed, time.monotonic() - started, False)
             before = await self._hv.disk_allocation(vm)
             await op.stage(Stage.DELETING)
             try:
@@ -345,10 +348,10 @@ class SnapshotService:
         kind = OperationKind.RENAME
         async with self._runner.refusals_audited(kind, actor, vm_name):
             new_label = validate_label(new_label)
-        async with self._holding(kind, vm_name, actor, no_progress, old_label) as (vm, op):
+        async with self.holding(kind, vm_name, actor, no_progress, old_label) as (vm, op):
             await sync_vm(self._hv, self._catalogue, vm)
             snaps = await self._catalogue.snapshots(vm.uuid)
-            target = await self._lookup(vm, snaps, old_label)
+            target = await self.lookup(vm, snaps, old_label)
             clash = lookalike(new_label, [s.label for s in snaps if s is not target])
             if clash is not None:
                 raise LabelTaken(vm.name, new_label, clash)
@@ -363,7 +366,7 @@ class SnapshotService:
                         libvirt_description(new_label, target.description),
                     )
                 except HypervisorError as exc:
-                    state = await self._state_or_unknown(vm)
+                    state = await self.state_or_unknown(vm)
                     raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
             await self._catalogue.relabel_snapshot(vm.uuid, target.libvirt_name, new_label)
             op.outcome = f"renamed {target.label} to {new_label}"
@@ -384,12 +387,12 @@ class SnapshotService:
     async def find(self, vm_name: str, label: str) -> Snapshot:
         """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""
         vm = await self._vm(vm_name)
-        return await self._lookup(vm, await self._catalogue.snapshots(vm.uuid), label)
+        return await self.lookup(vm, await self._catalogue.snapshots(vm.uuid), label)
 
     async def sync(self, vm: Vm) -> None:
         """Bring the catalogue in line with libvirt for ``vm``, unless an operation holds it
         (the operation owns the VM's rows until it ends; its own sync is the fresher one)."""
-        await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner)
+        await sync_if_free(self._hv, self._catalogue, vm, self._runner.owner, self._store)
 
     async def vm(self, name: str) -> Vm:
         """The VM named ``name``; ``VmNotFound`` lists the closest names."""
@@ -397,7 +400,7 @@ class SnapshotService:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _lookup(
+    async def lookup(
         self, vm: Vm, snapshots: list[Snapshot], label: str, libvirt_name: str | None = None
     ) -> Snapshot:
         """``_find``, and when it fails, whether the audit trail saw it deleted (by a person or
@@ -428,7 +431,7 @@ class SnapshotService:
             raise VmNotFound(name, closest(name, names)) from None
 
     @asynccontextmanager
-    async def _holding(
+    async def holding(
         self,
         kind: OperationKind,
         vm_name: str,
@@ -476,6 +479,28 @@ class SnapshotService:
             label, n = f"{base}-{n}", n + 1
         return label
 
+    async def take_safety_snapshot(
+        self, op: OperationHandle, vm: Vm, restoring: str, actor: Actor
+    ) -> Snapshot:
+        """A full snapshot of the VM as it is, taken inside a restore of ``restoring``."""
+        return await self._take_snapshot(
+            op,
+            vm,
+            await self._safety_label(vm),
+            f"Safety snapshot taken before restoring {restoring}",
+            Origin.SAFETY,
+            actor,
+            report_stages=False,
+            record_as="safety",
+        )
+
+    async def refuse_taken_label(self, vm: Vm, label: str, rows: list[Snapshot]) -> None:
+        """``LabelTaken`` when ``label`` is, or looks like, a label the VM already has."""
+        clash = lookalike(label, [s.label for s in rows])
+        if clash is not None:
+            missing = any(s.label == clash and s.status is CatalogueStatus.MISSING for s in rows)
+            raise LabelTaken(vm.name, label, clash, missing=missing)
+
     async def _take_snapshot(
         self,
         op: OperationHandle,
@@ -489,11 +514,7 @@ class SnapshotService:
         record_as: str = "libvirt_name",
         check_space: bool = True,
     ) -> Snapshot:
-        rows = await self._catalogue.snapshots(vm.uuid)
-        clash = lookalike(label, [s.label for s in rows])
-        if clash is not None:
-            missing = any(s.label == clash and s.status is CatalogueStatus.MISSING for s in rows)
-            raise LabelTaken(vm.name, label, clash, missing=missing)
+        await self.refuse_taken_label(vm, label, await self._catalogue.snapshots(vm.uuid))
         facts = await self._hv.vm_facts(vm)
         plan = plan_snapshot(facts, await self._hv.snapshot_places(facts), check_space=check_space)
         name = new_libvirt_name()
@@ -542,6 +563,22 @@ class SnapshotService:
                 return row
         return snapshot
 
+    async def _delete_point(self, op: OperationHandle, target: Snapshot) -> int:
+        """Remove a restore point from the backup store, then the space of the pieces no
+        other point needs (pieces a running backup or restore may use are spared)."""
+        if self._store is None or target.point_id is None:
+            raise InvalidInput(
+                f"{target.label} is in the backup store, and this snapbot has none configured "
+                "(set SNAPBOT_BACKUP_DIR to the store's directory)"
+            )
+        await op.stage(Stage.DELETING)
+        try:
+            await self._store.delete_point(PointRef(target.vm_uuid, target.point_id))
+        except RestorePointNotFound:
+            logger.info("restore point %s was already gone from the store", target.point_id)
+        await self._catalogue.remove_snapshot(target.vm_uuid, target.libvirt_name)
+        return (await self._store.collect_garbage()).bytes_freed
+
     async def _discard_orphan(self, vm: Vm, name: str) -> str:
         """Remove the half-made snapshot QEMU may have left in the image; say what happened."""
         try:
@@ -583,7 +620,7 @@ class SnapshotService:
             try:
                 await self._hv.stop(vm)
             except HypervisorError as exc:
-                state = await self._state_or_unknown(vm)
+                state = await self.state_or_unknown(vm)
                 raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
         await op.stage(
             Stage.REPLACING_DISK_AND_MEMORY if target.has_memory else Stage.REPLACING_DISK
@@ -611,7 +648,7 @@ class SnapshotService:
             if landed:
                 return await self._start_reverted(op, vm, target)
             if landed is None:
-                state = await self._state_or_unknown(vm)
+                state = await self.state_or_unknown(vm)
                 raise RestoreFailed(vm.name, lost.detail, state, Recovery.UNKNOWN.value) from lost
             await op.stage(Stage.RECOVERING)
             state, recovery = await self._recover(vm, pre_state, safety)
@@ -659,9 +696,9 @@ class SnapshotService:
             return (await self._hv.state(vm)).value, Recovery.STARTED
         except CoreError:
             logger.exception("recovery of %s after a failed restore failed", vm.name)
-            return await self._state_or_unknown(vm), Recovery.FAILED
+            return await self.state_or_unknown(vm), Recovery.FAILED
 
-    async def _state_or_unknown(self, vm: Vm) -> str:
+    async def state_or_unknown(self, vm: Vm) -> str:
         try:
             return (await self._hv.state(vm)).value
         except CoreError:

@@ -45,7 +45,13 @@ class FakeHypervisor:
         self.state_after_failure: dict[str, VmState] = {}
         self.delay = 0.0
         self.calls: list[tuple[str, str]] = []
+        # Told of every snapshot made (vm uuid, libvirt name): a fake disk keeps its content.
+        self.on_create: Callable[[str, str], None] | None = None
         self._clock = 1_700_000_000
+
+    def define(self, vm: Vm) -> None:
+        """A VM defined anew (a restore from the backup store)."""
+        self.vms[vm.uuid] = FakeVm(vm)
 
     @property
     def uri(self) -> str:
@@ -144,6 +150,8 @@ class FakeHypervisor:
         )
         f.snapshots[libvirt_name] = snap
         f.disk_bytes += 1024 * 1024
+        if self.on_create is not None:
+            self.on_create(vm.uuid, libvirt_name)
         # The snapshot exists in libvirt, the call has not returned yet: a test can interleave
         # another request exactly here.
         if self.after_create is not None:

@@ -1,0 +1,307 @@
+"""Incremental snapshots end to end over the fake hypervisor, file-backed fake disks, a real
+backup store in a temporary directory and a real SQLite catalogue: what a user of
+``/snapshot --incremental``, ``/restore`` and ``/snapshot verify`` would notice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.adapters.backupstore import DirectoryBackupStore
+from core.bootstrap import Core
+from core.catalogue.store import SystemClock
+from core.domain.backups import CHUNK_SIZE, Consistency, PointRef
+from core.domain.operation import OperationKind, OperationStatus, Stage
+from core.domain.snapshot import CatalogueStatus, SnapshotKind
+from core.domain.vm import VmState
+from core.errors import InvalidInput, LabelTaken, SnapshotMissing, VmNotFound
+from core.services.backups import BackupService
+from core.services.operations import OperationRunner
+from core.services.snapshots import SnapshotService
+from tests.conftest import ALICE, Services
+from tests.fakes.disks import FakeDiskAccess
+
+WEB = "11111111-1111-1111-1111-111111111111"
+DB = "33333333-3333-3333-3333-333333333333"
+MiB = 1024 * 1024
+
+
+def backups_of(core: Core) -> BackupService:
+    assert core.backups is not None
+    return core.backups
+
+
+async def test_second_backup_stores_only_what_the_guest_changed(
+    core: Core, fake_disks: FakeDiskAccess
+) -> None:
+    fake_disks.write(WEB, 0, os.urandom(8 * MiB))
+    stages: list[Stage] = []
+
+    async def progress(stage: Stage) -> None:
+        stages.append(stage)
+
+    first = await backups_of(core).create_backup(
+        "web-01", "night-1", actor=ALICE, progress=progress
+    )
+    assert Stage.READING_DISKS in stages
+    assert first.figures.bytes_read == 8 * MiB  # the holes were never read
+    assert first.figures.bytes_new == 8 * MiB
+    assert first.consistency is Consistency.CRASH_CONSISTENT
+    assert first.snapshot.kind is SnapshotKind.INCREMENTAL
+    assert first.snapshot.logical_bytes == 16 * MiB
+
+    fake_disks.write(WEB, 4 * MiB, os.urandom(CHUNK_SIZE))  # one chunk changes
+    second = await backups_of(core).create_backup("web-01", "night-2", actor=ALICE)
+    assert second.figures.bytes_read == 8 * MiB
+    assert second.figures.bytes_new == CHUNK_SIZE
+    assert second.snapshot.added_bytes == CHUNK_SIZE
+
+    listing = await core.snapshots.list_snapshots("web-01")
+    kinds = {s.label: s.kind for s in listing[0].snapshots}
+    assert kinds == {"night-1": SnapshotKind.INCREMENTAL, "night-2": SnapshotKind.INCREMENTAL}
+
+
+async def test_a_listing_sync_keeps_incrementals_present(
+    core: Core, fake_disks: FakeDiskAccess
+) -> None:
+    # libvirt never has restore points in the store: a sync must not mark them missing.
+    fake_disks.write(WEB, 0, b"data")
+    await backups_of(core).create_backup("web-01", "kept", actor=ALICE)
+    await core.snapshots.list_snapshots()
+    [row] = list((await core.snapshots.list_snapshots("web-01"))[0].snapshots)
+    assert row.status is CatalogueStatus.PRESENT
+
+
+async def test_duplicate_label_is_refused_before_anything_is_read(
+    core: Core, fake_disks: FakeDiskAccess
+) -> None:
+    await core.snapshots.create_snapshot("web-01", "before-upgrade", actor=ALICE)
+    with pytest.raises(LabelTaken):
+        await backups_of(core).create_backup("web-01", "before-upgrade", actor=ALICE)
+    assert ("backup_view", "web-01") not in fake_disks.calls
+
+
+async def test_restore_in_place_brings_the_disk_back_and_keeps_full_snapshots(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    before = os.urandom(2 * MiB)
+    fake_disks.write(WEB, MiB, before)
+    await core.snapshots.create_snapshot("web-01", "full-before", actor=ALICE)
+    await backups_of(core).create_backup("web-01", "good", actor=ALICE)
+    fake_disks.write(WEB, MiB, os.urandom(2 * MiB))  # the guest breaks things
+    fake_disks.write(WEB, 12 * MiB, b"new file written after the backup")
+
+    result = await backups_of(core).restore_backup("web-01", "good", actor=ALICE)
+
+    assert fake_disks.read(WEB, MiB, 2 * MiB) == before
+    # data written after the backup is gone, not left showing through
+    assert fake_disks.read(WEB, 12 * MiB, 64) == bytes(64)
+    assert result.safety is not None
+    assert result.safety.label.startswith("safety-")
+    assert result.vm_state is VmState.RUNNING  # it ran when the point was taken
+    labels = {s.label for s in (await core.snapshots.list_snapshots("web-01"))[0].snapshots}
+    assert {"full-before", "good", result.safety.label} <= labels
+    assert ("stop", WEB) in services.hv.calls
+
+
+async def test_restoring_a_full_snapshot_through_the_backup_path_is_refused_with_the_way(
+    core: Core,
+) -> None:
+    await core.snapshots.create_snapshot("web-01", "full", actor=ALICE)
+    with pytest.raises(InvalidInput, match="full snapshot inside the VM's image"):
+        await backups_of(core).restore_backup("web-01", "full", actor=ALICE)
+
+
+async def test_restore_as_makes_a_copy_beside_the_original(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    data = os.urandom(MiB)
+    fake_disks.write(WEB, 0, data)
+    await backups_of(core).create_backup("web-01", "copy-me", actor=ALICE)
+
+    result = await backups_of(core).restore_as("web-01", "copy-me", "web-01-copy", actor=ALICE)
+
+    copy = await services.hv.get_vm("web-01-copy")
+    assert copy.uuid != WEB
+    assert result.created
+    assert result.vm_name == "web-01-copy"
+    assert result.vm_state is VmState.SHUT_OFF  # a copy is left off: its IPs would clash
+    assert fake_disks.read(copy.uuid, 0, MiB) == data
+    assert (await services.hv.get_vm("web-01")).state is VmState.RUNNING
+
+
+async def test_restore_as_refuses_bad_or_taken_names(
+    core: Core, fake_disks: FakeDiskAccess
+) -> None:
+    await backups_of(core).create_backup("web-01", "p", actor=ALICE)
+    with pytest.raises(InvalidInput, match="cannot be a VM name"):
+        await backups_of(core).restore_as("web-01", "p", "../etc", actor=ALICE)
+    with pytest.raises(InvalidInput, match="exists already"):
+        await backups_of(core).restore_as("web-01", "p", "web-02", actor=ALICE)
+
+
+async def test_a_deleted_vm_comes_back_under_its_own_name_and_uuid(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    data = os.urandom(3 * MiB)
+    fake_disks.write(DB, 2 * MiB, data)  # db-01 is shut off
+    await backups_of(core).create_backup("db-01", "last-good", actor=ALICE)
+    # Deleted: undefined, and its disk gone.
+    del services.hv.vms[DB]
+    fake_disks.disk(DB).unlink()
+    with pytest.raises(VmNotFound):
+        await services.hv.get_vm("db-01")
+
+    result = await backups_of(core).restore_as("db-01", "last-good", None, actor=ALICE)
+
+    back = await services.hv.get_vm("db-01")
+    assert back.uuid == DB
+    assert fake_disks.read(DB, 2 * MiB, 3 * MiB) == data
+    assert result.vm_state is VmState.SHUT_OFF  # it was shut off when backed up
+
+
+async def test_recreating_a_vm_that_exists_is_refused_with_the_way(core: Core) -> None:
+    await backups_of(core).create_backup("web-01", "p", actor=ALICE)
+    with pytest.raises(InvalidInput, match="restore it in place"):
+        await backups_of(core).restore_as("web-01", "p", None, actor=ALICE)
+
+
+async def test_deleting_one_point_never_breaks_another_and_space_comes_back(
+    core: Core, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    shared = os.urandom(CHUNK_SIZE)
+    fake_disks.write(WEB, 0, shared)
+    await backups_of(core).create_backup("web-01", "one", actor=ALICE)
+    only_second = os.urandom(CHUNK_SIZE)
+    fake_disks.write(WEB, CHUNK_SIZE, only_second)
+    await backups_of(core).create_backup("web-01", "two", actor=ALICE)
+
+    # the older point goes; the newer one shares its first chunk
+    deleted = await core.snapshots.delete_snapshot("web-01", "one", actor=ALICE)
+    assert deleted.freed_bytes == 0  # every chunk of "one" is still needed by "two"
+    fake_disks.write(WEB, 0, os.urandom(2 * CHUNK_SIZE))
+    await backups_of(core).restore_backup("web-01", "two", actor=ALICE, safety_snapshot=False)
+    assert fake_disks.read(WEB, 0, CHUNK_SIZE) == shared
+    assert fake_disks.read(WEB, CHUNK_SIZE, CHUNK_SIZE) == only_second
+
+    deleted = await core.snapshots.delete_snapshot("web-01", "two", actor=ALICE)
+    assert deleted.freed_bytes is not None
+    assert deleted.freed_bytes > 0
+    assert (await backup_store.verify()).ok
+
+
+async def test_verify_names_the_damaged_points_and_a_later_backup_heals_them(
+    core: Core, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    data = os.urandom(CHUNK_SIZE)
+    fake_disks.write(WEB, 0, data)
+    first = await backups_of(core).create_backup("web-01", "a", actor=ALICE)
+    await backups_of(core).create_backup("web-01", "b", actor=ALICE)
+    # Bit rot in the chunk both points need.
+    [chunk] = [p for p in (backup_store.root / ".chunks").glob("*/*") if len(p.name) == 64]
+    raw = bytearray(chunk.read_bytes())
+    raw[-1] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+
+    result = await backups_of(core).verify("web-01", None, actor=ALICE)
+
+    assert {s.label for s in result.damaged} == {"a", "b"}
+    assert all(s.damage for s in result.damaged)
+    rows = {s.label: s for s in (await core.snapshots.list_snapshots("web-01"))[0].snapshots}
+    assert rows["a"].damage
+    assert rows["b"].damage
+    with pytest.raises(Exception, match="damaged"):
+        await backups_of(core).restore_backup("web-01", "a", actor=ALICE, safety_snapshot=False)
+    assert fake_disks.read(WEB, 0, CHUNK_SIZE) == data  # the failed restore wrote nothing
+
+    # The VM still has the data: the next backup stores the piece again.
+    await backups_of(core).create_backup("web-01", "c", actor=ALICE)
+    again = await backups_of(core).verify("web-01", None, actor=ALICE)
+    assert again.report.ok
+    assert {s.label for s in again.repaired} == {"a", "b"}
+    assert first.snapshot.point_id is not None
+    ops = await core.snapshots._catalogue.operations(WEB)
+    assert any(
+        o.kind is OperationKind.VERIFY and o.status is OperationStatus.SUCCEEDED for o in ops
+    )
+
+
+async def test_archive_moves_a_full_snapshot_to_the_store_and_frees_the_image(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    data = os.urandom(MiB)
+    fake_disks.write(WEB, 0, data)
+    made = await core.snapshots.create_snapshot("web-01", "pre-upgrade", actor=ALICE)
+    fake_disks.write(WEB, 0, os.urandom(MiB))
+
+    result = await backups_of(core).archive("web-01", "pre-upgrade", actor=ALICE)
+
+    assert result.snapshot.kind is SnapshotKind.ARCHIVED
+    assert result.snapshot.label == "pre-upgrade"
+    assert not result.snapshot.has_memory
+    assert result.freed_bytes == MiB  # what the fake image gave back
+    assert made.snapshot.libvirt_name not in services.hv.vms[WEB].snapshots
+    # and it restores like an incremental: the disk as the full snapshot had it
+    await backups_of(core).restore_backup(
+        "web-01", "pre-upgrade", actor=ALICE, safety_snapshot=False
+    )
+    assert fake_disks.read(WEB, 0, MiB) == data
+
+
+async def test_a_new_catalogue_over_an_old_store_lists_and_restores(
+    core: Core, services: Services, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    data = os.urandom(MiB)
+    fake_disks.write(WEB, 0, data)
+    await backups_of(core).create_backup("web-01", "survivor", actor=ALICE)
+    # The catalogue loses the record (a new snapbot, a new database).
+    [row] = [s for s in await services.catalogue.snapshots(WEB) if s.label == "survivor"]
+    await services.catalogue.remove_snapshot(WEB, row.libvirt_name)
+
+    listing = await core.snapshots.list_snapshots("web-01")
+
+    [adopted] = [s for s in listing[0].snapshots if s.label == "survivor"]
+    assert adopted.kind is SnapshotKind.INCREMENTAL
+    assert adopted.created_by == ALICE.user
+    fake_disks.write(WEB, 0, os.urandom(MiB))
+    await backups_of(core).restore_backup("web-01", "survivor", actor=ALICE, safety_snapshot=False)
+    assert fake_disks.read(WEB, 0, MiB) == data
+
+
+async def test_a_point_gone_from_the_store_is_reported_missing_not_restored(
+    core: Core, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    made = await backups_of(core).create_backup("web-01", "lost", actor=ALICE)
+    assert made.snapshot.point_id is not None
+    await backup_store.delete_point(PointRef(WEB, made.snapshot.point_id))
+    with pytest.raises(SnapshotMissing):
+        await backups_of(core).restore_backup("web-01", "lost", actor=ALICE)
+    assert ("restore_in_place", "web-01") not in fake_disks.calls
+
+
+async def test_without_a_store_a_store_record_cannot_be_deleted_silently(
+    services: Services, core: Core
+) -> None:
+    await backups_of(core).create_backup("web-01", "p", actor=ALICE)
+    bare = SnapshotService(
+        services.hv,
+        services.catalogue,
+        OperationRunner(services.catalogue, SystemClock(), "x"),
+        SystemClock(),
+    )
+    with pytest.raises(InvalidInput, match="SNAPBOT_BACKUP_DIR"):
+        await bare.delete_snapshot("web-01", "p", actor=ALICE)
+    assert [s.label for s in await services.catalogue.snapshots(WEB)] == ["p"]
+
+
+async def test_backup_store_directory_must_exist(tmp_path: Path) -> None:
+    from core.config import Settings
+
+    base = {"SNAPBOT_DATA_DIR": str(tmp_path)}
+    with pytest.raises(InvalidInput, match="absolute path"):
+        Settings.load({**base, "SNAPBOT_BACKUP_DIR": "backups"})
+    with pytest.raises(InvalidInput, match="not a directory"):
+        Settings.load({**base, "SNAPBOT_BACKUP_DIR": str(tmp_path / "nfs-not-mounted")})
+    assert Settings.load({**base, "SNAPBOT_BACKUP_DIR": str(tmp_path)}).backup_dir == tmp_path
