@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
+from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
@@ -79,11 +81,17 @@ async def build_core(
         if why is not None:
             fallback_reason = f"cannot reach libvirt at {uri} ({why})"
             uri, database_url = FALLBACK_LIBVIRT_URI, DEMO_DATABASE_URL
-    hypervisor = LibvirtHypervisor(
-        LibvirtConnection(
-            uri, workers=settings.libvirt_workers, mutation_deadline=settings.libvirt_timeout
-        )
+    connection = LibvirtConnection(
+        uri, workers=settings.libvirt_workers, mutation_deadline=settings.libvirt_timeout
     )
+    hypervisor = LibvirtHypervisor(connection)
+    # The demo hypervisor gets no backup store: its VMs are not real, their backups would be.
+    store = (
+        DirectoryBackupStore(settings.backup_dir)
+        if settings.backup_dir is not None and fallback_reason is None
+        else None
+    )
+    disks = LibvirtDiskAccess(connection) if store is not None else None
     watcher: asyncio.Task[None] | None = None
     try:
         async with open_database(database_url):
@@ -96,6 +104,8 @@ async def build_core(
                 libvirt_uri=uri,
                 gated=True,
                 observer=observer,
+                store=store,
+                disks=disks,
             )
             await core.watch.connect_once()
             watcher = asyncio.create_task(core.watch.run(), name="hypervisor-watch")
@@ -105,6 +115,10 @@ async def build_core(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        if disks is not None:
+            await disks.close()
+        if store is not None:
+            store.close()
         await hypervisor.close()
 
 
