@@ -31,6 +31,7 @@ from bot.dispatch import (
 )
 from bot.grammar import PRUNE_ALL, UsageError, parse_line
 from bot.mrkdwn import plain
+from bot.previews import StoreRestorePreview
 from core.domain.operation import Actor, Operation, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
@@ -170,7 +171,9 @@ class Console:
         assert isinstance(outcome, ConfirmRestore)
         self._say(messages.restore_warning(outcome.preview))
         expected = outcome.typed_name
-        typed = await self._ask(messages.CONFIRM_PROMPT)
+        copy = isinstance(outcome.preview, StoreRestorePreview) and outcome.preview.as_name
+        prompt = messages.new_vm_confirm_prompt(expected) if copy else messages.CONFIRM_PROMPT
+        typed = await self._ask(prompt)
         if typed != expected:
             await self._dispatcher.cancel(outcome.confirmation.id, actor)
             return messages.restore_cancelled(expected, typed)

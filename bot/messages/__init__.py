@@ -35,8 +35,10 @@ from bot.messages.backups import (
 )
 from bot.messages.confirmations import (
     CONFIRM_PROMPT,
+    NEW_VM_CONFIRM_LABEL,
     cancelled,
     confirmed_by,
+    new_vm_confirm_prompt,
     restore_cancelled,
     typed_mismatch,
     typed_name_error,
@@ -133,6 +135,7 @@ __all__ = [
     "LOADING_TEXT",
     "LOADING_TITLE",
     "MODAL_CLOSE",
+    "NEW_VM_CONFIRM_LABEL",
     "PICK_LABEL",
     "PICK_MODAL_SUBMIT",
     "PICK_MODAL_TITLE",
@@ -170,6 +173,7 @@ __all__ = [
     "log_format_unknown",
     "modal_failed",
     "modal_refusal",
+    "new_vm_confirm_prompt",
     "no_backup_store",
     "not_held_after_create",
     "operation_title",

@@ -6,6 +6,12 @@ from bot.messages.format import mention
 from bot.mrkdwn import literal
 
 CONFIRM_PROMPT = "Type VM name to confirm: "
+NEW_VM_CONFIRM_LABEL = "Type the new VM's name to confirm"
+
+
+def new_vm_confirm_prompt(name: str) -> str:
+    """A restore that defines a VM (a copy): the name typed is the new VM's."""
+    return f"Type the new VM's name ({literal(name)}) to confirm: "
 
 
 def typed_mismatch(action: str, expected: str, typed: str) -> str:

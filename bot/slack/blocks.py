@@ -122,7 +122,11 @@ def restore_view(
             {
                 "type": "input",
                 "block_id": CONFIRM_BLOCK,
-                "label": _plain(messages.CONFIRM_LABEL),
+                "label": _plain(
+                    messages.NEW_VM_CONFIRM_LABEL
+                    if isinstance(preview, StoreRestorePreview) and preview.as_name
+                    else messages.CONFIRM_LABEL
+                ),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": CONFIRM_INPUT,
