@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from bot import messages
 from bot.grammar import (
+    AddSchedule,
+    ArchiveSnapshot,
     CreateSnapshot,
     DeleteSnapshot,
     Help,
@@ -17,6 +19,7 @@ from bot.grammar import (
     RenameSnapshot,
     Restore,
     UsageError,
+    VerifyBackups,
     parse,
     parse_line,
 )
@@ -55,6 +58,21 @@ from tests.fuzz.strategies import EXAMPLES, command_line
         ("/prune all --keep-weekly 4 --dry-run", Prune(None, (("weekly", 4),), True)),
         ("/prune web-01", Prune("web-01", (), False)),
         ("/prune", Help("prune")),
+        (
+            "/snapshot web-01 nightly --incremental",
+            CreateSnapshot("web-01", "nightly", "", incremental=True),
+        ),
+        (
+            "/snapshot web-01 pre --incremental --hold --desc 'pg 15'",
+            CreateSnapshot("web-01", "pre", "pg 15", hold=True, incremental=True),
+        ),
+        ("/snapshot archive web-01 old", ArchiveSnapshot("web-01", "old")),
+        ("/snapshot verify", VerifyBackups(None, None)),
+        ("/snapshot verify web-01", VerifyBackups("web-01", None)),
+        ("/snapshot verify web-01 nightly", VerifyBackups("web-01", "nightly")),
+        ("/restore web-01 pre --as web-01-copy", Restore("web-01", "pre", True, "web-01-copy")),
+        ("/restore web-01 pre --as=Web_01.test", Restore("web-01", "pre", True, "Web_01.test")),
+        ("/restore gone-vm --as gone-2", Restore("gone-vm", None, True, "gone-2")),
     ],
 )
 def test_grammar(line: str, expected: object) -> None:
@@ -95,6 +113,20 @@ def test_grammar(line: str, expected: object) -> None:
         # Invalid UTF-8 on a pipe (surrogateescape): libvirt raised UnicodeEncodeError on it.
         ("/snapshot \udcff\udcfe x", "snapshot", "bytes that are not UTF-8 (U+DCFF)"),
         ("snapshot x y", None, "commands start with /"),
+        ("/restore web-01 a --as web/01", "restore", "the new VM's name 'web/01' contains '/'"),
+        ("/restore web-01 a --as 'web 01'", "restore", "contains a space"),
+        ("/restore web-01 a --as wéb", "restore", "contains 'é'; use only ASCII letters"),
+        ("/restore web-01 a --as " + "w" * 65, "restore", "65 characters long; the limit is 64"),
+        ("/restore web-01 a --as .hidden", "restore", "starts with '.'"),
+        ("/restore web-01 a --as", "restore", "--as needs a value"),
+        ("/restore web-01 a --as=", "restore", "--as needs the new VM's name"),
+        ("/restore web-01 a --as web-01", "restore", "--as names the new VM"),
+        ("/restore web-01 a --as c --no-safety-snapshot", "restore", "does not go with --as"),
+        ("/snapshot web-01 a --incremental --no-space-check", "snapshot", "needs none"),
+        ("/snapshot archive web-01", "snapshot", "missing the VM and the snapshot name"),
+        ("/snapshot archive web-01 a --desc x", "snapshot", "--desc does not go with"),
+        ("/snapshot verify web-01 a b", "snapshot", "unexpected 'b'"),
+        ("/snapshot list --incremental", "snapshot", "--incremental does not go with"),
     ],
 )
 def test_wrong_usage_names_the_problem_and_shows_usage(
@@ -140,3 +172,12 @@ def test_real_commands_with_hostile_values_parse_or_name_the_problem(line: str) 
     if problem is not None:
         assert problem.problem
         assert len(messages.usage_error_text(problem)) < 3000, "it names the problem, briefly"
+
+
+def test_schedules_can_take_incrementals() -> None:
+    parsed = parse_line("/snapshot schedule add nightly web-* daily 02:00 --incremental")
+    assert isinstance(parsed, AddSchedule)
+    assert parsed.incremental
+    plain = parse_line("/snapshot schedule add hourly web-* cron '0 * * * *'")
+    assert isinstance(plain, AddSchedule)
+    assert not plain.incremental
