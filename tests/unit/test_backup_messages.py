@@ -16,6 +16,7 @@ from core.domain.backups import Consistency, PointRef, VerifyReport
 from core.domain.confirmation import (
     ArchiveRequest,
     ConfirmationKind,
+    Request,
     RestoreRequest,
     kind_of,
     request_from_json,
@@ -61,7 +62,7 @@ def point(label: str = "nightly", **changes: object) -> Snapshot:
 
 
 def test_new_restore_keys_round_trip_and_a_plain_restore_keeps_the_release_0_1_form() -> None:
-    requests = [
+    requests: list[Request] = [
         RestoreRequest("web-01", "a", "pt-1", True, as_name="web-01-copy", backup_store=True),
         RestoreRequest("gone", "a", "pt-2", False, backup_store=True, define=True),
         ArchiveRequest("web-01", "old", "sb-3"),
