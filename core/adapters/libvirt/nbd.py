@@ -228,7 +228,6 @@ class QemuNbdServer:
         command = [
             "qemu-nbd",
             f"--socket={socket}",
-            f"--format={image_format}",
             # Served under the empty name, as qemu-nbd does by default; spelled out because the
             # client asks for it by name.
             "--export-name=",
@@ -244,8 +243,16 @@ class QemuNbdServer:
         if snapshot is not None:
             command.append(f"--load-snapshot=snapshot.name={snapshot}")
         if force_share:
-            command.append("--force-share")
-        command.append(image)
+            # qemu-nbd 7.2 has no --force-share option (qemu-img and qemu-io have -U): the
+            # block layer's force-share option, given through --image-opts, is the same thing.
+            # QemuOpts values escape a comma by doubling it.
+            escaped = image.replace(",", ",,")
+            command += [
+                "--image-opts",
+                f"driver={image_format},file.filename={escaped},force-share=on",
+            ]
+        else:
+            command += [f"--format={image_format}", image]
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
