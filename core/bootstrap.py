@@ -154,7 +154,7 @@ def wire(
         else BackupService(hypervisor, disks, store, catalogue, runner, clock, snapshots)
     )
     pruning = PruneService(
-        hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner
+        hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
     )
     return Core(
         settings=settings,
@@ -172,6 +172,7 @@ def wire(
             clock,
             owner,
             safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
+            backups=backups,
         ),
         watch=watch,
         schedule_store=catalogue,

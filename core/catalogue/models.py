@@ -124,6 +124,12 @@ class ScheduleRow(Model):
     enabled = fields.BooleanField(default=True)
     # The newest fire time handled (run, or reported missed): misses are counted from here.
     last_fire = fields.DatetimeField(null=True)
+    # What it does (``ScheduleTask``): full snapshots, incremental ones, or verification. Null
+    # in schedules made before there was a choice: they take full snapshots. (Nullable rather
+    # than defaulted: a column added with a default is refused by SQLite's ALTER TABLE.)
+    task = fields.CharField(max_length=16, null=True)
+    # Its retention archives full snapshots into the backup store instead of deleting them.
+    archive = fields.BooleanField(null=True)
 
     class Meta:
         table = "schedule"

@@ -11,7 +11,7 @@ from tortoise.exceptions import IntegrityError
 
 from core.catalogue.models import ScheduleRow, ScheduleRunRow
 from core.domain.retention import RetentionPolicy
-from core.domain.schedule import Cadence, Schedule, When
+from core.domain.schedule import Cadence, Schedule, ScheduleTask, When
 from core.errors import InvalidInput
 from core.ports import Clock
 
@@ -44,6 +44,8 @@ def _schedule(row: ScheduleRow) -> Schedule:
         grace=timedelta(seconds=row.grace_seconds),
         enabled=row.enabled,
         last_fire=row.last_fire,
+        task=ScheduleTask(row.task or ScheduleTask.SNAPSHOT.value),
+        archive=bool(row.archive),
     )
 
 
@@ -71,6 +73,8 @@ class TortoiseSchedules:
                 grace_seconds=int(schedule.grace.total_seconds()),
                 enabled=schedule.enabled,
                 last_fire=schedule.last_fire,
+                task=schedule.task.value,
+                archive=schedule.archive,
             )
         except IntegrityError:
             raise name_taken(schedule.name) from None

@@ -159,9 +159,21 @@ def validate_schedule_name(name: str) -> str:
     return name
 
 
+class ScheduleTask(enum.Enum):
+    """What a schedule does at each of its times."""
+
+    # Internal full snapshots (disk and memory, in the VM's image).
+    SNAPSHOT = "snapshot"
+    # Incremental snapshots: restore points in the backup store, outside the image.
+    INCREMENTAL = "incremental"
+    # Re-read everything the backup store holds for the VMs and check it.
+    VERIFY = "verify"
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A stored schedule. ``policy`` None means snapshots only, no pruning."""
+    """A stored schedule. ``policy`` None means snapshots only, no pruning; the policy
+    applies to the kind of snapshot the schedule takes, never to another's."""
 
     id: int
     name: str
@@ -174,6 +186,9 @@ class Schedule:
     grace: timedelta = DEFAULT_GRACE
     enabled: bool = True
     last_fire: datetime | None = None
+    task: ScheduleTask = ScheduleTask.SNAPSHOT
+    # With a policy: full snapshots it would delete are moved to the backup store instead.
+    archive: bool = False
 
     def covers(self, vm_name: str) -> bool:
         return self.vms == ALL_VMS or fnmatch.fnmatchcase(vm_name, self.vms)

@@ -52,7 +52,6 @@ from core.errors import (
     InvalidInput,
     OperationFailed,
     SnapshotMissing,
-    SnapshotNotFound,
     VmNotFound,
 )
 from core.ports import BackupStore, Catalogue, Clock, DiskAccess, Hypervisor
@@ -445,8 +444,7 @@ class BackupService:
                 chosen = [r for r in rows if r.vm_uuid == vm_uuid]
                 if label is not None:
                     chosen = [await self._stored_target(vm_uuid, vm_name, label, None)]
-                if not chosen:
-                    raise SnapshotNotFound(vm_name, label or "(any incremental)", ())
+
         refs = [PointRef(r.vm_uuid, r.point_id) for r in chosen if r.point_id is not None]
         if vm_name is None:
             report = await self._store.verify(None)

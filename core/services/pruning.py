@@ -23,10 +23,11 @@ from core.domain.operation import (
     no_progress,
 )
 from core.domain.retention import RetentionPolicy, items_from_snapshots, plan_retention
-from core.domain.snapshot import CatalogueStatus, Snapshot
+from core.domain.snapshot import CatalogueStatus, Snapshot, SnapshotKind
 from core.domain.vm import Vm
 from core.errors import CoreError, InvalidInput, SnapshotHeld
 from core.ports import Catalogue, Clock, Hypervisor
+from core.services.backups import ArchiveResult, BackupService
 from core.services.operations import OperationRunner
 from core.services.snapshots import DeleteResult, SnapshotService
 
@@ -82,10 +83,14 @@ class VmPruneResult:
     held: list[SnapshotHeld] = field(default_factory=list)
     failed: list[tuple[str, CoreError]] = field(default_factory=list)
     skipped: str | None = None
+    # Full snapshots moved to the backup store instead of deleted (a policy with archive).
+    archived: list[ArchiveResult] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
-        return sum(r.freed_bytes or 0 for r in self.deleted)
+        return sum(r.freed_bytes or 0 for r in self.deleted) + sum(
+            r.freed_bytes or 0 for r in self.archived
+        )
 
 
 def summary_of(result: VmPruneResult) -> str:
@@ -93,6 +98,8 @@ def summary_of(result: VmPruneResult) -> str:
     if result.skipped is not None:
         return f"nothing deleted: {result.skipped}"
     parts = [f"deleted {len(result.deleted)}"]
+    if result.archived:
+        parts.append(f"archived {len(result.archived)} to the backup store")
     if result.kept_since_preview:
         parts.append(f"{len(result.kept_since_preview)} no longer to delete since the preview")
     if result.held:
@@ -113,22 +120,32 @@ class PruneService:
         clock: Clock,
         timezone: tzinfo,
         runner: OperationRunner,
+        backups: BackupService | None = None,
     ) -> None:
         self._runner = runner
+        self._backups = backups
         self._hv = hypervisor
         self._catalogue = catalogue
         self._snapshots = snapshots
         self._clock = clock
         self._tz = timezone
 
-    async def preview(self, vm_name: str | None, policy: RetentionPolicy) -> PrunePreview:
-        """The plan for one VM, or for every VM (None), without changing anything."""
+    async def preview(
+        self,
+        vm_name: str | None,
+        policy: RetentionPolicy,
+        *,
+        kinds: frozenset[SnapshotKind] | None = None,
+    ) -> PrunePreview:
+        """The plan for one VM, or for every VM (None), without changing anything. With
+        ``kinds``, only snapshots of those kinds are judged (a schedule's policy covers the
+        kind it takes, never another's)."""
         policy.validate()
         if vm_name is not None:
             vms = [await self._snapshots.vm(vm_name)]
         else:
             vms = await self._hv.list_vms()
-        plans = [await self._plan(vm, policy) for vm in vms]
+        plans = [await self._plan(vm, policy, kinds) for vm in vms]
         return PrunePreview(policy, str(self._tz), tuple(p for p in plans if p.decisions))
 
     async def apply(
@@ -138,10 +155,17 @@ class PruneService:
         *,
         actor: Actor,
         progress: ProgressCallback = no_progress,
+        kinds: frozenset[SnapshotKind] | None = None,
+        archive: bool = False,
     ) -> list[VmPruneResult]:
         """Delete the snapshots ``pinned`` (VM uuid -> libvirt names, from a preview) that a
-        fresh plan still deletes. One VM's failure does not stop the others."""
+        fresh plan still deletes. One VM's failure does not stop the others. With ``archive``
+        full snapshots are moved to the backup store instead of deleted."""
         policy.validate()
+        if archive and self._backups is None:
+            raise InvalidInput(
+                "archiving needs a backup store: set SNAPBOT_BACKUP_DIR, or prune without it"
+            )
         results = []
         for vm_uuid, names in pinned.items():
             try:
@@ -151,7 +175,7 @@ class PruneService:
                 continue
             result = VmPruneResult(vm.name)
             results.append(result)
-            plan = await self._plan(vm, policy)
+            plan = await self._plan(vm, policy, kinds)
             if plan.refused:
                 result.skipped = plan.refused
                 continue
@@ -162,6 +186,17 @@ class PruneService:
                     result.kept_since_preview.append(name)
                     continue
                 try:
+                    if archive and self._backups and snap.kind is SnapshotKind.FULL:
+                        result.archived.append(
+                            await self._backups.archive(
+                                vm.name,
+                                snap.label,
+                                actor=actor,
+                                progress=progress,
+                                libvirt_name=snap.libvirt_name,
+                            )
+                        )
+                        continue
                     result.deleted.append(
                         await self._snapshots.delete_snapshot(
                             vm.name,
@@ -186,21 +221,36 @@ class PruneService:
             )
         return results
 
-    async def _plan(self, vm: Vm, policy: RetentionPolicy) -> VmPrunePlan:
+    async def _plan(
+        self, vm: Vm, policy: RetentionPolicy, kinds: frozenset[SnapshotKind] | None = None
+    ) -> VmPrunePlan:
         await self._snapshots.sync(vm)
         present = [
             s
             for s in await self._catalogue.snapshots(vm.uuid)
-            if s.status is CatalogueStatus.PRESENT
+            if s.status is CatalogueStatus.PRESENT and (kinds is None or s.kind in kinds)
         ]
         if not present:
             return VmPrunePlan(vm, ())
         by_name = {s.libvirt_name: s for s in present}
-        plan = plan_retention(
-            items_from_snapshots(present), policy, self._tz, now=self._clock.now()
-        )
-        decisions = tuple(PruneDecision(by_name[d.key], d.keep, d.reason) for d in plan.decisions)
-        return VmPrunePlan(vm, decisions, plan.refused or await self._failed_schedule(vm))
+        # Internal snapshots and restore points in the backup store are judged apart: "keep 7
+        # daily" keeps 7 of each, so hourly internal snapshots never push a nightly
+        # incremental out (or the other way round).
+        decisions: list[PruneDecision] = []
+        refused: str | None = None
+        for group in (
+            [s for s in present if not s.kind.in_backup_store],
+            [s for s in present if s.kind.in_backup_store],
+        ):
+            if not group:
+                continue
+            plan = plan_retention(
+                items_from_snapshots(group), policy, self._tz, now=self._clock.now()
+            )
+            refused = refused or plan.refused
+            decisions += (PruneDecision(by_name[d.key], d.keep, d.reason) for d in plan.decisions)
+        decisions.sort(key=lambda d: d.snapshot.created_at, reverse=True)
+        return VmPrunePlan(vm, tuple(decisions), refused or await self._failed_schedule(vm))
 
     async def _failed_schedule(self, vm: Vm) -> str | None:
         """Old snapshots are the fallback while the newest scheduled snapshot is failing."""

@@ -12,8 +12,9 @@ from core.domain.vm import FreeSpace
 from core.errors import CoreError
 
 if TYPE_CHECKING:
-    # A type only: ``core.ports`` names these values, and the pruning service imports the
-    # ports, so a run-time import here would be circular.
+    # Types only: ``core.ports`` names these values, and the services import the ports, so a
+    # run-time import here would be circular.
+    from core.services.backups import BackupResult, VerifyResult
     from core.services.pruning import VmPruneResult
 
 
@@ -32,6 +33,10 @@ class VmOutcome:
     prune_error: CoreError | None = None
     # Why each pruned snapshot went (label -> the engine's reason).
     prune_reasons: dict[str, str] = field(default_factory=dict)
+    # An incremental schedule's backup: bytes read and new, consistency.
+    backup: BackupResult | None = None
+    # A verification schedule's result for this VM.
+    verify: VerifyResult | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,6 +87,10 @@ class RunReport:
                     "pruned": [d.snapshot.label for d in o.prune.deleted] if o.prune else [],
                     "held_since_plan": [h.label for h in o.prune.held] if o.prune else [],
                     "freed_bytes": o.prune.freed_bytes if o.prune else 0,
+                    "archived": [a.snapshot.label for a in o.prune.archived] if o.prune else [],
+                    "bytes_read": o.backup.figures.bytes_read if o.backup else None,
+                    "bytes_new": o.backup.figures.bytes_new if o.backup else None,
+                    "damaged": [d.label for d in o.verify.damaged] if o.verify else [],
                 }
                 for o in self.outcomes
             },

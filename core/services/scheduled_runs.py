@@ -16,10 +16,11 @@ from datetime import datetime
 
 from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
-from core.domain.schedule import Schedule
-from core.domain.snapshot import CatalogueStatus, Origin
-from core.errors import CoreError, HypervisorError
+from core.domain.schedule import Schedule, ScheduleTask
+from core.domain.snapshot import CatalogueStatus, Origin, SnapshotKind
+from core.errors import CoreError, HypervisorError, InvalidInput
 from core.ports import Clock, RunStore
+from core.services.backups import BackupService
 from core.services.pruning import PruneService
 from core.services.reports import Digest, DigestLine, Freshness, RunReport, VmOutcome
 from core.services.snapshots import SnapshotService
@@ -37,8 +38,10 @@ class ScheduleRunner:
         owner: str,
         *,
         safety_keep: tuple[int, int] = (DEFAULT_SAFETY_KEEP_LAST, DEFAULT_SAFETY_KEEP_DAYS),
+        backups: BackupService | None = None,
     ) -> None:
         self._snapshots = snapshots
+        self._backups = backups
         self._pruning = pruning
         self._store = store
         self._clock = clock
@@ -76,31 +79,55 @@ class ScheduleRunner:
 
     async def _one_vm(self, schedule: Schedule, fire_time: datetime, vm: str) -> VmOutcome:
         label = schedule.snapshot_label(fire_time)
-        outcome = VmOutcome(vm, label)
+        outcome = VmOutcome(vm, None if schedule.task is ScheduleTask.VERIFY else label)
         started = time.monotonic()
         try:
-            created = await self._snapshots.create_snapshot(
-                vm,
-                label,
-                actor=self.actor(schedule),
-                description=f"scheduled by {schedule.name}",
-                origin=Origin.SCHEDULED,
-            )
+            if schedule.task is ScheduleTask.VERIFY:
+                outcome.verify = await self._need_backups().verify(
+                    vm, None, actor=self.actor(schedule)
+                )
+                outcome.seconds = time.monotonic() - started
+                return outcome
+            if schedule.task is ScheduleTask.INCREMENTAL:
+                outcome.backup = await self._need_backups().create_backup(
+                    vm,
+                    label,
+                    actor=self.actor(schedule),
+                    description=f"scheduled by {schedule.name}",
+                    origin=Origin.SCHEDULED,
+                )
+                vm_uuid, vm_state = outcome.backup.snapshot.vm_uuid, outcome.backup.vm_state
+            else:
+                created = await self._snapshots.create_snapshot(
+                    vm,
+                    label,
+                    actor=self.actor(schedule),
+                    description=f"scheduled by {schedule.name}",
+                    origin=Origin.SCHEDULED,
+                )
+                outcome.memory_bytes = created.snapshot.memory_bytes
+                vm_uuid, vm_state = created.snapshot.vm_uuid, created.vm_state
         except CoreError as exc:
             outcome.error = exc
             outcome.skipped = not isinstance(exc, HypervisorError)
             outcome.vm_state = getattr(exc, "vm_state", None)
             outcome.seconds = time.monotonic() - started
-            logger.warning("scheduled snapshot of %s by %s: %s", vm, schedule.name, exc)
+            logger.warning(
+                "scheduled %s of %s by %s: %s", schedule.task.value, vm, schedule.name, exc
+            )
             return outcome
         outcome.seconds = time.monotonic() - started
-        outcome.memory_bytes = created.snapshot.memory_bytes
-        outcome.vm_state = created.vm_state.value
+        outcome.vm_state = vm_state.value
         if schedule.policy is not None:
             # Only after a good new snapshot: when it failed, old points are the fallback.
             policy = schedule.policy.with_safety_defaults(*self._safety_keep)
+            kinds = (
+                frozenset({SnapshotKind.INCREMENTAL})
+                if schedule.task is ScheduleTask.INCREMENTAL
+                else frozenset({SnapshotKind.FULL})
+            )
             try:
-                preview = await self._pruning.preview(vm, policy)
+                preview = await self._pruning.preview(vm, policy, kinds=kinds)
                 outcome.prune_reasons = {
                     d.snapshot.label: d.reason
                     for plan in preview.plans
@@ -108,14 +135,24 @@ class ScheduleRunner:
                     if not d.keep
                 }
                 (outcome.prune,) = await self._pruning.apply(
-                    preview.to_delete or {created.snapshot.vm_uuid: []},
+                    preview.to_delete or {vm_uuid: []},
                     policy,
                     actor=self.actor(schedule),
+                    kinds=kinds,
+                    archive=schedule.archive,
                 )
             except CoreError as exc:
                 outcome.prune_error = exc
                 logger.warning("scheduled prune of %s by %s: %s", vm, schedule.name, exc)
         return outcome
+
+    def _need_backups(self) -> BackupService:
+        if self._backups is None:
+            raise InvalidInput(
+                "this schedule uses the backup store, and none is configured: set "
+                "SNAPBOT_BACKUP_DIR to its directory"
+            )
+        return self._backups
 
     async def _measure(self, schedule: Schedule, report: RunReport) -> None:
         """Storage totals, free space, and VMs whose newest snapshot is older than promised."""

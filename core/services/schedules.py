@@ -12,6 +12,7 @@ from core.domain.retention import RetentionPolicy
 from core.domain.schedule import (
     DEFAULT_GRACE,
     Schedule,
+    ScheduleTask,
     When,
     validate_schedule_name,
     validate_vm_selector,
@@ -48,9 +49,23 @@ class ScheduleService:
         policy: RetentionPolicy | None,
         channel: str | None,
         actor: Actor,
+        *,
+        task: ScheduleTask = ScheduleTask.SNAPSHOT,
+        archive: bool = False,
     ) -> Schedule:
+        """Store a new schedule. ``task`` says what it does at each time; ``archive`` makes
+        its retention move full snapshots to the backup store instead of deleting them."""
         if policy is not None:
             policy.validate()
+        if archive and (task is not ScheduleTask.SNAPSHOT or policy is None):
+            raise InvalidInput(
+                "--archive applies to the retention of a schedule taking full snapshots: give "
+                "it with --keep-... and without --incremental or --verify"
+            )
+        if task is ScheduleTask.VERIFY and policy is not None:
+            raise InvalidInput(
+                "a verification schedule deletes nothing: drop the --keep-... options"
+            )
         self._timetable.check(when)  # an impossible cron field is refused before it is stored
         schedule = await self._catalogue.add_schedule(
             Schedule(
@@ -63,6 +78,8 @@ class ScheduleService:
                 owner=actor.user,
                 created_at=self._clock.now(),
                 grace=DEFAULT_GRACE,
+                task=task,
+                archive=archive,
             )
         )
         await self._changed()

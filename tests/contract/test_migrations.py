@@ -36,6 +36,7 @@ from core.catalogue import models
 from core.catalogue.clock import SystemClock
 from core.catalogue.db import APP, TORTOISE_ORM, CatalogueIncompatible, open_database
 from core.catalogue.store import TortoiseCatalogue
+from core.domain.schedule import ScheduleTask
 from tests.contract import test_catalogue_backends as backends
 from tests.reliability.figures import record
 
@@ -59,7 +60,14 @@ PRIMARY_KEYS = {m._meta.db_table: m._meta.pk_attr for m in MODELS}
 HYPERVISOR_COLUMNS = {"hypervisor_uri", "host_uuid"}  # 0002
 BACKUP_STORE_COLUMNS = {"point_id", "logical_bytes", "added_bytes", "damage", "consistency"}  # 0003
 NEW_SNAPSHOT_COLUMNS = HYPERVISOR_COLUMNS | BACKUP_STORE_COLUMNS
-MIGRATIONS = ["0001_release_0_1", "0002_snapshot_hypervisor", "0003_backup_store_points"]
+NEW_SCHEDULE_COLUMNS = {"task", "archive"}  # 0004: null in old schedules, read as full snapshots
+NEW_COLUMNS = {"snapshot": NEW_SNAPSHOT_COLUMNS, "schedule": NEW_SCHEDULE_COLUMNS}
+MIGRATIONS = [
+    "0001_release_0_1",
+    "0002_snapshot_hypervisor",
+    "0003_backup_store_points",
+    "0004_schedule_task",
+]
 
 # Rows in every table, with the awkward values: microseconds, non-ASCII text, nested JSON,
 # NULLs, both booleans, a 2**40 integer, each kind of hold, used and pending confirmations.
@@ -422,6 +430,17 @@ async def _schema(ctx: TortoiseContext) -> dict[str, object]:
 # --- the upgrade -------------------------------------------------------------------------------
 
 
+async def test_schedules_of_a_release_catalogue_keep_taking_full_snapshots(
+    database_url: str,
+) -> None:
+    await _build_release_catalogue(database_url)
+    async with _open(database_url):
+        schedules = await TortoiseCatalogue(SystemClock()).schedules()
+    assert schedules
+    assert {s.task for s in schedules} == {ScheduleTask.SNAPSHOT}
+    assert not any(s.archive for s in schedules)
+
+
 async def test_release_catalogue_is_upgraded_with_every_row_intact(database_url: str) -> None:
     await _build_release_catalogue(database_url)
 
@@ -440,7 +459,7 @@ async def test_release_catalogue_is_upgraded_with_every_row_intact(database_url:
     changed = []
     for table, expected in RELEASE_ROWS.items():
         pk = PRIMARY_KEYS[table]
-        extra = dict.fromkeys(NEW_SNAPSHOT_COLUMNS if table == "snapshot" else ())
+        extra = dict.fromkeys(NEW_COLUMNS.get(table, ()))
         for row in expected:
             if rows[table].get(row[pk]) != {**row, **extra}:
                 changed.append((table, row, rows[table].get(row[pk])))
@@ -524,7 +543,7 @@ async def test_0002_catalogue_is_upgraded_with_every_value_intact(database_url: 
     for table, expected in RELEASE_ROWS.items():
         pk = PRIMARY_KEYS[table]
         for row in expected:
-            want = row
+            want = {**row, **dict.fromkeys(NEW_COLUMNS.get(table, ()))}
             if table == "snapshot":
                 want = {
                     **row,
@@ -721,7 +740,7 @@ async def test_catalogue_at_an_earlier_migration_is_backed_up_under_that_schema(
 
 async def test_database_newer_than_the_code_is_refused_and_left_alone(database_url: str) -> None:
     async with _open(database_url) as ctx:
-        await MigrationRecorder(ctx.db()).record_applied(APP, "0004_from_a_newer_snapbot")
+        await MigrationRecorder(ctx.db()).record_applied(APP, "0099_from_a_newer_snapbot")
         before = await _schema(ctx)
         rows = await _rows()
 
@@ -729,7 +748,7 @@ async def test_database_newer_than_the_code_is_refused_and_left_alone(database_u
         async with _open(database_url):
             pytest.fail("a database newer than the code was opened")
     message = str(refused.value)
-    assert "0004_from_a_newer_snapbot" in message
+    assert "0099_from_a_newer_snapbot" in message
     assert "newer snapbot" in message
     assert MIGRATIONS[-1] in message  # what this code knows
 
