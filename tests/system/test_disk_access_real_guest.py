@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import subprocess
 import time
 import uuid
@@ -24,6 +25,7 @@ from core.adapters.libvirt.errors import DiskAccessFailed
 from core.domain.backups import CHUNK_SIZE, Consistency, DiskReader, DiskWriter
 from core.domain.vm import Vm, VmState
 from core.errors import Conflict, InvalidInput
+from tests.system import daemon
 from tests.system.conftest import SESSION_PREFIX, TEST_URI, Guest, Guests, remove_guest
 from tests.system.guest.guest import (
     read_counter_lines,
@@ -160,10 +162,27 @@ async def test_backup_view_of_a_running_guest_is_point_in_time_and_leaves_nothin
     assert temp_dirs() == before
     assert dom.isActive()
     print(
-        f"\nbackup job: set up {setup:.2f} s, torn down {teardown:.2f} s; read {read_bytes / MIB:.0f}"
+        f"\nbackup job: set up {setup * 1000:.0f} ms, torn down {teardown * 1000:.0f} ms; read "
+        f"{read_bytes / MIB:.0f}"
         f" MiB of data in {seconds:.2f} s; all 64 MiB read at "
         f"{64 / raw_seconds:.0f} MiB/s"
     )
+
+
+async def test_backup_view_of_a_paused_guest_says_why_it_is_not_frozen(
+    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect
+) -> None:
+    await wait_host_counter_above(guest, 1)
+    dom = libvirt_conn.lookupByName(guest.name)
+    dom.suspend()
+    on_disk = await host_counter(guest)
+    async with access.backup_view(vm_of(libvirt_conn, guest.name)) as export:
+        assert export.consistency is Consistency.CRASH_CONSISTENT
+        assert "paused" in export.note
+        data = await asyncio.to_thread(export.disks["vda"].read, 0, 16)
+        assert counter_in(data) == on_disk
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
 
 
 async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
@@ -185,8 +204,13 @@ async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
         assert export.consistency is Consistency.SHUT_OFF
         reader = export.disks["vda"]
         assert counter_in(await asyncio.to_thread(reader.read, 0, 16)) == on_disk
-        with pytest.raises(libvirt.libvirtError, match="lock"):
+        with pytest.raises(libvirt.libvirtError) as refused:
             dom.create()
+        # libvirt passes QEMU's reason on, or only "qemu unexpectedly closed the monitor"
+        # with the reason in the VM's QEMU log.
+        qemu_log = daemon.BASE / "cache" / "libvirt" / "qemu" / "log" / f"{guest.name}.log"
+        reason = str(refused.value) + (qemu_log.read_text() if qemu_log.exists() else "")
+        assert 'Failed to get "write" lock' in reason
         started = time.monotonic()
         chunks, read_bytes = await asyncio.to_thread(read_all, reader)
         seconds = time.monotonic() - started
@@ -230,9 +254,11 @@ async def test_restore_in_place_writes_the_image_and_keeps_its_snapshots(
         async with access.restore_in_place(vm, {"vda": 32 * MIB}):
             pass
     marker = b"000000000424242\n"
-    async with access.restore_in_place(vm, {"vda": 64 * MIB}) as target:
+    # A restore point of a bigger disk grows the image first.
+    async with access.restore_in_place(vm, {"vda": 72 * MIB}) as target:
         assert target.disk_paths == {"vda": str(guest.disk)}
         writer = target.disks["vda"]
+        assert writer.size == 72 * MIB
 
         def write() -> None:
             writer.write(0, marker)
@@ -241,6 +267,14 @@ async def test_restore_in_place_writes_the_image_and_keeps_its_snapshots(
 
         await asyncio.to_thread(write)
     assert await host_counter(guest) == 424242
+    info = await asyncio.to_thread(
+        subprocess.run,
+        ["qemu-img", "info", "-U", "--output=json", str(guest.disk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(info.stdout)["virtual-size"] == 72 * MIB
     check = await asyncio.to_thread(
         subprocess.run,
         ["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -P 0x77 5M 1M", str(guest.disk)],

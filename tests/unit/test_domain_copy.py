@@ -1,4 +1,5 @@
-"""A backed-up domain XML rewritten for a restore as a new VM (``domain_copy``)."""
+"""A backed-up domain XML rewritten for a restore as a new VM (``domain_copy``), and disk
+access refused where snapbot does not run on the VM's host."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess, is_local
 from core.adapters.libvirt.domain_copy import copy_domain, with_uuid
-from core.errors import InvalidInput
+from core.adapters.libvirt.errors import DiskAccessNotLocal
+from core.domain.vm import Vm, VmState
+from core.errors import HypervisorError, InvalidInput
 
 UUID = "6f1e2f0c-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 
@@ -167,3 +172,36 @@ def test_with_uuid_sets_exactly_one_uuid() -> None:
     copy = copy_domain(DOMAIN, {"vda", "vdb"}, new_name="web2")
     root = parsed(with_uuid(copy.xml, "11111111-2222-4333-8444-555555555555"))
     assert [u.text for u in root.findall("uuid")] == ["11111111-2222-4333-8444-555555555555"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "local"),
+    [
+        ("qemu:///system", True),
+        ("qemu:///session", True),
+        ("qemu:///session?socket=/run/user/1000/libvirt/libvirt-sock", True),
+        ("qemu+unix:///system", True),
+        ("qemu+ssh://root@kvm1/system", False),
+        ("qemu+tcp://kvm1/system", False),
+        ("qemu+tls://kvm1.example.com/system", False),
+        ("test:///default", False),
+    ],
+)
+def test_disks_are_reached_only_on_a_local_uri(uri: str, local: bool) -> None:
+    assert is_local(uri) is local
+
+
+async def test_a_remote_connection_is_refused_saying_snapbot_must_run_on_the_host() -> None:
+    connection = LibvirtConnection("qemu+ssh://root@kvm1/system")
+    access = LibvirtDiskAccess(connection)
+    vm = Vm(UUID, "web", VmState.RUNNING, 1 << 30)
+    try:
+        with pytest.raises(HypervisorError, match="need snapbot running on the VM's host"):
+            async with access.backup_view(vm):
+                pass
+        with pytest.raises(DiskAccessNotLocal):
+            async with access.restore_as_new(DOMAIN, {"vda": 1}, new_name="x", blobs={}):
+                pass
+    finally:
+        await access.close()
+        await connection.close()
