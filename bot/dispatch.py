@@ -50,7 +50,7 @@ from core.domain.confirmation import (
 from core.domain.names import closest
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
-from core.domain.schedule import parse_when
+from core.domain.schedule import ScheduleTask, parse_when
 from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
 from core.errors import CoreError, InvalidInput, SnapshotMissing, SnapshotNotFound, VmNotFound
 from core.ports import ScheduleRunNow
@@ -575,7 +575,23 @@ class Dispatcher:
                 safety_keep_days=scope.safety_keep_days,
             )
         channel = _channel_id(command.channel) or actor.channel
-        added = await schedules.add(command.name, command.vms, when, policy, channel, actor)
+        task = ScheduleTask.SNAPSHOT
+        if command.incremental:
+            task = ScheduleTask.INCREMENTAL
+        elif command.verify:
+            task = ScheduleTask.VERIFY
+        if task is not ScheduleTask.SNAPSHOT or command.archive:
+            self._backups()  # refused at once where no backup store is configured
+        added = await schedules.add(
+            command.name,
+            command.vms,
+            when,
+            policy,
+            channel,
+            actor,
+            task=task,
+            archive=command.archive,
+        )
         return Reply(messages.schedule_added(added, schedules.next_fire(added)))
 
     def _policy(

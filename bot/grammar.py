@@ -132,6 +132,10 @@ class AddSchedule:
     scope: RetentionScope = RetentionScope()
     # The schedule takes restore points in the backup store instead of internal snapshots.
     incremental: bool = False
+    # The schedule verifies what the backup store holds for its VMs instead.
+    verify: bool = False
+    # Retention moves the full snapshots it would delete into the backup store instead.
+    archive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +306,8 @@ _SNAPSHOT_OPTIONS = {
     "description": True,
     "hold": False,
     "incremental": False,
+    "verify": False,
+    "archive": False,
     "no-space-check": False,
     "until": True,
     "until-verified": False,
@@ -312,7 +318,7 @@ _SNAPSHOT_OPTIONS = {
 _ALLOWED: dict[str | None, set[str]] = {
     None: {"desc", "description", "hold", "no-space-check", "incremental"},
     "hold": {"until", "until-verified"},
-    "schedule add": {"tz", "channel", "incremental", *_KEEP},
+    "schedule add": {"tz", "channel", "incremental", "verify", "archive", *_KEEP},
 }
 
 
@@ -438,6 +444,24 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
         if len(rest) < 3:
             raise UsageError(cmd, "schedule add needs a name, the VMs and when it runs")
         name, vms, when = rest[0], rest[1], tuple(rest[2:])
+        if "incremental" in options and "verify" in options:
+            raise UsageError(
+                cmd,
+                "a schedule takes snapshots (--incremental) or verifies them (--verify); "
+                "add two schedules for both",
+            )
+        if "archive" in options and ("incremental" in options or "verify" in options):
+            raise UsageError(
+                cmd,
+                "--archive moves the full snapshots retention would delete into the backup "
+                "store; it goes with a schedule that takes full snapshots",
+            )
+        if "verify" in options and any(
+            o.startswith(("keep-", "safety-", "include-")) for o in options
+        ):
+            raise UsageError(
+                cmd, "a --verify schedule deletes nothing: leave out the --keep-… rules"
+            )
         return AddSchedule(
             name,
             vms,
@@ -447,6 +471,8 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
             options.get("channel"),
             _scope(cmd, options),
             incremental="incremental" in options,
+            verify="verify" in options,
+            archive="archive" in options,
         )
     raise UsageError(cmd, "schedule takes add, list, remove or run")
 

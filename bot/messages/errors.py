@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from bot.messages.format import human_bytes, when
 from bot.messages.usage import NAMING_ADVICE
 from bot.mrkdwn import literal
+from core.domain.backups import BackupDamaged, RestorePointNotFound
 from core.domain.operation import Recovery
 from core.errors import (
     ConfirmationSpent,
@@ -59,6 +60,19 @@ _RECOVERY = {
 
 def error_text(error: CoreError) -> str:
     """What went wrong, what state things are in, and what to do."""
+    if isinstance(error, BackupDamaged):
+        return (
+            f"Stored data is damaged in the backup store ({literal(error.what)}: "
+            f"{literal(error.reason)}), so this cannot complete. `/snapshot verify` lists the "
+            "restore points affected; another restore point may be whole. The next incremental "
+            "snapshot stores a damaged piece again where the VM still has that data."
+        )
+    if isinstance(error, RestorePointNotFound):
+        return (
+            f"The backup store has no restore point {literal(error.point_id)} any more (deleted "
+            "or lost outside snapbot). Check that SNAPBOT_BACKUP_DIR is the store it was "
+            "written to, and look at `/snapshot list`."
+        )
     if isinstance(error, HoldForbidden):
         return (
             f"Only the snapshot's creator ({literal(error.creator)}) or an admin may "

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from bot.messages.backups import consistency_text, transfer_text
 from bot.messages.errors import error_text
 from bot.messages.format import human_bytes, human_seconds, mention, when
 from bot.messages.retention import held_during_prune
 from bot.mrkdwn import literal
-from core.domain.schedule import Schedule
+from core.domain.schedule import Schedule, ScheduleTask
 from core.domain.vm import FreeSpace
+from core.services.backups import VerifyResult
 from core.services.reports import Digest, RunReport
 
 
@@ -22,12 +24,22 @@ def schedule_line(s: Schedule) -> str:
         policy += f", safety-keep-last={s.policy.safety_keep_last}"
     if s.policy and s.policy.safety_keep_days is not None:
         policy += f", safety-keep-days={s.policy.safety_keep_days}"
+    if s.archive:
+        policy += ", archiving full snapshots to the backup store instead of deleting them"
     where = f"<#{literal(s.channel)}>" if s.channel else "no channel"
     last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
+    keep = "" if s.task is ScheduleTask.VERIFY else f"keep {policy}; "
     return (
         f"  #{s.id} {literal(s.name)}: {literal(s.vms)} {literal(s.when.describe())}; "
-        f"keep {policy}; reports to {where}; owner {literal(s.owner)}{last}"
+        f"{_TASKS[s.task]}; {keep}reports to {where}; owner {literal(s.owner)}{last}"
     )
+
+
+_TASKS = {
+    ScheduleTask.SNAPSHOT: "full snapshots",
+    ScheduleTask.INCREMENTAL: "incremental snapshots (backup store)",
+    ScheduleTask.VERIFY: "verification of the backup store",
+}
 
 
 def schedules_table(schedules: Sequence[Schedule]) -> str:
@@ -89,7 +101,15 @@ def run_report(report: RunReport) -> str:
             state = f" The VM is {literal(o.vm_state)}." if o.vm_state else ""
             lines.append(f"• {literal(o.vm)}: FAILED — {error_text(o.error)}{state}")
             continue
+        if o.verify is not None:
+            lines.append(f"• {literal(o.vm)}: {_verified(o.verify)}")
+            continue
         memory = f", memory {human_bytes(o.memory_bytes)}" if o.memory_bytes else ""
+        if o.backup is not None:
+            memory = (
+                f": {transfer_text(o.backup.figures)}; "
+                f"{consistency_text(o.backup.consistency, o.backup.note)}"
+            )
         lines.append(
             f"• {literal(o.vm)}: `{literal(o.label)}` in {human_seconds(o.seconds)}{memory}"
         )
@@ -106,6 +126,12 @@ def run_report(report: RunReport) -> str:
                     f"    pruned {len(o.prune.deleted)} ({pruned}), freed "
                     f"{human_bytes(o.prune.freed_bytes)}"
                 )
+            if o.prune.archived:
+                archived = ", ".join(f"`{literal(a.snapshot.label)}`" for a in o.prune.archived)
+                lines.append(
+                    f"    archived {len(o.prune.archived)} to the backup store ({archived}) "
+                    "instead of deleting them"
+                )
             lines.extend(held_during_prune(h) for h in o.prune.held)
         if o.prune_error is not None:
             lines.append(f"    prune failed: {error_text(o.prune_error)}")
@@ -117,6 +143,22 @@ def run_report(report: RunReport) -> str:
             f"{level}: {literal(f.vm)} {age} (this schedule promises {literal(s.when.describe())})."
         )
     return "\n".join(lines)
+
+
+def _verified(result: VerifyResult) -> str:
+    report = result.report
+    checked = (
+        f"verified {len(report.points_checked)} restore point(s), "
+        f"{human_bytes(report.bytes_checked)}"
+    )
+    if not result.damaged:
+        return f"{checked}: intact"
+    damaged = ", ".join(f"`{literal(s.label)}`" for s in result.damaged[:10])
+    more = f" and {len(result.damaged) - 10} more" if len(result.damaged) > 10 else ""
+    return (
+        f"{checked}: ⚠️ DAMAGED: {damaged}{more}. The next incremental snapshot stores a damaged "
+        "piece again where the VM still has that data; `/snapshot verify` names the pieces"
+    )
 
 
 def _storage(disk_bytes: int, free: FreeSpace | None) -> str:

@@ -74,7 +74,7 @@ PRINCIPALS = (ADMIN, OPERATOR, RESTORER, VIEWER, CHANNEL_ADMIN, NOBODY, WRONG_GR
 FORMS: dict[str, tuple[str, ...]] = {
     "ListVms": ("/snapshot vms",),
     "ListSnapshots": ("/snapshot list {vm}", "/snapshot list"),
-    "CreateSnapshot": ("/snapshot {vm} {new}",),
+    "CreateSnapshot": ("/snapshot {vm} {new}", "/snapshot {vm} {new} --incremental"),
     "RenameSnapshot": ("/snapshot rename {vm} {snap} {new}",),
     "DeleteSnapshot": ("/snapshot delete {vm} {snap}",),
     "Restore": ("/restore {vm} {snap}", "/restore {vm}"),
@@ -89,6 +89,8 @@ FORMS: dict[str, tuple[str, ...]] = {
     "RemoveSchedule": ("/snapshot schedule remove {schedule}",),
     "RunSchedule": ("/snapshot schedule run {schedule}",),
     "Unlock": ("/snapshot unlock {vm}",),
+    "ArchiveSnapshot": ("/snapshot archive {vm} {snap}",),
+    "VerifyBackups": ("/snapshot verify {vm}", "/snapshot verify"),
 }
 NOT_REQUESTS = {"Help"}  # answered in the ack from the grammar alone; no access involved
 
@@ -179,7 +181,7 @@ async def ran(case: Case, core: Core, services: Services) -> dict[str, bool]:
     labels = {s.label: s for s in await services.catalogue.snapshots()}
     if isinstance(command, (grammar.CreateSnapshot, grammar.RenameSnapshot)):
         return {"": case.new in labels}
-    if isinstance(command, (grammar.DeleteSnapshot, grammar.Prune)):
+    if isinstance(command, (grammar.DeleteSnapshot, grammar.Prune, grammar.ArchiveSnapshot)):
         return {"": _has_confirm_button(case.blocks)}
     if isinstance(command, grammar.Restore):
         callbacks = {v.get("callback_id") for v in case.views}

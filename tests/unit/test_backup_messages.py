@@ -154,3 +154,11 @@ def test_a_listing_line_shows_type_sizes_and_damage() -> None:
     assert "DAMAGED: 1 piece" in table
     assert "1 damaged (see /snapshot verify)" in table
     assert "internal snapshots share unchanged blocks" not in table, "no internal ones here"
+
+
+def test_damage_met_during_a_restore_says_what_to_do() -> None:
+    from core.domain.backups import BackupDamaged
+
+    text = messages.error_text(BackupDamaged("chunk abcd", "checksum mismatch"))
+    assert "damaged in the backup store (chunk abcd: checksum mismatch)" in text
+    assert "/snapshot verify" in text

@@ -117,3 +117,34 @@ async def test_wrong_new_vm_name_is_refused_before_anything(core: Core) -> None:
     status, out = await run(core, "/restore web-01 x --as 'web 01'\n")
     assert status == 1
     assert "the new VM's name 'web 01' contains a space" in out
+
+
+async def test_an_incremental_schedule_and_a_verify_schedule_report_what_they_did(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    from bot.console import ConsoleReporter
+    from scheduler.service import build_scheduler
+
+    fake_disks.write(WEB, 0, b"n" * MIB)
+    out = io.StringIO()
+    scheduler = build_scheduler(core, ConsoleReporter(out))
+    script = (
+        "/snapshot schedule add nightly web-01 daily 02:00 --incremental --keep-last 5\n"
+        "/snapshot schedule add check web-01 daily 03:00 --verify\n"
+        "/snapshot schedule add bad web-01 daily 04:00 --verify --keep-last 2\n"
+        "/snapshot schedule list\n"
+        "/snapshot schedule run nightly\n"
+        "/snapshot schedule run check\n"
+    )
+    status = await Console(core, io.StringIO(script), out, scheduler).run()
+    text = out.getvalue()
+    assert status == 1, "the verify schedule with a policy is refused"
+    assert "a --verify schedule deletes nothing" in text
+    assert "daily at 02:00 UTC; incremental snapshots (backup store); keep last=5" in text
+    assert "daily at 03:00 UTC; verification of the backup store; reports to" in text
+    assert "web-01: `nightly-" in text
+    assert "4.0 MiB new to the backup store" in text
+    assert "web-01: verified 1 restore point(s)" in text
+    assert "intact" in text
+    (point,) = await services.catalogue.snapshots(WEB)
+    assert point.kind is SnapshotKind.INCREMENTAL
