@@ -141,7 +141,9 @@ def wire(
     runner = OperationRunner(catalogue, clock, owner, observer)
     # The reconciler works on the hypervisor itself (it is what makes it ready); the services
     # get it behind the gate, which says "unreachable" until then.
-    reconciler = Reconciler(hypervisor, catalogue, clock, owner, on_end=runner.ended)
+    reconciler = Reconciler(
+        hypervisor, catalogue, clock, owner, on_end=runner.ended, store=store, disks=disks
+    )
     watch = HypervisorWatch(hypervisor, reconciler)
     if gated:
         hypervisor = GatedHypervisor(hypervisor, watch)

@@ -441,6 +441,13 @@ class DiskAccess(Protocol):
         block created is removed and nothing is defined."""
         ...
 
+    async def end_leftover_job(self, vm: Vm) -> bool | None:
+        """End a backup job snapbot started on the VM and a process that died left running
+        (libvirt keeps it, and its scratch file, until someone ends it). True when one was
+        ended, False when there was none of snapbot's, None when it cannot tell. A backup job
+        of another tool is never touched."""
+        ...
+
 
 # --- front ends: who belongs to which group, who may do what, where reports go -------------------
 

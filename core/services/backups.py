@@ -385,6 +385,8 @@ class BackupService:
                 async with self._disks.restore_as_new(
                     manifest.domain_xml, sizes, new_name=new_name, blobs=blobs
                 ) as writable:
+                    # Evidence for a recovery: where the new images are, should this die.
+                    await op.record(new_disk_paths=sorted(writable.disk_paths.values()))
                     written = 0
                     for disk in manifest.disks:
                         written += await self._store.restore_disk(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from core.domain.backups import BackupKind, Consistency, Manifest
+from core.domain.backups import BackupKind, Consistency, Manifest, PointRef
 from core.domain.names import lookalike
 from core.domain.operation import Operation, OperationKind, OperationStatus, Recovery, Stage
 from core.domain.snapshot import (
@@ -35,7 +35,7 @@ from core.domain.snapshot import (
 )
 from core.domain.vm import StateCause, Vm, VmState
 from core.errors import CoreError, HypervisorUnavailable, InvalidLabel, VmNotFound
-from core.ports import BackupStore, Catalogue, Clock, Hypervisor, RunningOperation
+from core.ports import BackupStore, Catalogue, Clock, DiskAccess, Hypervisor, RunningOperation
 
 logger = logging.getLogger(__name__)
 
@@ -269,9 +269,15 @@ class Reconciler:
         clock: Clock,
         owner: str,
         on_end: Callable[[Operation], None] | None = None,
+        store: BackupStore | None = None,
+        disks: DiskAccess | None = None,
     ) -> None:
         self._hv = hypervisor
         self._catalogue = catalogue
+        # The backup store and disk access, when configured: the evidence for interrupted
+        # backups, restores from the store and archives.
+        self._store = store
+        self._disks = disks
         self._clock = clock
         self._owner = owner
         # told of each operation this reconciler ends (its log line and metrics)
@@ -320,7 +326,7 @@ class Reconciler:
         vms = await self._hv.list_vms()
         for vm in vms:
             try:
-                report = await sync_if_free(self._hv, self._catalogue, vm, self._owner)
+                report = await sync_if_free(self._hv, self._catalogue, vm, self._owner, self._store)
             except VmNotFound:
                 # undefined between the listing and its sync: the next sync marks its records
                 logger.info("VM %s vanished while the catalogue was synced", vm.name)
@@ -332,10 +338,12 @@ class Reconciler:
         for row in await self._catalogue.snapshots():
             # Only this host's records can be judged by its listing: a VM of another host (or
             # of unknown host) is not "gone" because this hypervisor does not have it.
+            # A restore point in the backup store outlives its VM: that is what it is for.
             if (
                 row.vm_uuid not in known
                 and row.status is CatalogueStatus.PRESENT
                 and row.host_uuid == host
+                and not row.kind.in_backup_store
             ):
                 await self._catalogue.set_snapshot_status(
                     row.vm_uuid, row.libvirt_name, CatalogueStatus.MISSING
@@ -363,10 +371,23 @@ class Reconciler:
                     f"unknown: it ran on another hypervisor (host {recorded_host}) than the one "
                     f"snapbot is connected to now ({host}); check the VM there"
                 )
+            if op.kind is OperationKind.RESTORE and op.details.get("point_id"):
+                return (
+                    "interrupted before the VM was defined from the backup store; nothing was "
+                    "defined, and disk images it had begun to write may be left beside the "
+                    f"original paths: run the restore again (it refuses while a file is in the "
+                    f"way, naming it){_paths_note(op)}"
+                )
             return "interrupted; the VM no longer exists in libvirt"
         stage = op.stage.value if op.stage else "start"
         if op.kind is OperationKind.SNAPSHOT:
             return await self._reconcile_snapshot(vm, op, stage)
+        if op.kind is OperationKind.BACKUP:
+            return await self._reconcile_backup(vm, op, stage)
+        if op.kind is OperationKind.ARCHIVE:
+            return await self._reconcile_archive(vm, op, stage)
+        if op.kind is OperationKind.RESTORE and op.details.get("point_id"):
+            return await self._reconcile_store_restore(vm, op, stage)
         if op.kind is OperationKind.RESTORE:
             return await self._reconcile_restore(vm, op, stage)
         if op.kind is OperationKind.DELETE:
@@ -394,6 +415,114 @@ class Reconciler:
                 )
             return "interrupted; the snapshot " + ("still exists" if still else "was deleted")
         return f"interrupted during {stage}; nothing in libvirt was being changed"
+
+    async def _reconcile_backup(self, vm: Vm, op: Operation, stage: str) -> str:
+        """An interrupted backup: end the backup job it left on the VM (libvirt keeps a pull
+        job after its client died, with a scratch file growing), and see in the store whether
+        the restore point was completed (its manifest is written last)."""
+        notes = [await self._end_backup_job(vm)]
+        done = await self._stored_point(vm, op)
+        if done is not None and self._store is not None:
+            await sync_points(self._store, self._catalogue, vm.uuid, vm.name)
+            notes.append(f"the restore point {done} was completed and is listed")
+        else:
+            notes.append("no restore point was completed; nothing of it is listed")
+        return _joined(f"interrupted during {stage}", *notes)
+
+    async def _reconcile_archive(self, vm: Vm, op: Operation, stage: str) -> str:
+        """An interrupted archive: the copy in the store and the internal snapshot may both
+        exist. Keep exactly one: the internal snapshot when it is still there (the copy is
+        removed), the copy when libvirt had deleted the snapshot."""
+        name = op.libvirt_name or ""
+        notes = [await self._end_backup_job(vm)]
+        await self._job_settled(vm)
+        listing = await self._hv.list_snapshots(vm)
+        internal = any(s.libvirt_name == name for s in listing)
+        point = await self._stored_point(vm, op)
+        if point is None:
+            await sync_vm(self._hv, self._catalogue, vm, listing)
+            state = "unchanged" if internal else "gone from libvirt"
+            return _joined(
+                f"interrupted during {stage}; no copy was completed in the backup store",
+                f"the internal snapshot is {state}",
+                *[n for n in notes if n],
+            )
+        assert self._store is not None
+        manifest = await self._store.manifest(PointRef(vm.uuid, point))
+        if internal:
+            await self._store.delete_point(manifest.ref)
+            await sync_vm(self._hv, self._catalogue, vm, listing)
+            return _joined(
+                f"interrupted during {stage}; the internal snapshot is unchanged and its "
+                f"unfinished copy {point} was removed from the backup store",
+                *[n for n in notes if n],
+            )
+        await self._catalogue.archive_snapshot(
+            vm.uuid,
+            name,
+            point_id=point,
+            logical_bytes=manifest.logical_size,
+            added_bytes=manifest.figures.bytes_new,
+        )
+        return _joined(
+            f"interrupted during {stage}; libvirt had deleted the internal snapshot and its copy "
+            f"{point} is in the backup store: it is archived",
+            *[n for n in notes if n],
+        )
+
+    async def _reconcile_store_restore(self, vm: Vm, op: Operation, stage: str) -> str:
+        """An interrupted restore from the backup store. Before the disks were written, they
+        are untouched (undo only what snapbot did, as for an internal revert). Once writing
+        began they may be part old, part restored: the VM is left shut off, never started
+        on such disks, and the way back is named."""
+        details = op.details
+        if op.details.get("as_name"):
+            return (
+                f"interrupted during {stage} of a copy named {details['as_name']}; the original "
+                f"VM was not changed{_paths_note(op)}"
+            )
+        if not details.get("writing_disks"):
+            return await self._reconcile_restore(vm, op, stage)
+        state = await self._hv.state(vm)
+        if state.is_active:
+            return _joined(
+                f"interrupted during {stage}; the VM is {state.value}, so someone started it "
+                "after snapbot stopped: check its data, its disks may be partly restored",
+            )
+        safety = details.get("safety")
+        back = (
+            f"revert to the safety snapshot {safety} for the state before the restore"
+            if isinstance(safety, str) and safety
+            else "no safety snapshot was taken"
+        )
+        return _joined(
+            f"interrupted during {stage}; its disks may be partly restored, so the VM was left "
+            "shut off",
+            f"run the restore again to finish it, or {back}",
+        )
+
+    async def _end_backup_job(self, vm: Vm) -> str:
+        if self._disks is None:
+            return ""
+        ended = await self._disks.end_leftover_job(vm)
+        if ended is None:
+            return "whether a backup job was left on the VM is unknown (check virsh domjobinfo)"
+        return "the backup job it had left on the VM was ended" if ended else ""
+
+    async def _stored_point(self, vm: Vm, op: Operation) -> str | None:
+        """The restore point the operation wrote, when the store has it finished: by the id it
+        recorded, or (it died before recording it) by label and time."""
+        if self._store is None:
+            return None
+        recorded = op.details.get("point_id")
+        for manifest in await self._store.list_points(vm.uuid):
+            if manifest.ref.point_id == recorded or (
+                recorded is None
+                and manifest.label == op.snapshot_label
+                and manifest.created_at >= op.started_at
+            ):
+                return manifest.ref.point_id
+        return None
 
     async def _reconcile_snapshot(self, vm: Vm, op: Operation, stage: str) -> str:
         name = op.libvirt_name
@@ -615,6 +744,13 @@ async def _state_from_this_revert(
     if await hypervisor.state_cause(vm) is not StateCause.FROM_SNAPSHOT:
         return False
     return (await hypervisor.state(vm)).is_active == target_has_memory
+
+
+def _paths_note(op: Operation) -> str:
+    paths = op.details.get("new_disk_paths")
+    if isinstance(paths, list) and paths:
+        return f"; its new disk images were to be {', '.join(str(p) for p in paths)}"
+    return ""
 
 
 async def answer_after_loss(hypervisor: Hypervisor, vm: Vm) -> list[HypervisorSnapshot]:

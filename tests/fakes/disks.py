@@ -41,6 +41,8 @@ class FakeDiskAccess:
         # domain XML each defined VM was made from (name -> xml)
         self.defined: dict[str, str] = {}
         hypervisor.on_create = self.capture
+        # VMs (uuid) on which a backup job of snapbot's was left running.
+        self.leftover_jobs: set[str] = set()
 
     def disk(self, vm_uuid: str, target: str = "vda") -> Path:
         path = self.root / f"{vm_uuid}-{target}.raw"
@@ -159,6 +161,13 @@ class FakeDiskAccess:
             out.close()
         self.hv.define(Vm(vm_uuid, name, VmState.SHUT_OFF, 256 * 1024 * 1024))
         self.defined[name] = domain_xml
+
+    async def end_leftover_job(self, vm: Vm) -> bool | None:
+        self.calls.append(("end_leftover_job", vm.name))
+        if vm.uuid in self.leftover_jobs:
+            self.leftover_jobs.discard(vm.uuid)
+            return True
+        return False
 
 
 def _xml_value(xml: str, tag: str) -> str:

@@ -13,7 +13,13 @@ import pytest
 from core.adapters.backupstore import DirectoryBackupStore
 from core.bootstrap import Core
 from core.catalogue.store import SystemClock
-from core.domain.backups import CHUNK_SIZE, Consistency, PointRef
+from core.domain.backups import (
+    CHUNK_SIZE,
+    BackupKind,
+    BackupSource,
+    Consistency,
+    PointRef,
+)
 from core.domain.operation import OperationKind, OperationStatus, Stage
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import ScheduleTask, parse_when
@@ -22,6 +28,7 @@ from core.domain.vm import VmState
 from core.errors import InvalidInput, LabelTaken, SnapshotMissing, VmNotFound
 from core.services.backups import BackupService
 from core.services.operations import OperationRunner
+from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
 from tests.conftest import ALICE, Services
 from tests.fakes.disks import FakeDiskAccess
@@ -447,3 +454,127 @@ async def test_schedule_options_that_cannot_work_together_are_refused(core: Core
             ALICE,
             task=ScheduleTask.VERIFY,
         )
+
+
+# --- operations a dead process left ------------------------------------------------------------
+
+
+async def dead_operation(
+    services: Services, kind: OperationKind, vm_name: str, label: str, details: dict[str, object]
+) -> str:
+    import socket
+
+    vm = await services.hv.get_vm(vm_name)
+    op = services.runner.new_operation(kind, ALICE, vm_uuid=vm.uuid, vm_name=vm.name, label=label)
+    await services.catalogue.begin_operation(op, f"{socket.gethostname()}:999999:dead")
+    await services.catalogue.update_details(op.id, details)
+    return op.id
+
+
+def reconciler_of(
+    services: Services, store: DirectoryBackupStore, disks: FakeDiskAccess
+) -> Reconciler:
+    return Reconciler(
+        services.hv, services.catalogue, SystemClock(), services.owner, store=store, disks=disks
+    )
+
+
+async def test_a_dead_backup_is_reconciled_from_the_store_and_its_job_ended(
+    services: Services, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    # The process wrote the point (manifest and all) and died before recording it.
+    await dead_operation(services, OperationKind.BACKUP, "web-01", "finished", {})
+    vm = await services.hv.get_vm("web-01")
+    async with fake_disks.backup_view(vm) as export:
+        point = await backup_store.write_point(
+            BackupSource(
+                WEB,
+                "web-01",
+                BackupKind.INCREMENTAL,
+                export.domain_xml,
+                export.disks,
+                label="finished",
+                created_by=ALICE.user,
+            )
+        )
+    fake_disks.leftover_jobs.add(WEB)
+
+    [ended] = await reconciler_of(services, backup_store, fake_disks).recover_interrupted()
+
+    assert ended.status is OperationStatus.RECONCILED
+    assert "backup job it had left on the VM was ended" in (ended.outcome or "")
+    assert f"restore point {point.ref.point_id} was completed" in (ended.outcome or "")
+    assert not fake_disks.leftover_jobs
+    labels = {s.label for s in await services.catalogue.snapshots(WEB)}
+    assert "finished" in labels
+
+
+async def test_a_dead_backup_without_a_point_lists_nothing(
+    services: Services, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    await dead_operation(services, OperationKind.BACKUP, "web-01", "half", {})
+    [ended] = await reconciler_of(services, backup_store, fake_disks).recover_interrupted()
+    assert "no restore point was completed" in (ended.outcome or "")
+    assert await services.catalogue.snapshots(WEB) == []
+
+
+async def test_a_restore_from_the_store_that_died_writing_leaves_the_vm_off_and_says_why(
+    core: Core, services: Services, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    made = await backups_of(core).create_backup("web-01", "p", actor=ALICE)
+    await services.hv.stop(await services.hv.get_vm("web-01"))
+    await dead_operation(
+        services,
+        OperationKind.RESTORE,
+        "web-01",
+        "p",
+        {
+            "libvirt_name": made.snapshot.libvirt_name,
+            "point_id": made.snapshot.point_id,
+            "pre_state": "running",
+            "safety": "sb-safety",
+            "writing_disks": True,
+        },
+    )
+    [ended] = await reconciler_of(services, backup_store, fake_disks).recover_interrupted()
+    assert "partly restored" in (ended.outcome or "")
+    assert "sb-safety" in (ended.outcome or "")
+    # never started on half-written disks
+    assert (await services.hv.get_vm("web-01")).state is VmState.SHUT_OFF
+
+
+async def test_a_dead_archive_keeps_exactly_one_copy(
+    core: Core, services: Services, fake_disks: FakeDiskAccess, backup_store: DirectoryBackupStore
+) -> None:
+    made = await core.snapshots.create_snapshot("web-01", "pre", actor=ALICE)
+    # The copy was written; libvirt's snapshot was never deleted.
+    vm = await services.hv.get_vm("web-01")
+    async with fake_disks.snapshot_view(vm, made.snapshot.libvirt_name) as export:
+        point = await backup_store.write_point(
+            BackupSource(
+                WEB, "web-01", BackupKind.ARCHIVED, export.domain_xml, export.disks, label="pre"
+            )
+        )
+    await dead_operation(
+        services,
+        OperationKind.ARCHIVE,
+        "web-01",
+        "pre",
+        {"libvirt_name": made.snapshot.libvirt_name, "point_id": point.ref.point_id},
+    )
+    [ended] = await reconciler_of(services, backup_store, fake_disks).recover_interrupted()
+    assert "unfinished copy" in (ended.outcome or "")
+    assert await backup_store.list_points(WEB) == []
+    [row] = await services.catalogue.snapshots(WEB)
+    assert row.kind is SnapshotKind.FULL
+
+
+async def test_restore_points_of_a_deleted_vm_stay_present_through_a_full_sync(
+    core: Core, services: Services, backup_store: DirectoryBackupStore, fake_disks: FakeDiskAccess
+) -> None:
+    await backups_of(core).create_backup("db-01", "keep-me", actor=ALICE)
+    await core.snapshots.create_snapshot("db-01", "internal", actor=ALICE)
+    del services.hv.vms[DB]
+    await reconciler_of(services, backup_store, fake_disks).sync_all()
+    rows = {s.label: s.status for s in await services.catalogue.snapshots(DB)}
+    assert rows == {"keep-me": CatalogueStatus.PRESENT, "internal": CatalogueStatus.MISSING}

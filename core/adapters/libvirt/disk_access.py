@@ -25,6 +25,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -56,6 +57,8 @@ GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 # grow large; /tmp is often a small tmpfs), and a system libvirtd's QEMU (libvirt-qemu) and a
 # session one (its user) can both enter it.
 DEFAULT_TEMP_ROOT = Path("/var/tmp")
+# How long an aborted leftover backup job may take to go away.
+LEFTOVER_JOB_END_TIMEOUT = 30.0
 _TEMP_PREFIX = "snapbot-nbd-"
 # QEMU creates the backup job's socket and scratch files in the directory, as whatever user it
 # runs as, which snapbot cannot always chown to: so write and search for everyone, but not
@@ -240,8 +243,8 @@ class LibvirtDiskAccess:
             )
 
         active, live_xml, inactive_xml = await self._conn.run(look, mutating=False, vm=vm.name)
-        blobs = await self._blobs(vm, inactive_xml)
-        notes = [n for n in (_tpm_note(inactive_xml),) if n]
+        blobs, nvram_note = await self._blobs(inactive_xml)
+        notes = [n for n in (nvram_note, _tpm_note(inactive_xml)) if n]
         if active:
             async with self._job_view(vm, live_xml) as (readers, consistency, note):
                 if note:
@@ -260,23 +263,27 @@ class LibvirtDiskAccess:
                     readers, inactive_xml, Consistency.SHUT_OFF, blobs, "; ".join(notes)
                 )
 
-    async def _blobs(self, vm: Vm, domain_xml: str) -> dict[str, bytes]:
+    async def _blobs(self, domain_xml: str) -> tuple[dict[str, bytes], str]:
+        """The UEFI variables as blob ``nvram``, or a note saying why they are not kept."""
         path = _nvram_path(domain_xml)
         if path is None:
-            return {}
+            return {}, ""
 
-        def read() -> bytes:
+        def read() -> tuple[dict[str, bytes], str]:
             try:
-                return Path(path).read_bytes()
+                return {"nvram": Path(path).read_bytes()}, ""
             except FileNotFoundError:
-                return b""  # never started: libvirt creates it from the template at first start
+                # Never started: libvirt creates it from the template at the first start.
+                return {}, ""
             except OSError as exc:
-                raise DiskAccessFailed(
-                    f"cannot read the UEFI variables file {path}: {exc.strerror}", vm=vm.name
-                ) from exc
+                # The disks are what matters; without the variables a restored VM starts
+                # with the template's (boot entries lost, the firmware's fallback boots it).
+                return {}, (
+                    f"the UEFI variables ({path}) were not kept: {exc.strerror}; a restore "
+                    "starts with the firmware's defaults"
+                )
 
-        data = await self._blocking(read)
-        return {"nvram": data} if data else {}
+        return await self._blocking(read)
 
     @asynccontextmanager
     async def _job_view(
@@ -336,8 +343,12 @@ class LibvirtDiskAccess:
             await self._blocking(open_all)
             yield dict(readers), consistency, note
         finally:
-            for reader in readers.values():
-                reader.close()
+
+            def close_readers() -> None:
+                for reader in readers.values():
+                    reader.close()
+
+            await self._blocking(close_readers)
             if started:
                 await self._end_job(vm)
             await self._remove_temp_dir(temp)
@@ -354,6 +365,45 @@ class LibvirtDiskAccess:
                 logger.info("backup job of %s already ended: %s", vm.name, exc)
 
         await self._conn.run(end, mutating=True, vm=vm.name)
+
+    async def end_leftover_job(self, vm: Vm) -> bool | None:
+        """A backup job is snapbot's when its NBD socket lies in one of snapbot's temporary
+        directories: the evidence that lets a recovery end it without touching another
+        tool's job (virtnbdbackup's, say)."""
+
+        def call(conn: Any) -> tuple[bool | None, str | None]:
+            dom = conn.lookupByUUIDString(vm.uuid)
+            if not dom.isActive():
+                return False, None  # no QEMU, no job
+            try:
+                xml = dom.backupGetXMLDesc(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
+                    return False, None
+                return None, None
+            server = ET.fromstring(xml).find("server")
+            socket = server.get("socket") if server is not None else None
+            if socket is None or not Path(socket).parent.name.startswith(_TEMP_PREFIX):
+                return False, None
+            dom.abortJob()
+            # The job ends after abortJob returns (QEMU drops the export and its scratch
+            # file): wait for it, so the next backup of the VM is not refused as "busy".
+            deadline = time.monotonic() + LEFTOVER_JOB_END_TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    dom.backupGetXMLDesc(0)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
+                        return True, str(Path(socket).parent)
+                    raise
+                time.sleep(0.1)
+            return None, None
+
+        self._check_local()
+        ended, directory = await self._conn.run(call, mutating=True, vm=vm.name)
+        if directory is not None:
+            await self._remove_temp_dir(Path(directory))
+        return ended
 
     @asynccontextmanager
     async def _nbd_readers(
@@ -548,9 +598,16 @@ class LibvirtDiskAccess:
         await self._conn.run(check, mutating=False, vm=copy.name)
         created: list[Path] = []
 
+        nvram = blobs.get("nvram")
+        if nvram is not None and not copy.nvram_path:
+            logger.warning(
+                "restored VM %s: its configuration names no UEFI variables file, so the "
+                "backed-up variables are not written (libvirt starts it with the template's)",
+                copy.name,
+            )
+
         def create_files() -> None:
             wanted = [Path(p) for p in copy.disk_paths.values()]
-            nvram = blobs.get("nvram")
             if nvram is not None and copy.nvram_path:
                 wanted.append(Path(copy.nvram_path))
             for path in wanted:
