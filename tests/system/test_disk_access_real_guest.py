@@ -11,22 +11,32 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import libvirt
 import pytest
 
 from core.adapters.libvirt.connection import LibvirtConnection
-from core.adapters.libvirt.disk_access import DEFAULT_TEMP_ROOT, LibvirtDiskAccess
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.errors import DiskAccessFailed
 from core.domain.backups import CHUNK_SIZE, Consistency, DiskReader, DiskWriter
 from core.domain.vm import Vm, VmState
 from core.errors import Conflict, InvalidInput
 from tests.system import daemon
-from tests.system.conftest import SESSION_PREFIX, TEST_URI, Guest, Guests, remove_guest
+from tests.system.conftest import (
+    SESSION_PREFIX,
+    TEST_URI,
+    Guest,
+    Guests,
+    new_workdir,
+    remove_files,
+    remove_guest,
+)
 from tests.system.guest.guest import (
     read_counter_lines,
     read_disk_counter,
@@ -40,9 +50,18 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-async def access() -> AsyncIterator[LibvirtDiskAccess]:
+def temp_root() -> Iterator[Path]:
+    """Where the views make their temporary directories: like /var/tmp (the default), but this
+    test's own, so a parallel run's views are not counted as ours."""
+    path = new_workdir()
+    yield path
+    remove_files(path)
+
+
+@pytest.fixture
+async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
     connection = LibvirtConnection(TEST_URI, workers=4)
-    disk_access = LibvirtDiskAccess(connection)
+    disk_access = LibvirtDiskAccess(connection, temp_root=temp_root)
     yield disk_access
     await disk_access.close()
     await connection.close()
@@ -63,8 +82,8 @@ def counter_in(data: bytes) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def temp_dirs() -> set[str]:
-    return set(glob.glob(str(DEFAULT_TEMP_ROOT / "snapbot-nbd-*")))
+def temp_dirs(root: Path) -> set[str]:
+    return set(glob.glob(str(root / "snapbot-nbd-*")))
 
 
 def read_all(reader: DiskReader) -> tuple[dict[int, bytes], int]:
@@ -121,11 +140,11 @@ async def paused_snapshot(conn: libvirt.virConnect, guest: Guest, name: str) -> 
 
 
 async def test_backup_view_of_a_running_guest_is_point_in_time_and_leaves_nothing(
-    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect
+    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect, temp_root: Path
 ) -> None:
     await wait_host_counter_above(guest, 2)
     dom = libvirt_conn.lookupByName(guest.name)
-    before = temp_dirs()
+    before = temp_dirs(temp_root)
     started = time.monotonic()
     async with access.backup_view(vm_of(libvirt_conn, guest.name)) as export:
         setup = time.monotonic() - started
@@ -134,7 +153,10 @@ async def test_backup_view_of_a_running_guest_is_point_in_time_and_leaves_nothin
         assert "no guest agent" in export.note
         assert f"<name>{guest.name}</name>" in export.domain_xml
         assert dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
-        assert len(temp_dirs() - before) == 1
+        (view_dir,) = temp_dirs(temp_root) - before
+        # QEMU (another user) creates the socket and scratch files there; nobody else may list
+        # or remove them.
+        assert os.stat(view_dir).st_mode & 0o7777 == 0o1733
         reader = export.disks["vda"]
         assert reader.size == 64 * MIB
         first = counter_in(await asyncio.to_thread(reader.read, 0, 16))
@@ -159,7 +181,7 @@ async def test_backup_view_of_a_running_guest_is_point_in_time_and_leaves_nothin
     teardown = time.monotonic() - teardown_started
     assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
     assert dom.listAllCheckpoints() == []
-    assert temp_dirs() == before
+    assert temp_dirs(temp_root) == before
     assert dom.isActive()
     print(
         f"\nbackup job: set up {setup * 1000:.0f} ms, torn down {teardown * 1000:.0f} ms; read "
@@ -186,7 +208,7 @@ async def test_backup_view_of_a_paused_guest_says_why_it_is_not_frozen(
 
 
 async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
-    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect
+    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect, temp_root: Path
 ) -> None:
     await wait_host_counter_above(guest, 1)
     dom = libvirt_conn.lookupByName(guest.name)
@@ -199,7 +221,7 @@ async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
         check=True,
         capture_output=True,
     )
-    before = temp_dirs()
+    before = temp_dirs(temp_root)
     async with access.backup_view(vm_of(libvirt_conn, guest.name)) as export:
         assert export.consistency is Consistency.SHUT_OFF
         reader = export.disks["vda"]
@@ -216,11 +238,20 @@ async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
         seconds = time.monotonic() - started
         assert chunks[8 * MIB] == b"\x5a" * CHUNK_SIZE
         assert not dom.isActive()
-    assert temp_dirs() == before
+    assert temp_dirs(temp_root) == before
     print(f"\nqemu-nbd view: {read_bytes / MIB:.0f} MiB at {read_bytes / MIB / seconds:.0f} MiB/s")
     # The lock went with the view.
     dom.create()
     assert dom.isActive()
+    # The same data read through a running VM's backup job, for the throughput figure.
+    async with access.backup_view(vm_of(libvirt_conn, guest.name)) as export:
+        started = time.monotonic()
+        chunks, job_bytes = await asyncio.to_thread(read_all, export.disks["vda"])
+        job_seconds = time.monotonic() - started
+        assert chunks[8 * MIB] == b"\x5a" * CHUNK_SIZE
+    print(
+        f"backup job view: {job_bytes / MIB:.0f} MiB at {job_bytes / MIB / job_seconds:.0f} MiB/s"
+    )
 
 
 async def test_snapshot_view_holds_the_snapshots_disk(
