@@ -3,6 +3,7 @@ Slack, wired to ``core.services.doctor.Doctor``. Only ``bot.cli`` and tests impo
 
 from __future__ import annotations
 
+from core.adapters.backupstore.probe import DirectoryStoreProbe
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.adapters.libvirt.probe import LibvirtRightsProbe
@@ -30,6 +31,7 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
         schema=CatalogueSchemaProbe(),
         slack=SlackTokenProbe(api_url),
         clock=SystemClock(),
+        backup=DirectoryStoreProbe(),
     )
     try:
         doctor = Doctor(

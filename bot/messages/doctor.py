@@ -102,6 +102,27 @@ _PROBLEMS: Mapping[Problem, tuple[str, str]] = {
         "set SNAPBOT_TIMEZONE to a name such as Europe/Paris or UTC (install tzdata if the "
         "name is right)",
     ),
+    Problem.BACKUP_STORE_NONE: (
+        "no backup store: incremental snapshots, archive and restore of deleted VMs are off",
+        "set SNAPBOT_BACKUP_DIR to a directory on another disk or an NFS mount",
+    ),
+    Problem.BACKUP_STORE_NOT_WRITABLE: (
+        "{dir} cannot be written by snapbot's user",
+        "give that user write access to it (chown or a group), or mount it read-write",
+    ),
+    Problem.BACKUP_STORE_SAME_DISK: (
+        "{dir} is on the same filesystem as the disks of {disks}: a lost disk takes their "
+        "backups with it",
+        "point SNAPBOT_BACKUP_DIR at another disk or an NFS mount",
+    ),
+    Problem.BACKUP_STORE_LOW: (
+        "only {free} free in {dir}",
+        "free space there or move the store (keep at least {need} free)",
+    ),
+    Problem.BACKUP_TOOLS_MISSING: (
+        "incremental snapshots need {tools}, which this host lacks",
+        "install Debian's qemu-utils and python3-libnbd (make deps does)",
+    ),
 }
 
 _OK: Mapping[Check, str] = {
@@ -113,6 +134,7 @@ _OK: Mapping[Check, str] = {
     Check.SLACK_SCOPES: "the bot token has every scope manifest.yml asks for ({scopes})",
     Check.SLACK_TRANSPORT: "Slack reaches snapbot by {mode}",
     Check.TIMEZONE: "{zone} (now {now})",
+    Check.BACKUP_STORE: "{dir} is writable, {free} free, on another filesystem than the VMs",
 }
 
 

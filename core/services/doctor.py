@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,6 +54,11 @@ class Problem(enum.Enum):
     PUBLIC_URL_UNKNOWN = "public_url_unknown"
     PUBLIC_URL_BAD = "public_url_bad"
     TIMEZONE_INVALID = "timezone_invalid"
+    BACKUP_STORE_NONE = "backup_store_none"
+    BACKUP_STORE_NOT_WRITABLE = "backup_store_not_writable"
+    BACKUP_STORE_SAME_DISK = "backup_store_same_disk"
+    BACKUP_STORE_LOW = "backup_store_low"
+    BACKUP_TOOLS_MISSING = "backup_tools_missing"
 
 
 class Check(enum.Enum):
@@ -64,6 +70,7 @@ class Check(enum.Enum):
     SLACK_SCOPES = "Slack scopes"
     SLACK_TRANSPORT = "Slack transport"
     TIMEZONE = "time zone"
+    BACKUP_STORE = "backup store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +131,32 @@ class SlackProbe(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StoreFacts:
+    """The backup store's directory as the host sees it. ``device`` is the filesystem's id,
+    compared with the VMs' disks: a store on the same filesystem dies with them."""
+
+    writable: bool
+    free_bytes: int | None
+    device: int | None
+    # Programs and libraries incremental snapshots need that this host lacks.
+    missing_tools: tuple[str, ...]
+
+
+class BackupStoreProbe(Protocol):
+    async def facts(self, directory: Path) -> StoreFacts: ...
+
+    async def device_of(self, path: str) -> int | None:
+        """The filesystem id of a VM's disk image (None: it cannot be read from here)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class DoctorPorts:
     libvirt: LibvirtProbe
     schema: SchemaProbe
     slack: SlackProbe
     clock: Clock
+    backup: BackupStoreProbe
 
 
 class Doctor:
@@ -148,6 +176,8 @@ class Doctor:
         self._ports = ports
         self._required_scopes = required_scopes
         self._public_url = public_url
+        # (vm:target, image path) of every VM disk seen by the disk check
+        self._disk_paths: list[tuple[str, str]] = []
 
     async def run(self) -> list[Finding]:
         findings = [await self._libvirt()]
@@ -160,6 +190,7 @@ class Doctor:
             ]
         else:
             findings += await self._vms()
+        findings.append(await self._backup_store())
         findings.append(await self._database())
         findings += await self._slack()
         findings.append(self._timezone())
@@ -205,6 +236,7 @@ class Doctor:
             except CoreError as exc:
                 unknown.append(f"{vm.name} ({exc})")
                 continue
+            self._disk_paths += [(f"{vm.name}:{d.target}", d.path) for d in facts.disks if d.path]
             bad_disks += [
                 f"{vm.name}:{d.target} ({d.format_name})"
                 for d in facts.disks
@@ -243,6 +275,45 @@ class Doctor:
             least = {"least": _gib(tightest) if tightest is not None else "?"}
             space = Finding(Check.SPACE, Status.OK, Problem.NONE, {**count, **least})
         return [disks, space]
+
+    async def _backup_store(self) -> Finding:
+        directory = self._settings.backup_dir
+        if directory is None:
+            return Finding(Check.BACKUP_STORE, Status.WARN, Problem.BACKUP_STORE_NONE)
+        where = {"dir": str(directory)}
+        facts = await self._ports.backup.facts(directory)
+        if facts.missing_tools:
+            return Finding(
+                Check.BACKUP_STORE,
+                Status.FAIL,
+                Problem.BACKUP_TOOLS_MISSING,
+                {**where, "tools": ", ".join(facts.missing_tools)},
+            )
+        if not facts.writable:
+            return Finding(
+                Check.BACKUP_STORE, Status.FAIL, Problem.BACKUP_STORE_NOT_WRITABLE, where
+            )
+        shared = [
+            name
+            for name, path in self._disk_paths
+            if facts.device is not None and await self._ports.backup.device_of(path) == facts.device
+        ]
+        if shared:
+            return Finding(
+                Check.BACKUP_STORE,
+                Status.WARN,
+                Problem.BACKUP_STORE_SAME_DISK,
+                {**where, "disks": ", ".join(shared)},
+            )
+        free = "?" if facts.free_bytes is None else _gib(facts.free_bytes)
+        if facts.free_bytes is not None and facts.free_bytes < LOW_SPACE_BYTES:
+            return Finding(
+                Check.BACKUP_STORE,
+                Status.WARN,
+                Problem.BACKUP_STORE_LOW,
+                {**where, "free": free, "need": _gib(LOW_SPACE_BYTES)},
+            )
+        return Finding(Check.BACKUP_STORE, Status.OK, Problem.NONE, {**where, "free": free})
 
     async def _database(self) -> Finding:
         url = _without_password(self._settings.database_url)

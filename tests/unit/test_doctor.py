@@ -3,6 +3,7 @@ one: real libvirt test-driver hosts, real SQLite catalogues, the fake Slack over
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from pathlib import Path
@@ -16,6 +17,7 @@ from bot.messages.doctor import doctor_report, finding_line
 from core.bootstrap_doctor import BOT_SCOPES, run_doctor
 from core.catalogue.db import open_database
 from core.config import Secret, Settings, SlackSettings
+from core.domain.vm import Vm, VmState
 from core.services.doctor import (
     Check,
     Doctor,
@@ -27,6 +29,7 @@ from core.services.doctor import (
     SchemaState,
     SlackAuth,
     Status,
+    StoreFacts,
     failed,
 )
 from tests.fakes.hypervisor import FakeHypervisor
@@ -249,8 +252,17 @@ async def test_slack_that_does_not_answer_is_a_failure_not_a_crash(tmp_path: Pat
 
 
 class Ports:
-    def __init__(self, rights: Rights = Rights.READ_WRITE) -> None:
+    def __init__(self, rights: Rights = Rights.READ_WRITE, store: StoreFacts | None = None) -> None:
         self._rights = rights
+        self._store = store or StoreFacts(True, 500 * 2**30, 1, ())
+        # the filesystem of every VM disk
+        self.disk_device = 2
+
+    async def facts(self, directory: Path) -> StoreFacts:
+        return self._store
+
+    async def device_of(self, path: str) -> int | None:
+        return self.disk_device
 
     async def rights(self, uri: str) -> Rights:
         return self._rights
@@ -275,7 +287,7 @@ def doctor(s: Settings, ports: Ports, public_url: str | None = None) -> Doctor:
     return Doctor(
         s,
         FakeHypervisor(),
-        DoctorPorts(libvirt=ports, schema=ports, slack=ports, clock=SystemClock()),
+        DoctorPorts(libvirt=ports, schema=ports, slack=ports, clock=SystemClock(), backup=ports),
         required_scopes=BOT_SCOPES,
         public_url=public_url,
     )
@@ -345,3 +357,61 @@ async def test_release_0_1_catalogue_needs_an_upgrade(tmp_path: Path) -> None:
     line = finding_line(by_check(findings)[Check.DATABASE])
     assert line.startswith("WARN")
     assert "0001_release_0_1" in line
+
+
+# --- the backup store ---------------------------------------------------------------------
+
+
+def with_store(s: Settings, directory: Path) -> Settings:
+    return Settings(**{**_fields(s), "backup_dir": directory})
+
+
+async def test_without_a_backup_store_doctor_says_what_is_off_and_how_to_turn_it_on(
+    tmp_path: Path,
+) -> None:
+    s = settings("qemu:///system", tmp_path / "db.sqlite3")
+    line = finding_line(by_check(await doctor(s, Ports()).run())[Check.BACKUP_STORE])
+    assert line.startswith("WARN")
+    assert "SNAPBOT_BACKUP_DIR" in line
+
+
+@pytest.mark.parametrize(
+    ("store", "disk_device", "status", "words"),
+    [
+        (StoreFacts(True, 500 * 2**30, 1, ()), 2, Status.OK, "writable, 500.0 GiB free"),
+        (StoreFacts(True, 500 * 2**30, 1, ()), 1, Status.WARN, "same filesystem"),
+        (StoreFacts(False, 500 * 2**30, 1, ()), 2, Status.FAIL, "cannot be written"),
+        (StoreFacts(True, 2**30, 1, ()), 2, Status.WARN, "only 1.0 GiB free"),
+        (StoreFacts(True, 500 * 2**30, 1, ("qemu-nbd",)), 2, Status.FAIL, "need qemu-nbd"),
+    ],
+)
+async def test_the_backup_store_check(
+    tmp_path: Path, store: StoreFacts, disk_device: int, status: Status, words: str
+) -> None:
+    s = with_store(settings("qemu:///system", tmp_path / "db.sqlite3"), tmp_path)
+    ports = Ports(store=store)
+    ports.disk_device = disk_device
+    hv = FakeHypervisor(Vm("11111111-1111-1111-1111-111111111111", "web-01", VmState.RUNNING, 1))
+    from core.catalogue.store import SystemClock
+
+    found = await Doctor(
+        s,
+        hv,
+        DoctorPorts(libvirt=ports, schema=ports, slack=ports, clock=SystemClock(), backup=ports),
+        required_scopes=BOT_SCOPES,
+        public_url=None,
+    ).run()
+    finding = by_check(found)[Check.BACKUP_STORE]
+    assert finding.status is status
+    assert words in finding_line(finding)
+
+
+async def test_the_real_probe_reads_the_directory(tmp_path: Path) -> None:
+    from core.adapters.backupstore.probe import DirectoryStoreProbe
+
+    facts = await DirectoryStoreProbe().facts(tmp_path)
+    assert facts.writable
+    assert facts.missing_tools == ()  # make test installs qemu-utils and python3-libnbd
+    assert facts.device == (await asyncio.to_thread(tmp_path.stat)).st_dev
+    left = await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+    assert left == []  # its test file is gone
