@@ -160,3 +160,50 @@ def _flip_a_byte_in_every_chunk(root: Path) -> None:
             data = bytearray(chunk.read_bytes())
             data[len(data) // 2] ^= 0xFF
             chunk.write_bytes(bytes(data))
+
+
+async def test_a_deleted_vm_is_picked_and_defined_again_from_slack(
+    bot: SlackBot, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    fake_disks.write(WEB, 0, b"mine" * 1024)
+    await bot.command("/snapshot web-01 before-delete --incremental", user=OPERATOR)
+    await _done(bot, "Incremental snapshot")
+    await services.service.create_snapshot("web-01", "internal-only", actor=ALICE)
+    del services.hv.vms[WEB]  # undefined, and its disk deleted
+    fake_disks.disk(WEB).unlink()
+
+    await bot.command("/restore web-01", user=ADMIN)
+    picker = await bot.slack.wait_until(
+        lambda: next(
+            (v for v in bot.slack.views.values() if v.get("callback_id") == blocks.PICK_CALLBACK),
+            None,
+        ),
+        what="the picker",
+    )
+    options = str(picker["blocks"])
+    assert "before-delete" in options
+    assert "internal-only" not in options, "an internal snapshot died with the VM's image"
+    answer = await bot.submit(
+        picker,
+        {blocks.PICK_BLOCK: {blocks.PICK_INPUT: {"selected_option": {"value": "before-delete"}}}},
+        user=ADMIN,
+    )
+    assert answer["response_action"] == "update"
+    view = await bot.slack.wait_until(
+        lambda: next(
+            (
+                v
+                for v in bot.slack.views.values()
+                if v.get("callback_id") == blocks.RESTORE_CALLBACK
+            ),
+            None,
+        ),
+        what="the confirmation",
+    )
+    assert "web-01 no longer exists. This will define it again" in str(view["blocks"])
+    assert await bot.submit(view, name_typed("web-01"), user=ADMIN) is None
+    text = await _done(bot, "Restore")
+    assert "web-01 is defined again from `before-delete`" in text, text
+    back = await services.hv.get_vm("web-01")
+    assert back.uuid == WEB
+    assert fake_disks.read(WEB, 0, 4) == b"mine"
