@@ -148,3 +148,20 @@ async def test_an_incremental_schedule_and_a_verify_schedule_report_what_they_di
     assert "intact" in text
     (point,) = await services.catalogue.snapshots(WEB)
     assert point.kind is SnapshotKind.INCREMENTAL
+
+
+async def test_without_a_backup_store_the_reply_says_how_to_configure_one(
+    core: Core, services: Services
+) -> None:
+    from dataclasses import replace
+
+    status, out = await run(
+        replace(core, backups=None),
+        "/snapshot web-01 x --incremental\n"
+        "/snapshot schedule add nightly web-01 daily 02:00 --incremental\n",
+    )
+    assert status == 1
+    assert out.count("No backup store is configured") == 2
+    assert "Set SNAPBOT_BACKUP_DIR" in out
+    assert await services.catalogue.snapshots() == []
+    assert await core.schedules.list() == []
