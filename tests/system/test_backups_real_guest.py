@@ -425,8 +425,9 @@ async def test_shut_off_vm_backs_up_and_restores(
 
     # Running again, the guest overwrites the data; the restore stops it and brings the disk
     # back whole, counter included (nothing ran since), and leaves it shut off as it was.
+    offset = guest.log_size()
     dom.create()
-    await asyncio.to_thread(wait_for_counter, guest.serial_log, after_offset=0, timeout=60.0)
+    await booted_anew(guest.serial_log, offset, None)
     await write(guest, "b")
     result = await bk.service.restore_backup(guest.name, "off", actor=ALICE, safety_snapshot=False)
     assert result.vm_state is VmState.SHUT_OFF
@@ -549,8 +550,8 @@ def fill_from_host(disk: Path) -> None:
 
 
 def kill_backup_midway(db: Path, root: Path, vm: str, vm_uuid: str) -> str:
-    """Run a backup in a snapbot process SIGKILLed once its first new chunk is stored; its
-    output (what it said before it died)."""
+    """Run a backup in a snapbot process (on the test's catalogue) SIGKILLed once its first
+    new chunk is stored; what it printed before it died."""
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -578,23 +579,31 @@ def kill_backup_midway(db: Path, root: Path, vm: str, vm_uuid: str) -> str:
     return out
 
 
+def backup_job(dom: libvirt.virDomain) -> bool:
+    return bool(dom.isActive()) and job_type(dom) != libvirt.VIR_DOMAIN_JOB_NONE
+
+
 @pytest.mark.parametrize("running", [True, False], ids=["running", "shut-off"])
 async def test_backup_killed_midway_leaves_the_store_consistent(
-    bk: Backups, guests: Guests, workdir: Path, libvirt_conn: libvirt.virConnect, running: bool
+    bk: Backups,
+    guests: Guests,
+    workdir: Path,
+    tmp_path: Path,
+    libvirt_conn: libvirt.virConnect,
+    running: bool,
 ) -> None:
+    how = "running" if running else "shut off"
     guest = guests(workdir)
     dom = libvirt_conn.lookupByName(guest.name)
     dom.destroy()
     await asyncio.to_thread(fill_from_host, guest.disk)
     if running:
+        offset = guest.log_size()
         dom.create()
-        await asyncio.to_thread(
-            wait_for_counter, guest.serial_log, after_offset=guest.log_size(), timeout=60.0
-        )
+        await booted_anew(guest.serial_log, offset, None)
     before = await bk.service.create_backup(guest.name, "before-kill", actor=ALICE)
-    bk.note(f"9 ({'running' if running else 'shut off'}): backup before the kill", before)
-    # The next backup must have new data to store: the guest's counter alone is one chunk,
-    # a shut-off VM's disk does not move, so change the data from the host.
+    bk.note(f"9 ({how}): backup of 60 MiB of data before the kill", before)
+    # The killed backup must have new data to store: change the data region.
     if running:
         await write(guest, "k", at=4, count=4)
     else:
@@ -605,41 +614,56 @@ async def test_backup_killed_midway_leaves_the_store_consistent(
             capture_output=True,
         )
 
-    db = workdir / "worker.db"
+    # The worker shares the test's catalogue (the ``catalogue`` fixture's file): the snapbot
+    # that starts again after the kill is this test's core.
+    db = tmp_path / "catalogue.db"
     out = await asyncio.to_thread(kill_backup_midway, db, bk.root, guest.name, dom.UUIDString())
-    FIGURES.append(f"9 ({'running' if running else 'shut off'}): {out.strip().splitlines()[-1]}")
+    FIGURES.append(f"9 ({how}): worker said {out.strip().splitlines()[-1]!r}")
 
-    # What the store lists is only the point taken before.
+    # The store, as anyone reading it sees it: only the point taken before, and whole.
     listed = await bk.store.list_points(dom.UUIDString())
     assert [m.label for m in listed] == ["before-kill"]
     report = await bk.store.verify()
     assert report.ok, report
-    # Garbage collection removes the unfinished point and the chunks it left.
-    gc = await bk.service.reclaim()
-    FIGURES.append(f"9 ({'running' if running else 'shut off'}): GC after the kill {gc}")
-    point_dirs = list((bk.root / "points" / dom.UUIDString()).iterdir())
-    assert len(point_dirs) == 1, point_dirs
+    # What libvirt and the host hold before snapbot runs again.
+    job_left = backup_job(dom)
+    nbd_left = qemu_nbd_on(guest.workdir)
+    FIGURES.append(
+        f"9 ({how}): after the kill, before recovery: backup job on the domain: {job_left}; "
+        f"qemu-nbd left: {nbd_left}"
+    )
+    assert not nbd_left, nbd_left
 
-    leftovers = []
-    if running and job_type(dom) != libvirt.VIR_DOMAIN_JOB_NONE:
-        leftovers.append(f"backup job still active on the domain: {dom.jobStats()}")
-    nbd = qemu_nbd_on(guest.workdir)
-    if nbd:
-        leftovers.append(f"qemu-nbd still running: {nbd}")
     try:
-        # The user's next move: another backup, and (shut off) starting the VM.
+        # snapbot starts again: it recovers the operation the dead process left.
+        assert await bk.core.watch.connect_once()
+        killed = [
+            op
+            for op in await bk.core.schedule_store.operations(dom.UUIDString())
+            if op.snapshot_label == "killed-midway"
+        ]
+        assert len(killed) == 1
+        FIGURES.append(f"9 ({how}): recovered: {killed[0].status.value}: {killed[0].outcome}")
+        assert killed[0].status.value == "reconciled"
+        assert not backup_job(dom), f"backup job still on the domain: {dom.jobStats()}"
+        assert not qemu_nbd_on(guest.workdir)
+        gc = await bk.service.reclaim()
+        FIGURES.append(f"9 ({how}): GC after the kill: {gc}")
+        point_dirs = list((bk.root / "points" / dom.UUIDString()).iterdir())
+        assert len(point_dirs) == 1, point_dirs
+        # The user's next moves: another backup, and (shut off) starting the VM.
         after = await bk.service.create_backup(guest.name, "after-kill", actor=ALICE)
-        bk.note(f"9 ({'running' if running else 'shut off'}): backup after the kill", after)
+        bk.note(f"9 ({how}): backup after the kill", after)
         if not running:
             dom.create()
+        assert dom.isActive()
+        report = await bk.store.verify()
+        assert report.ok, report
     finally:
         for line in qemu_nbd_on(guest.workdir):
             os.kill(int(line.split(":")[0]), signal.SIGTERM)
-        if running and job_type(dom) != libvirt.VIR_DOMAIN_JOB_NONE:
+        if backup_job(dom):
             dom.abortJob()
-    assert not leftovers, leftovers
-    report = await bk.store.verify()
-    assert report.ok, report
 
 
 # -- 10. archive ------------------------------------------------------------------------------
