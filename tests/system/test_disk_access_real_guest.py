@@ -152,7 +152,7 @@ async def test_backup_view_of_a_running_guest_is_point_in_time_and_leaves_nothin
         assert export.consistency is Consistency.CRASH_CONSISTENT
         assert "no guest agent" in export.note
         assert f"<name>{guest.name}</name>" in export.domain_xml
-        assert dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+        assert dom.jobStats()["operation"] == libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP
         (view_dir,) = temp_dirs(temp_root) - before
         # QEMU (another user) creates the socket and scratch files there; nobody else may list
         # or remove them.

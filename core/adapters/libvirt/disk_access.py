@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 QEMU_IMG_TIMEOUT = 120
+JOB_END_TIMEOUT = 60.0
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 # Sockets and scratch files of one view live in a fresh directory here: /var/tmp, not /tmp,
 # because a scratch file holds every block the guest overwrites while the view is read (it can
@@ -349,20 +350,34 @@ class LibvirtDiskAccess:
                     reader.close()
 
             await self._blocking(close_readers)
-            if started:
-                await self._end_job(vm)
+            # Also when starting it seemed to fail: a call that timed out may still have
+            # started the job, and a job left running keeps its scratch file growing.
+            await self._end_job(vm, expected=started)
             await self._remove_temp_dir(temp)
 
-    async def _end_job(self, vm: Vm) -> None:
+    async def _end_job(self, vm: Vm, *, expected: bool) -> None:
         def end(conn: Any) -> None:
             dom = conn.lookupByUUIDString(vm.uuid)
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as exc:
-                # The job may be gone already (QEMU died, the VM was destroyed meanwhile).
-                if dom.isActive() and dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-                    raise
-                logger.info("backup job of %s already ended: %s", vm.name, exc)
+            if not dom.isActive():
+                return  # destroyed meanwhile: the job went with its QEMU
+            # Only a backup job is ended: it can only be ours (libvirt runs one backup job
+            # per VM, and snapbot holds the VM's lock); any other job is someone else's.
+            operation = dom.jobStats().get("operation")
+            if operation != libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP:
+                if expected:
+                    logger.warning("the backup job of %s had already ended", vm.name)
+                return
+            dom.abortJob()
+            # abortJob only asks: the job ends when QEMU has cancelled its block jobs. Wait for
+            # that, so the caller's next step (a snapshot, another backup) finds no job.
+            deadline = time.monotonic() + JOB_END_TIMEOUT
+            while dom.jobStats().get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE:
+                if time.monotonic() > deadline:
+                    raise DiskAccessFailed(
+                        f"the backup job did not end within {JOB_END_TIMEOUT:.0f} s of its abort",
+                        vm=vm.name,
+                    )
+                time.sleep(0.05)
 
         await self._conn.run(end, mutating=True, vm=vm.name)
 
