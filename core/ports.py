@@ -376,6 +376,10 @@ class BackupStore(Protocol):
         """Finished points, newest first (of one VM, or all)."""
         ...
 
+    async def stored_vms(self) -> list[str]:
+        """UUIDs of the VMs the store holds points of (cheap: no manifest is read)."""
+        ...
+
     async def manifest(self, ref: PointRef) -> Manifest: ...
 
     async def restore_disk(self, ref: PointRef, target: str, writer: DiskWriter) -> int:

@@ -591,7 +591,8 @@ class BackupService:
             for row in rows:
                 if row.vm_name == vm_name:
                     return row.vm_uuid
-            raise VmNotFound(vm_name, closest(vm_name, sorted({r.vm_name for r in rows}))) from None
+            names = {v.name for v in await self._hv.list_vms()} | {r.vm_name for r in rows}
+            raise VmNotFound(vm_name, closest(vm_name, sorted(names))) from None
 
     def _failed_in_place(self, vm: Vm, exc: CoreError, safety: Snapshot | None) -> OperationFailed:
         """A write back that failed: the VM is shut off, its disks maybe partly written; say

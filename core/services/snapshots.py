@@ -55,6 +55,7 @@ from core.services.reconcile import (
     refresh_memory_sizes,
     revert_landed,
     sync_if_free,
+    sync_points,
     sync_vm,
 )
 
@@ -189,6 +190,7 @@ class SnapshotService:
         result = [replace(g, busy=busy.get(g.vm.uuid)) if g.vm else g for g in result]
         if vm_name is None:
             known = {vm.uuid for vm in vms}
+            await self._adopt_stored_vms(known)
             orphans: dict[str, list[Snapshot]] = {}
             for snap in await self._catalogue.snapshots():
                 if snap.vm_uuid not in known:
@@ -196,6 +198,27 @@ class SnapshotService:
             for snaps in orphans.values():
                 result.append(VmSnapshots(snaps[-1].vm_name, None, tuple(snaps), None, None))
         return result
+
+    async def _adopt_stored_vms(self, in_libvirt: set[str]) -> None:
+        """List the restore points of VMs neither libvirt nor the catalogue knows (a new
+        catalogue over an old store, a VM deleted before its records were made): they are
+        what a "restore a deleted VM" needs to find."""
+        if self._store is None:
+            return
+        recorded = {s.vm_uuid for s in await self._catalogue.snapshots()}
+        for vm_uuid in await self._store.stored_vms():
+            if vm_uuid in in_libvirt or vm_uuid in recorded:
+                continue
+            points = await self._store.list_points(vm_uuid)
+            if not points:
+                continue
+            token = await self._catalogue.lock_for_sync(vm_uuid, self._runner.owner)
+            if token is None:
+                continue  # an operation holds it: it owns the rows
+            try:
+                await sync_points(self._store, self._catalogue, vm_uuid, points[0].vm_name)
+            finally:
+                await self._catalogue.unlock_sync(token)
 
     async def restore_preview(
         self, vm_name: str, label: str, *, allow_missing: bool = False

@@ -578,3 +578,30 @@ async def test_restore_points_of_a_deleted_vm_stay_present_through_a_full_sync(
     await reconciler_of(services, backup_store, fake_disks).sync_all()
     rows = {s.label: s.status for s in await services.catalogue.snapshots(DB)}
     assert rows == {"keep-me": CatalogueStatus.PRESENT, "internal": CatalogueStatus.MISSING}
+
+
+async def test_a_deleted_vm_known_only_to_the_store_is_listed_and_comes_back(
+    core: Core, services: Services, fake_disks: FakeDiskAccess
+) -> None:
+    data = os.urandom(MiB)
+    fake_disks.write(DB, 0, data)
+    await backups_of(core).create_backup("db-01", "only-copy", actor=ALICE)
+    # A new catalogue (its records are gone) and the VM deleted with its disk.
+    for row in await services.catalogue.snapshots(DB):
+        await services.catalogue.remove_snapshot(DB, row.libvirt_name)
+    del services.hv.vms[DB]
+    fake_disks.disk(DB).unlink()
+
+    groups = {g.vm_name: g for g in await core.snapshots.list_snapshots()}
+    assert groups["db-01"].vm is None
+    assert [s.label for s in groups["db-01"].snapshots] == ["only-copy"]
+
+    await backups_of(core).restore_as("db-01", "only-copy", None, actor=ALICE)
+    assert (await services.hv.get_vm("db-01")).uuid == DB
+    assert fake_disks.read(DB, 0, MiB) == data
+
+
+async def test_verify_of_an_unknown_vm_suggests_the_vms_there_are(core: Core) -> None:
+    with pytest.raises(VmNotFound) as missing:
+        await backups_of(core).verify("web-1", None, actor=ALICE)
+    assert "web-01" in missing.value.suggestions

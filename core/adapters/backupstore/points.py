@@ -65,6 +65,10 @@ class PointFiles:
     def point_dir(self, ref: PointRef) -> Path:
         return self.points_dir / ref.vm_uuid / ref.point_id
 
+    def stored_vms(self) -> list[str]:
+        """The VMs with a directory of points (possibly empty: it is never removed)."""
+        return sorted(p.name for p in self.points_dir.iterdir() if p.is_dir())
+
     def point_dirs(self) -> Iterator[Path]:
         """Every point directory, finished (with a manifest) or not, oldest first per VM."""
         for vm_dir in sorted(self.points_dir.iterdir()):
