@@ -637,3 +637,12 @@ def test_churn_long(tmp_path: Path) -> None:
         "every survivor read back and verified each round",
         f"{written} points written, {freed} chunks freed, 0 survivors damaged",
     )
+
+
+async def test_a_request_after_close_gets_an_answer_not_a_crash(tmp_path: Path) -> None:
+    from core.adapters.backupstore.store import BackupStoreClosed
+
+    store = DirectoryBackupStore(tmp_path / "backups")
+    store.close()
+    with pytest.raises(BackupStoreClosed, match="snapbot is stopping"):
+        await store.list_points()

@@ -22,8 +22,17 @@ from core.domain.backups import (
     PointRef,
     VerifyReport,
 )
+from core.errors import CoreError
 
 T = TypeVar("T")
+
+
+class BackupStoreClosed(CoreError):
+    """The store was closed (snapbot is stopping) while a request still came in."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(f"the backup store {root} is closed: snapbot is stopping")
+
 
 # Two threads: backups are disk- and hash-bound, and the host's VMs need the rest.
 DEFAULT_THREADS = 2
@@ -49,8 +58,12 @@ class DirectoryBackupStore:
         self.gc_safety_margin = gc_safety_margin
         self._files = PointFiles(root, chunk_size)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="backupstore")
+        self._closed = False
 
     async def _run(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            # A request still arriving while snapbot stops: answered, not crashed.
+            raise BackupStoreClosed(str(self.root))
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def write_point(self, source: BackupSource) -> Manifest:
@@ -87,4 +100,5 @@ class DirectoryBackupStore:
         return await self._run(functools.partial(verify, self._files, point))
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
