@@ -70,6 +70,7 @@ class Backups:
     service: BackupService
     store: DirectoryBackupStore
     root: Path
+    catalogue: TortoiseCatalogue
 
     def note(self, what: str, result: BackupResult) -> None:
         FIGURES.append(f"{what}: {describe(result.figures)}, {result.seconds:.2f} s")
@@ -101,7 +102,7 @@ async def bk(catalogue: TortoiseCatalogue, workdir: Path) -> AsyncIterator[Backu
     )
     assert core.backups is not None
     try:
-        yield Backups(core, core.backups, store, root)
+        yield Backups(core, core.backups, store, root, catalogue)
     finally:
         await disks.close()
         store.close()
@@ -639,7 +640,7 @@ async def test_backup_killed_midway_leaves_the_store_consistent(
         assert await bk.core.watch.connect_once()
         killed = [
             op
-            for op in await bk.core.schedule_store.operations(dom.UUIDString())
+            for op in await bk.catalogue.operations(dom.UUIDString())
             if op.snapshot_label == "killed-midway"
         ]
         assert len(killed) == 1
