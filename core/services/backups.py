@@ -332,7 +332,7 @@ class BackupService:
             except CoreError as exc:
                 raise self._failed_in_place(vm, exc, safety) from exc
             state = VmState.SHUT_OFF
-            if consistency_of(target) in _RAN:
+            if _ran(target):
                 await op.stage(Stage.STARTING)
                 await self._hv.start(vm)
                 state = await self._hv.state(vm)
@@ -401,7 +401,7 @@ class BackupService:
                 ) from exc
             restored = await self._hv.get_vm(writable.vm_name)
             state = await self._hv.state(restored)
-            if new_name is None and consistency_of(target) in _RAN:
+            if new_name is None and _ran(target):
                 await op.stage(Stage.STARTING)
                 await self._hv.start(restored)
                 state = await self._hv.state(restored)
@@ -608,6 +608,13 @@ class BackupService:
             vm=vm.name,
             vm_state=VmState.SHUT_OFF.value,
         )
+
+
+def _ran(snapshot: Snapshot) -> bool:
+    """Whether the VM ran when the restore point was taken, so a restore starts it again: read
+    while running, or (archived) a full snapshot taken running, whose disks come back without
+    its memory and boot."""
+    return consistency_of(snapshot) in _RAN or snapshot.captured_state is CapturedState.RUNNING
 
 
 def _captured(export: DiskExport) -> CapturedState:

@@ -695,10 +695,10 @@ async def test_archive_moves_a_full_snapshot_to_the_store(
         guest.name, "to-archive", actor=ALICE, safety_snapshot=False
     )
     FIGURES.append(f"10: restore of the archived snapshot: VM {result.vm_state.value}")
-    assert await after_counter(guest.disk) == point[MIB:] == disk_after_counter("a")
-    if not dom.isActive():
-        dom.create()
+    # Taken running, so it is started again (from its disks: the memory was not kept).
+    assert result.vm_state is VmState.RUNNING
     offset = guest.log_size()
+    assert await after_counter(guest.disk) == point[MIB:] == disk_after_counter("a")
     booted = await asyncio.to_thread(
         wait_for_counter, guest.serial_log, after_offset=offset, timeout=60.0
     )
