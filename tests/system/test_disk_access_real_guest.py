@@ -207,6 +207,32 @@ async def test_backup_view_of_a_paused_guest_says_why_it_is_not_frozen(
     assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
 
 
+async def test_a_view_cancelled_twice_still_ends_its_job_and_removes_its_files(
+    access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect, temp_root: Path
+) -> None:
+    await wait_host_counter_above(guest, 1)
+    dom = libvirt_conn.lookupByName(guest.name)
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with access.backup_view(vm_of(libvirt_conn, guest.name)):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    task.cancel()
+    await asyncio.sleep(0)  # one turn: the task enters its clean-up
+    # A second cancel lands while the view cleans up (a shutdown that gives up waiting).
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_until(
+        lambda: dom.jobStats()["type"] == libvirt.VIR_DOMAIN_JOB_NONE and not temp_dirs(temp_root),
+        within=30,
+    )
+
+
 async def test_shut_off_guest_is_read_from_its_image_and_cannot_start_meanwhile(
     access: LibvirtDiskAccess, guest: Guest, libvirt_conn: libvirt.virConnect, temp_root: Path
 ) -> None:

@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -229,6 +229,25 @@ class LibvirtDiskAccess:
     async def _remove_temp_dir(self, path: Path) -> None:
         await self._blocking(lambda: shutil.rmtree(path, ignore_errors=True))
 
+    @staticmethod
+    async def _clean_up(*steps: Callable[[], Awaitable[object]]) -> None:
+        """Run every step, in order, even when one fails or the caller is cancelled: a
+        cancelled ``finally`` would otherwise skip the rest (a backup job left running, a
+        temporary directory left behind). Raises the first failure once all have run."""
+
+        async def run_all() -> None:
+            failure: BaseException | None = None
+            for step in steps:
+                try:
+                    await step()
+                except Exception as exc:
+                    logger.warning("cleaning up after a disk view or restore failed: %s", exc)
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+
+        await asyncio.shield(run_all())
+
     # -- reading ---------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -349,11 +368,13 @@ class LibvirtDiskAccess:
                 for reader in readers.values():
                     reader.close()
 
-            await self._blocking(close_readers)
-            # Also when starting it seemed to fail: a call that timed out may still have
-            # started the job, and a job left running keeps its scratch file growing.
-            await self._end_job(vm, expected=started)
-            await self._remove_temp_dir(temp)
+            await self._clean_up(
+                lambda: self._blocking(close_readers),
+                # Also when starting it seemed to fail: a call that timed out may still have
+                # started the job, and a job left running keeps its scratch file growing.
+                lambda: self._end_job(vm, expected=started),
+                lambda: self._remove_temp_dir(temp),
+            )
 
     async def _end_job(self, vm: Vm, *, expected: bool) -> None:
         def end(conn: Any) -> None:
@@ -446,8 +467,9 @@ class LibvirtDiskAccess:
             await self._blocking(start)
             yield dict(servers.readers)
         finally:
-            await self._blocking(servers.close)
-            await self._remove_temp_dir(temp)
+            await self._clean_up(
+                lambda: self._blocking(servers.close), lambda: self._remove_temp_dir(temp)
+            )
 
     @asynccontextmanager
     async def snapshot_view(self, vm: Vm, libvirt_name: str) -> AsyncIterator[DiskExport]:
@@ -580,8 +602,9 @@ class LibvirtDiskAccess:
                     f"qemu-nbd did not close cleanly: {', '.join(failed)}", vm=vm_name
                 )
         finally:
-            await self._blocking(servers.close)
-            await self._remove_temp_dir(temp)
+            await self._clean_up(
+                lambda: self._blocking(servers.close), lambda: self._remove_temp_dir(temp)
+            )
 
     @asynccontextmanager
     async def restore_as_new(
