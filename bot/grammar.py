@@ -89,6 +89,13 @@ class VerifyBackups:
 
 
 @dataclass(frozen=True, slots=True)
+class ShowUsage:
+    """Storage usage: ``target`` None the whole host, else a VM's name or the host's name."""
+
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HoldSnapshot:
     """No ``until`` and not ``verified``: held until released."""
 
@@ -195,6 +202,7 @@ Command = (
     | CreateSnapshot
     | ArchiveSnapshot
     | VerifyBackups
+    | ShowUsage
     | DeleteSnapshot
     | RenameSnapshot
     | Restore
@@ -369,8 +377,14 @@ def _parse_snapshot(text: str) -> Command:
             raise UsageError(cmd, "missing the VM and the snapshot name")
         return Help(cmd)
     sub, rest = words[0], words[1:]
-    if sub in ("help", "usage") and not rest:
+    if sub == "help" and not rest:
         return Help(cmd)
+    if sub == "usage":
+        _check_options(sub, options)
+        if len(rest) > 1:
+            extra = _shown(" ".join(rest[1:]))
+            raise UsageError(cmd, f"unexpected {extra!r}: usage takes one VM or host name")
+        return ShowUsage(rest[0] if rest else None)
     if sub == "schedule":
         return _parse_schedule(rest, options)
     if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock", "archive", "verify"):

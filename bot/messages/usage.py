@@ -23,6 +23,7 @@ USAGE = {
         "  /snapshot archive <vm> <name>             move a full snapshot into the backup store\n"
         "        (frees its space in the image; its memory state is not kept)\n"
         "  /snapshot verify [<vm> [<name>]]          re-read the backup store, report damage\n"
+        "  /snapshot usage [<vm>|<host>]             storage used, free space, when it fills\n"
         "  /snapshot unlock <vm>                     admins: see what holds a VM, end its lock\n"
         "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
         "        [--incremental | --verify] [--archive]\n"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from tests.fakes.slack_requests import (
@@ -46,7 +47,7 @@ T = TypeVar("T")
 
 # Parameters that carry JSON inside a form field (slack-sdk sends them as JSON strings when the
 # caller uses form data, and as objects in a JSON body): both end up as objects in Call.params.
-JSON_PARAMS = frozenset({"blocks", "attachments", "view", "metadata", "user_auth_blocks"})
+JSON_PARAMS = frozenset({"blocks", "attachments", "view", "metadata", "user_auth_blocks", "files"})
 
 # Methods that need an app-level token (xapp-); every other method needs a bot token (xoxb-).
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -62,6 +63,8 @@ MAX_CALLBACK_ID = 255
 RESPONSE_URL_MAX_POSTS = 5
 RESPONSE_URL_TTL = 30 * 60.0
 TRIGGER_TTL = 3.0
+# files.getUploadURLExternal refuses larger uploads with file_too_large (1 GB).
+MAX_UPLOAD_BYTES = 1_000_000_000
 
 # Every payload the fake receives (Web API parameters, response_url posts, Socket Mode frames)
 # is shown to these callables as ``(where, text)``: the session-wide secret-leak scan
@@ -144,6 +147,8 @@ class FakeMessage:
     metadata: dict[str, Any] | None = None
     deleted: bool = False
     revisions: list[Revision] = field(default_factory=list)
+    # Ids of the files this message shared (a files.completeUploadExternal share).
+    files: list[str] = field(default_factory=list)
 
     @property
     def by_bot(self) -> bool:
@@ -177,7 +182,20 @@ class FakeMessage:
             out["metadata"] = self.metadata
         if self.edited:
             out["edited"] = {"user": self.user, "ts": self.revisions[-1].at}
+        if self.files:
+            out["files"] = [{"id": f} for f in self.files]
+            out["upload"] = True
         return out
+
+    def images(self) -> list[str]:
+        """The file ids the message's image blocks show (``slack_file`` by id)."""
+        return [
+            str(b["slack_file"]["id"])
+            for b in self.blocks
+            if b.get("type") == "image"
+            and isinstance(b.get("slack_file"), dict)
+            and "id" in b["slack_file"]
+        ]
 
 
 @dataclass
@@ -191,6 +209,26 @@ class Ephemeral:
     blocks: list[dict[str, Any]]
     thread_ts: str | None
     at: float
+
+
+@dataclass
+class FakeFile:
+    """A file uploaded through ``files.getUploadURLExternal`` -> POST to its ``upload_url`` ->
+    ``files.completeUploadExternal``. ``data`` is None until the bytes arrived; ``channels``
+    are where it was shared (a file shared nowhere is private to the uploader)."""
+
+    id: str
+    filename: str
+    length: int
+    alt_txt: str | None
+    upload_url: str
+    data: bytes | None = None
+    title: str | None = None
+    completed: bool = False
+    channels: list[str] = field(default_factory=list)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title or self.filename}
 
 
 @dataclass
@@ -402,6 +440,8 @@ class FakeSlack:
         self.envelopes: list[Envelope] = []
         self.socket_frames: list[dict[str, Any]] = []  # every frame a client sent us
         self.socket_connections = 0  # ever opened
+        self.files: dict[str, FakeFile] = {}
+        self._uploads: dict[str, str] = {}  # upload id (in the upload_url) -> file id
 
         self._rate_limits: dict[str, list[int]] = {}
         self._failures: dict[str, list[str]] = {}
@@ -427,6 +467,8 @@ class FakeSlack:
             "views.publish": self._views_publish,
             "usergroups.users.list": self._usergroups_users_list,
             "conversations.join": self._conversations_join,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -436,6 +478,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/hooks/{hook_id}", self._hook)
+        app.router.add_post("/upload/v1/{upload_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
@@ -557,6 +600,11 @@ class FakeSlack:
         if hook_id not in self.hooks:
             raise AssertionError(f"unknown response_url {hook_id_or_url}")
         return list(self.hooks[hook_id].posts)
+
+    def file(self, file_id: str) -> FakeFile:
+        if file_id not in self.files:
+            raise AssertionError(f"no file {file_id}\n{self.dump()}")
+        return self.files[file_id]
 
     def home(self, user_id: str) -> dict[str, Any]:
         if user_id not in self.home_views:
@@ -764,6 +812,7 @@ class FakeSlack:
             raise SlackError("no_text")
         if len(text) > MAX_POST_TEXT:
             raise SlackError("msg_too_long")
+        self._check_slack_files(blocks, channel)
         thread_ts = p.get("thread_ts") or None
         metadata = p.get("metadata") if isinstance(p.get("metadata"), dict) else None
         msg = self._store_message(channel, text, blocks, thread_ts, metadata, "chat.postMessage")
@@ -785,6 +834,7 @@ class FakeSlack:
             raise SlackError("no_text")
         if len(text) > MAX_UPDATE_TEXT:
             raise SlackError("msg_too_long")
+        self._check_slack_files(blocks, channel)
         # Like Slack: text without blocks removes the blocks.
         self._edit(msg, text, blocks, "chat.update")
         return {"channel": channel, "ts": ts, "text": text, "message": msg.to_api()}
@@ -936,6 +986,118 @@ class FakeSlack:
 
     async def _apps_connections_open(self, call: Call) -> dict[str, Any]:
         return {"url": self.socket_url}
+
+    # ------------------------------------------------------------------ files
+
+    def _check_slack_files(
+        self, blocks: list[dict[str, Any]], channel: str, sharing: tuple[str, ...] = ()
+    ) -> None:
+        """An image block may show a file by ``slack_file`` id only when the file was shared in
+        that channel (or is being shared by this very message): a private upload is visible to
+        the uploader alone, and Slack refuses the block (python-slack-sdk#1658)."""
+        for i, block in enumerate(blocks):
+            if block.get("type") != "image" or "slack_file" not in block:
+                continue
+            ref = block["slack_file"]
+            file_id = str(ref.get("id") or "") if isinstance(ref, dict) else ""
+            known = self.files.get(file_id)
+            visible = known is not None and (
+                file_id in sharing or (known.completed and channel in known.channels)
+            )
+            if not visible or not block.get("alt_text"):
+                where = f"/blocks/{i}/slack_file" if not visible else f"/blocks/{i}/alt_text"
+                problem = "invalid slack file" if not visible else "missing required field"
+                raise SlackError(
+                    "invalid_blocks",
+                    errors=[f"{problem} [json-pointer:{where}]"],
+                    response_metadata={"messages": [f"[ERROR] {problem} [json-pointer:{where}]"]},
+                )
+
+    async def _files_get_upload_url_external(self, call: Call) -> dict[str, Any]:
+        p = call.params
+        filename = str(p.get("filename") or "")
+        length_text = str(p.get("length") or "")
+        if not filename or not length_text.isdigit() or int(length_text) <= 0:
+            missing = "filename" if not filename else "length"
+            raise SlackError(
+                "invalid_arguments",
+                response_metadata={"messages": [f"[ERROR] missing required field: {missing}"]},
+            )
+        length = int(length_text)
+        if length > MAX_UPLOAD_BYTES:
+            raise SlackError("file_too_large")
+        file_id = "F" + uuid.uuid4().hex[:10].upper()
+        upload_id = uuid.uuid4().hex
+        url = f"{self.url}/upload/v1/{upload_id}"
+        alt = p.get("alt_txt")
+        self.files[file_id] = FakeFile(
+            file_id, filename, length, None if alt is None else str(alt), url
+        )
+        self._uploads[upload_id] = file_id
+        return {"upload_url": url, "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: the file's bytes, raw or as a multipart ``file`` part."""
+        file_id = self._uploads.pop(request.match_info["upload_id"], None)
+        if file_id is None:
+            # Upload URLs are single-use, like Slack's.
+            return web.Response(status=404, text="not found")
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            data = b""
+            async for part in reader:
+                if isinstance(part, aiohttp.BodyPartReader) and part.name in ("file", "filename"):
+                    data = bytes(await part.read())
+        else:
+            data = await request.read()
+        uploaded = self.files[file_id]
+        _received("Slack file upload", {"file_id": file_id, "bytes": len(data)})
+        if len(data) != uploaded.length:
+            # The size announced in files.getUploadURLExternal is what Slack accepts.
+            self._uploads[request.match_info["upload_id"]] = file_id
+            return web.Response(
+                status=400, text=f"length {len(data)} differs from the {uploaded.length} announced"
+            )
+        uploaded.data = data
+        self._notify()
+        return web.Response(status=200, text=f"OK - {len(data)}")
+
+    async def _files_complete_upload_external(self, call: Call) -> dict[str, Any]:
+        p = call.params
+        listed = p.get("files")
+        if not isinstance(listed, list) or not listed:
+            raise SlackError(
+                "invalid_arguments",
+                response_metadata={"messages": ["[ERROR] missing required field: files"]},
+            )
+        chosen: list[FakeFile] = []
+        for item in listed:
+            file_id = str(item.get("id") or "") if isinstance(item, dict) else ""
+            found = self.files.get(file_id)
+            # A file whose bytes never reached its upload URL cannot be completed.
+            if found is None or found.data is None or found.completed:
+                raise SlackError("file_not_found")
+            chosen.append(found)
+        channels = [str(p["channel_id"])] if p.get("channel_id") else []
+        channels += [c for c in str(p.get("channels") or "").split(",") if c]
+        comment = str(p.get("initial_comment") or "")
+        # Like Slack: an initial_comment wins and the blocks are ignored.
+        blocks = [] if comment else _blocks(p)
+        ids = tuple(f.id for f in chosen)
+        for channel in channels:
+            self._check_slack_files(blocks, channel, sharing=ids)
+        for item, found in zip(listed, chosen, strict=True):
+            found.title = str(item.get("title") or found.filename)
+            found.completed = True
+            found.channels.extend(channels)
+        thread_ts = p.get("thread_ts") or None
+        for channel in channels:
+            msg = self._store_message(
+                channel, comment, blocks, thread_ts, None, "files.completeUploadExternal"
+            )
+            msg.files = list(ids)
+        self._notify()
+        return {"files": [f.to_api() for f in chosen]}
 
     # ------------------------------------------------------------------ response_url
 
