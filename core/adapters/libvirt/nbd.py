@@ -231,8 +231,9 @@ class QemuNbdServer:
             # Served under the empty name, as qemu-nbd does by default; spelled out because the
             # client asks for it by name.
             "--export-name=",
-            # More than one connection: the readiness probe below is one.
-            "--shared=2",
+            # One client, and no --persistent: qemu-nbd exits when snapbot's connection
+            # closes, also when snapbot is killed, so a crash leaves no server holding the
+            # image's lock (which would keep the VM from starting).
         ]
         if writable:
             # writeback plus the writer's flush: fast, and durable at the end of a restore.
