@@ -5,10 +5,10 @@ tests use fakes that do too (``tests.fakes``). Nothing here names an adapter or 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from core.domain.access import Action
@@ -23,9 +23,12 @@ from core.domain.backups import (
     VerifyReport,
 )
 from core.domain.confirmation import Confirmation
+from core.domain.drills import Drill, ReadySignal
+from core.domain.offsite import CopyReport, DeletionReport, OffsiteStatus
 from core.domain.operation import Actor, Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule, When
 from core.domain.snapshot import CatalogueStatus, Hold, HypervisorSnapshot, Snapshot
+from core.domain.usage import Forecast, SampleKind, StoreUsage, UsageHistory, UsageSample
 from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.services.reports import Digest, RunReport
 
@@ -403,6 +406,40 @@ class BackupStore(Protocol):
         """Re-reads and re-hashes every chunk the point (or every point) needs."""
         ...
 
+    async def usage(self) -> StoreUsage:
+        """What the store takes: logical and stored sizes, what deduplication and compression
+        saved, chunks no point uses any more, and its filesystem's free space."""
+        ...
+
+    async def exclusive_bytes(self, refs: Collection[PointRef]) -> int:
+        """Stored bytes of the chunks only ``refs`` use (no other point): exactly what
+        deleting those points frees at the next garbage collection."""
+        ...
+
+
+class OffsiteStore(Protocol):
+    """The backup store's second copy in object storage (``core.domain.offsite``): copied
+    from the local store, checked on its own, deletions applied only after a delay."""
+
+    where: str
+    delete_after: timedelta
+
+    async def copy_new(self) -> CopyReport:
+        """Uploads the points (and the pieces they need) the copy lacks; safe to interrupt and
+        run again: nothing is uploaded twice, no point exists offsite before all it needs."""
+        ...
+
+    async def verify_copy(self, point: PointRef | None = None) -> VerifyReport:
+        """Downloads and re-checks every piece the copy's points (or ``point``) need."""
+        ...
+
+    async def apply_deletions(self, now: datetime) -> DeletionReport:
+        """Marks points gone from the local store, deletes those marked ``delete_after`` ago
+        and the pieces nothing needs any more."""
+        ...
+
+    async def status(self) -> OffsiteStatus: ...
+
 
 class DiskAccess(Protocol):
     """VMs' disks as raw bytes, for the backup store: read at one instant, written back in
@@ -450,6 +487,129 @@ class DiskAccess(Protocol):
         (libvirt keeps it, and its scratch file, until someone ends it). True when one was
         ended, False when there was none of snapbot's, None when it cannot tell. A backup job
         of another tool is never touched."""
+        ...
+
+
+# --- restore drills: a restore point booted as an isolated throwaway VM --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DrillGuest:
+    """What a VM's configuration offers a drill: a guest agent channel to ask, a display to
+    take a screenshot of."""
+
+    has_agent: bool
+    has_display: bool
+
+
+class ThrowawayVm(Protocol):
+    """An isolated copy of a restore point (``DrillLab.throwaway_vm``): its own new disks in a
+    private directory, a new name and UUID, no network, its serial console in a file."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def disks(self) -> Mapping[str, DiskWriter]:
+        """The new disks, writable by target until ``start``."""
+        ...
+
+    async def start(self) -> None:
+        """Close the disks' writers and boot the VM (never autostarted, never persistent)."""
+        ...
+
+    async def wait_ready(self, signal: ReadySignal, within: float) -> float:
+        """Seconds from ``start`` until ``signal`` said the VM is ready; raise ``DrillFailed``
+        saying what was seen instead (the VM stopped, the agent never answered, the console's
+        last lines) when it is not within ``within`` seconds."""
+        ...
+
+    async def screenshot(self) -> bytes | None:
+        """The VM's display as PNG; None when it has no display or it cannot be captured."""
+        ...
+
+
+class DrillLab(Protocol):
+    """Where drills boot restore points, apart from everything else on the host."""
+
+    def inspect(self, domain_xml: str) -> DrillGuest: ...
+
+    def throwaway_vm(
+        self,
+        domain_xml: str,
+        sizes: Mapping[str, int],
+        blobs: Mapping[str, bytes],
+        *,
+        name: str,
+    ) -> AbstractAsyncContextManager[ThrowawayVm]:
+        """A throwaway VM built from ``domain_xml`` with empty disks of ``sizes``. When the
+        block ends, whatever happened in it, the VM is destroyed and every file it had is
+        removed."""
+        ...
+
+    async def sweep_leftovers(self, older_than: timedelta) -> list[str]:
+        """Remove throwaway VMs (and their files) a snapbot that died left behind, started
+        more than ``older_than`` ago; only those carrying snapbot's drill mark. Their names."""
+        ...
+
+
+class DrillStore(Protocol):
+    """The catalogue's record of drills."""
+
+    async def begin_drill(self, drill: Drill, *, stale_after: timedelta) -> bool:
+        """Record a RUNNING drill; False (nothing recorded) when a drill of the same VM is
+        running and started less than ``stale_after`` ago."""
+        ...
+
+    async def finish_drill(self, drill: Drill) -> None:
+        """Store the drill's end: result, when, how long until ready, error, screenshot."""
+        ...
+
+    async def drills(self, vm_uuid: str | None = None, limit: int = 50) -> list[Drill]:
+        """Newest first, without their screenshots (``drill_screenshot`` reads one)."""
+        ...
+
+    async def drill_screenshot(self, drill_id: str) -> bytes | None: ...
+
+    async def last_passed_drills(self) -> dict[str, Drill]:
+        """The newest passing drill of each VM, by VM UUID (without screenshots)."""
+        ...
+
+    async def abandon_drills(self, started_before: datetime, error: str) -> int:
+        """Mark drills still RUNNING that started before ``started_before`` FAILED with
+        ``error`` (their process died); how many."""
+        ...
+
+
+# --- storage usage: daily samples and the chart ------------------------------------------------
+
+
+class UsageStore(Protocol):
+    """The catalogue's daily usage samples (``core.domain.usage``)."""
+
+    async def record_usage(self, samples: Sequence[UsageSample]) -> None:
+        """Store the samples; one of the same day, kind and subject as a stored one replaces
+        it (sampling twice a day keeps the later)."""
+        ...
+
+    async def usage_samples(
+        self, since: date, kind: SampleKind | None = None, subject: str | None = None
+    ) -> list[UsageSample]:
+        """Samples from ``since`` on (inclusive), oldest first."""
+        ...
+
+    async def forget_usage_before(self, day: date) -> int:
+        """Remove samples older than ``day``; how many."""
+        ...
+
+
+class ChartRenderer(Protocol):
+    """Draws the usage history as an image."""
+
+    def render_usage(self, history: UsageHistory, forecasts: Sequence[Forecast]) -> bytes:
+        """A PNG: each VM's and the total bytes over the history's days, and each
+        filesystem's free space with its forecast line. Blocking (CPU): callers run it in a
+        thread."""
         ...
 
 

@@ -179,3 +179,156 @@ def with_uuid(domain_xml: str, uuid: str) -> str:
     element.text = uuid
     root.insert(1, element)
     return ET.tostring(root, encoding="unicode")
+
+
+# The drill mark in a throwaway VM's <metadata>: what lets a sweep after a crash remove it
+# without ever touching a VM that only happens to have a similar name.
+DRILL_NAMESPACE = "https://snapbot.invalid/xmlns/drill/1"
+DRILL_METADATA_TAG = f"{{{DRILL_NAMESPACE}}}drill"
+# Devices that reach outside the VM: a drill copy must not share the original's network,
+# its passed-through devices, its host directories or its TPM state.
+_ISOLATION_REMOVED = ("interface", "hostdev", "redirdev", "filesystem", "tpm", "smartcard")
+
+
+@dataclass(frozen=True)
+class DrillDomain:
+    """A throwaway VM's XML and the files it uses, all inside one directory."""
+
+    xml: str
+    disk_paths: dict[str, str]
+    nvram_path: str | None
+    console_log: str
+    has_display: bool
+
+
+def drill_domain(
+    domain_xml: str,
+    targets: Collection[str],
+    *,
+    name: str,
+    uuid: str,
+    directory: str,
+    started_at: str,
+    owner: str,
+) -> DrillDomain:
+    """``domain_xml`` as an isolated throwaway copy: new name and UUID, new disks and UEFI
+    variables in ``directory``, no network interface or passed-through device, its first serial
+    port written to ``directory/console.log`` (other serial ports and consoles connected to
+    nothing), any display listening on localhost only with a port of its own, and snapbot's
+    drill mark in ``<metadata>``."""
+    copy = copy_domain(domain_xml, targets, new_name=name)
+    root = ET.fromstring(copy.xml)
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    disk_paths: dict[str, str] = {}
+    for disk in devices.findall("disk"):
+        if not is_backed_up(disk):
+            # Shared media stay only when read-only (an installer ISO); a shareable writable
+            # disk would let the drill write into what the original uses.
+            if disk.find("readonly") is None:
+                devices.remove(disk)
+            continue
+        target = _target(disk)
+        path = posixpath.join(directory, f"{target}.qcow2")
+        source = disk.find("source")
+        assert source is not None  # copy_domain gave every restored disk a file source
+        source.set("file", path)
+        disk_paths[target] = path
+    for kind in _ISOLATION_REMOVED:
+        for element in devices.findall(kind):
+            devices.remove(element)
+    nvram_path = None
+    nvram = root.find("os/nvram")
+    if nvram is not None:
+        nvram_path = posixpath.join(directory, "VARS.fd")
+        nvram.text = nvram_path
+    console_log = posixpath.join(directory, "console.log")
+    _isolate_chardevs(devices, console_log)
+    has_display = _isolate_graphics(devices)
+    for element in root.findall("uuid"):
+        root.remove(element)
+    uuid_element = ET.Element("uuid")
+    uuid_element.text = uuid
+    root.insert(1, uuid_element)
+    # A crash ends the drill (reported as one) instead of a restart loop; a reboot stays a
+    # reboot (first boots of many guests reboot once).
+    on_crash = root.find("on_crash")
+    if on_crash is None:
+        on_crash = ET.SubElement(root, "on_crash")
+    on_crash.text = "destroy"
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    mark = ET.SubElement(metadata, DRILL_METADATA_TAG)
+    mark.set("started", started_at)
+    mark.set("directory", directory)
+    mark.set("owner", owner)
+    ET.register_namespace("snapbot", DRILL_NAMESPACE)
+    return DrillDomain(
+        xml=ET.tostring(root, encoding="unicode"),
+        disk_paths=disk_paths,
+        nvram_path=nvram_path,
+        console_log=console_log,
+        has_display=has_display,
+    )
+
+
+def _isolate_chardevs(devices: ET.Element, console_log: str) -> None:
+    """The first serial port logs to ``console_log``; every other serial port, console and
+    parallel port is connected to nothing (a unix socket or a pty of the original's would
+    clash, a file would mix two VMs' output). Channels keep their targets (the guest agent's
+    socket is generated anew when no path is given), but never the original's socket path."""
+    serials = devices.findall("serial")
+    for index, device in enumerate(serials):
+        _reset_chardev(device)
+        if index == 0:
+            device.set("type", "file")
+            source = ET.Element("source", path=console_log, append="off")
+            device.insert(0, source)
+        else:
+            device.set("type", "null")
+    for kind in ("console", "parallel"):
+        for device in devices.findall(kind):
+            target = device.find("target")
+            if (
+                kind == "console"
+                and serials
+                and (target is None or target.get("type") in (None, "serial"))
+            ):
+                # libvirt makes it an alias of the first serial port: leave it that.
+                devices.remove(device)
+                continue
+            _reset_chardev(device)
+            device.set("type", "null")
+    for channel in devices.findall("channel"):
+        channel_source = channel.find("source")
+        if channel.get("type") == "unix" and channel_source is not None:
+            channel_source.attrib.pop("path", None)
+        for log in channel.findall("log"):
+            channel.remove(log)
+
+
+def _reset_chardev(device: ET.Element) -> None:
+    for child in list(device):
+        if child.tag in ("source", "log", "protocol", "reconnect"):
+            device.remove(child)
+
+
+def _isolate_graphics(devices: ET.Element) -> bool:
+    """VNC and SPICE displays keep their video device (the screenshot is taken from it) but
+    listen nowhere (``<listen type='none'/>``): nobody can connect to the copy, and the
+    original's port is not fought over. Any other display (a window on the host) is removed.
+    True when one remains."""
+    kept = False
+    for graphics in devices.findall("graphics"):
+        if graphics.get("type") not in ("vnc", "spice"):
+            devices.remove(graphics)
+            continue
+        for attribute in ("port", "tlsPort", "websocket", "listen", "socket", "autoport"):
+            graphics.attrib.pop(attribute, None)
+        for listen in graphics.findall("listen"):
+            graphics.remove(listen)
+        graphics.insert(0, ET.Element("listen", type="none"))
+        kept = True
+    return kept
