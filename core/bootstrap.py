@@ -15,6 +15,7 @@ from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from core.adapters.backupstore import DirectoryBackupStore
+from core.adapters.charts import MatplotlibCharts
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
@@ -35,6 +36,7 @@ from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
 from core.services.status import StatusService
+from core.services.usage import UsageService
 from scheduler.timing import CronTimetable
 
 __all__ = ["Core", "build_core", "demo_allowed", "wire"]
@@ -184,4 +186,5 @@ def wire(
         fallback_reason=None,
         status=StatusService(catalogue, watch, clock),
         _operations=runner,
+        usage=UsageService(hypervisor, catalogue, clock, MatplotlibCharts(), store),
     )

@@ -164,3 +164,25 @@ class LeaseRow(Model):
 
     class Meta:
         table = "lease"
+
+
+class UsageSampleRow(Model):
+    """One day's storage usage of a VM, the backup store or a filesystem
+    (``core.domain.usage.UsageSample``). Unique per (day, kind, subject): sampling twice a day
+    replaces the first; rows older than the history kept are deleted."""
+
+    id = fields.IntField(primary_key=True)
+    day = fields.DateField(db_index=True)
+    kind = fields.CharField(max_length=16)
+    subject = fields.CharField(max_length=255)
+    name = fields.CharField(max_length=255)
+    disk_bytes = fields.BigIntField(null=True)
+    memory_bytes = fields.BigIntField(null=True)
+    backup_bytes = fields.BigIntField(null=True)
+    logical_bytes = fields.BigIntField(null=True)
+    used_bytes = fields.BigIntField(null=True)
+    free_bytes = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "usage_sample"
+        unique_together = (("day", "kind", "subject"),)

@@ -9,6 +9,7 @@ from core.catalogue.leases import TortoiseLeases
 from core.catalogue.operations import TortoiseOperations
 from core.catalogue.schedules import TortoiseSchedules
 from core.catalogue.snapshots import TortoiseSnapshots
+from core.catalogue.usage import TortoiseUsage
 from core.ports import Clock
 
 __all__ = ["SystemClock", "TortoiseCatalogue"]
@@ -20,9 +21,10 @@ class TortoiseCatalogue(
     TortoiseConfirmations,
     TortoiseSchedules,
     TortoiseLeases,
+    TortoiseUsage,
 ):
-    """Every catalogue port (``Catalogue``, holds, schedules and runs, leases); needs an open
-    database (``core.catalogue.db``). Each store is usable on its own too."""
+    """Every catalogue port (``Catalogue``, holds, schedules and runs, leases, usage samples);
+    needs an open database (``core.catalogue.db``). Each store is usable on its own too."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -25,6 +25,7 @@ from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
 from core.services.snapshots import SnapshotService
 from core.services.status import StatusService
+from core.services.usage import UsageService
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,9 @@ class Core:
     # what metrics read at scrape time (catalogue only)
     status: StatusService
     _operations: OperationRunner = field(repr=False)
+    # Storage usage, its history, forecasts and chart (None only where a caller builds a Core
+    # by hand without it).
+    usage: UsageService | None = None
 
     def access_for(self, directory: Directory) -> AccessService:
         """Role checks for a front end that serves many people, with refusals audited like

@@ -55,6 +55,7 @@ MODELS: list[type[Model]] = [
     models.ScheduleRow,
     models.ScheduleRunRow,
     models.LeaseRow,
+    models.UsageSampleRow,
 ]
 PRIMARY_KEYS = {m._meta.db_table: m._meta.pk_attr for m in MODELS}
 HYPERVISOR_COLUMNS = {"hypervisor_uri", "host_uuid"}  # 0002
@@ -67,6 +68,7 @@ MIGRATIONS = [
     "0002_snapshot_hypervisor",
     "0003_backup_store_points",
     "0004_schedule_task",
+    "0005_usage_samples",
 ]
 
 # Rows in every table, with the awkward values: microseconds, non-ASCII text, nested JSON,

@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -34,6 +34,7 @@ from core.domain.confirmation import Confirmation, request_from_json, request_to
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Hold, Snapshot, SnapshotKind
+from core.domain.usage import SampleKind, UsageSample
 from core.errors import ConfirmationSpent, LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
 
@@ -90,6 +91,7 @@ class MemoryCatalogue:
         self._leases: dict[str, _Lease] = {}
         self._next_schedule = 1
         self._next_run = 1
+        self._usage: dict[tuple[date, SampleKind, str], UsageSample] = {}
 
     async def database_now(self) -> datetime:
         await _round_trip()
@@ -430,3 +432,28 @@ class MemoryCatalogue:
         lease = self._leases.get(name)
         if lease is not None and lease.holder == holder:
             del self._leases[name]
+
+    # --- usage samples ------------------------------------------------------------------------
+
+    async def record_usage(self, samples: Sequence[UsageSample]) -> None:
+        await _round_trip()
+        for sample in samples:
+            self._usage[sample.key] = sample
+
+    async def usage_samples(
+        self, since: date, kind: SampleKind | None = None, subject: str | None = None
+    ) -> list[UsageSample]:
+        await _round_trip()
+        chosen = [
+            s
+            for s in self._usage.values()
+            if s.day >= since and kind in (None, s.kind) and subject in (None, s.subject)
+        ]
+        return sorted(chosen, key=lambda s: (s.day, s.kind.value, s.subject))
+
+    async def forget_usage_before(self, day: date) -> int:
+        await _round_trip()
+        old = [key for key, s in self._usage.items() if s.day < day]
+        for key in old:
+            del self._usage[key]
+        return len(old)

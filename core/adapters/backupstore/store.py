@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from core.adapters.backupstore.accounting import exclusive_bytes, store_usage
 from core.adapters.backupstore.maintenance import collect_garbage, verify
 from core.adapters.backupstore.points import PointFiles
 from core.domain.backups import (
@@ -22,6 +23,7 @@ from core.domain.backups import (
     PointRef,
     VerifyReport,
 )
+from core.domain.usage import StoreUsage
 from core.errors import CoreError
 
 T = TypeVar("T")
@@ -98,6 +100,12 @@ class DirectoryBackupStore:
 
     async def verify(self, point: PointRef | None = None) -> VerifyReport:
         return await self._run(functools.partial(verify, self._files, point))
+
+    async def usage(self) -> StoreUsage:
+        return await self._run(functools.partial(store_usage, self._files))
+
+    async def exclusive_bytes(self, refs: Collection[PointRef]) -> int:
+        return await self._run(functools.partial(exclusive_bytes, self._files, frozenset(refs)))
 
     def close(self) -> None:
         self._closed = True
