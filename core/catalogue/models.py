@@ -166,6 +166,32 @@ class LeaseRow(Model):
         table = "lease"
 
 
+class DrillRow(Model):
+    """One restore drill (``core.domain.drills.Drill``): RUNNING while the throwaway VM is up,
+    then passed or failed. Never deleted: the audit trail of rehearsed restores."""
+
+    id = fields.CharField(max_length=16, primary_key=True)
+    vm_uuid = fields.CharField(max_length=36, db_index=True)
+    vm_name = fields.CharField(max_length=255)
+    label = fields.CharField(max_length=64)
+    libvirt_name = fields.CharField(max_length=255)
+    point_id = fields.CharField(max_length=64, null=True)
+    source = fields.CharField(max_length=16)
+    point_created_at = fields.DatetimeField()
+    started_at = fields.DatetimeField(db_index=True)
+    finished_at = fields.DatetimeField(null=True)
+    requested_by = fields.CharField(max_length=255)
+    result = fields.CharField(max_length=16, db_index=True)
+    ready_seconds = fields.FloatField(null=True)
+    error = fields.TextField(null=True)
+    # PNG of the throwaway VM's display, a few KiB (None: no display).
+    screenshot = fields.BinaryField(null=True)
+    throwaway_name = fields.CharField(max_length=255)
+
+    class Meta:
+        table = "drill"
+
+
 class UsageSampleRow(Model):
     """One day's storage usage of a VM, the backup store or a filesystem
     (``core.domain.usage.UsageSample``). Unique per (day, kind, subject): sampling twice a day

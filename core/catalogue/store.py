@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core.catalogue.clock import SystemClock
 from core.catalogue.confirmations import TortoiseConfirmations
+from core.catalogue.drills import TortoiseDrills
 from core.catalogue.leases import TortoiseLeases
 from core.catalogue.operations import TortoiseOperations
 from core.catalogue.schedules import TortoiseSchedules
@@ -21,6 +22,7 @@ class TortoiseCatalogue(
     TortoiseConfirmations,
     TortoiseSchedules,
     TortoiseLeases,
+    TortoiseDrills,
     TortoiseUsage,
 ):
     """Every catalogue port (``Catalogue``, holds, schedules and runs, leases, usage samples);

@@ -69,6 +69,7 @@ MIGRATIONS = [
     "0003_backup_store_points",
     "0004_schedule_task",
     "0005_usage_samples",
+    "0006_drills",
 ]
 
 # Rows in every table, with the awkward values: microseconds, non-ASCII text, nested JSON,

@@ -37,6 +37,7 @@ from core.domain.snapshot import CatalogueStatus, Hold, Snapshot, SnapshotKind
 from core.domain.usage import SampleKind, UsageSample
 from core.errors import ConfirmationSpent, LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
+from tests.fakes.drills import MemoryDrills
 
 
 def _json(value: Mapping[str, object]) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class _Lease:
     token: int
 
 
-class MemoryCatalogue:
+class MemoryCatalogue(MemoryDrills):
     """Snapshots (with holds), operations and locks, confirmations, schedules and runs, leases."""
 
     def __init__(self, clock: Clock, database_clock: Clock | None = None) -> None:
