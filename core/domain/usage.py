@@ -310,10 +310,18 @@ def build_history(samples: Iterable[UsageSample], start: date, end: date) -> Usa
 
     vms = series_of(SampleKind.VM, "total")
     stores = series_of(SampleKind.STORE, "total")
+    # The total counts each byte once: the VMs' images, plus the store's files where it was
+    # sampled (a VM's restore points are part of those), else the VMs' share of the store.
     by_day: dict[date, int] = {}
-    for line in [*vms, *stores]:
-        for day, number in line.points:
-            by_day[day] = by_day.get(day, 0) + number
+    stored_on = {s.day for s in ordered if s.kind is SampleKind.STORE}
+    for s in ordered:
+        if s.kind is SampleKind.FILESYSTEM:
+            continue
+        if s.kind is SampleKind.VM:
+            number = (s.disk_bytes or 0) + (0 if s.day in stored_on else s.backup_bytes or 0)
+        else:
+            number = s.backup_bytes or 0
+        by_day[s.day] = by_day.get(s.day, 0) + number
     free = series_of(SampleKind.FILESYSTEM, "free")
     store_free = series_of(SampleKind.STORE, "free")
     return UsageHistory(
