@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from core.adapters.backupstore import DirectoryBackupStore
@@ -19,16 +20,25 @@ from core.adapters.charts import MatplotlibCharts
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
+from core.adapters.offsite import Bucket, S3OffsiteStore
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
 from core.errors import HypervisorUnavailable
-from core.ports import BackupStore, Clock, DiskAccess, Hypervisor, OperationObserver
+from core.ports import (
+    BackupStore,
+    Clock,
+    DiskAccess,
+    Hypervisor,
+    OffsiteStore,
+    OperationObserver,
+)
 from core.services.availability import GatedHypervisor, HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.facade import Core
 from core.services.locks import LockService
+from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
@@ -93,8 +103,22 @@ async def build_core(
         if settings.backup_dir is not None and fallback_reason is None
         else None
     )
-    disks = LibvirtDiskAccess(connection) if store is not None else None
+    offsite = (
+        S3OffsiteStore(
+            Bucket(settings.offsite.url, settings.offsite.bucket, region=settings.offsite.region),
+            settings.backup_dir,
+            delete_after=timedelta(days=settings.offsite.delete_after_days),
+        )
+        if settings.offsite is not None and fallback_reason is None
+        else None
+    )
+    # Without a store of its own, snapbot reads the offsite copy: a host whose store was lost
+    # lists and restores every point kept there.
+    readable: BackupStore | None = store if store is not None else offsite
+    disks = LibvirtDiskAccess(connection) if readable is not None else None
     watcher: asyncio.Task[None] | None = None
+    copier: asyncio.Task[None] | None = None
+    copies: OffsiteService | None = None
     try:
         async with open_database(database_url):
             clock = SystemClock()
@@ -106,21 +130,30 @@ async def build_core(
                 libvirt_uri=uri,
                 gated=True,
                 observer=observer,
-                store=store,
+                store=readable,
                 disks=disks,
+                offsite=offsite,
             )
             await core.watch.connect_once()
             watcher = asyncio.create_task(core.watch.run(), name="hypervisor-watch")
+            copies = core.offsite
+            if core.offsite is not None and store is not None:
+                copier = asyncio.create_task(core.offsite.run_periodically(), name="offsite")
             yield replace(core, fallback_reason=fallback_reason)
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (watcher, copier):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if copies is not None:
+            await copies.close()
         if disks is not None:
             await disks.close()
         if store is not None:
             store.close()
+        if offsite is not None:
+            offsite.close()
         await hypervisor.close()
 
 
@@ -135,6 +168,7 @@ def wire(
     observer: OperationObserver | None = None,
     store: BackupStore | None = None,
     disks: DiskAccess | None = None,
+    offsite: OffsiteStore | None = None,
 ) -> Core:
     """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
     ``gated`` the services refuse every request until ``Core.watch`` has reached the
@@ -152,10 +186,25 @@ def wire(
     else:
         watch.ready.set()
     snapshots = SnapshotService(hypervisor, catalogue, runner, clock, store)
+    copies = OffsiteService(offsite, clock) if offsite is not None else None
     backups = (
         None
         if store is None or disks is None
-        else BackupService(hypervisor, disks, store, catalogue, runner, clock, snapshots)
+        else BackupService(
+            hypervisor,
+            disks,
+            store,
+            catalogue,
+            runner,
+            clock,
+            snapshots,
+            # Not when the store read is the offsite copy itself: nothing to copy from.
+            after_change=(
+                copies.copy_soon
+                if copies is not None and not isinstance(store, S3OffsiteStore)
+                else None
+            ),
+        )
     )
     pruning = PruneService(
         hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
@@ -187,4 +236,5 @@ def wire(
         status=StatusService(catalogue, watch, clock),
         _operations=runner,
         usage=UsageService(hypervisor, catalogue, clock, MatplotlibCharts(), store),
+        offsite=copies,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.domain.access import AccessPolicy, parse_grants
+from core.domain.offsite import DEFAULT_DELETE_AFTER_DAYS
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.errors import InvalidInput
 
@@ -92,6 +93,10 @@ class Settings:
     # Where incremental snapshots go (None: no backup store, only full snapshots). Another
     # disk or an NFS mount in production: a store on the VMs' own disk dies with it.
     backup_dir: Path | None = None
+    # The offsite copy of the backup store: an S3-compatible endpoint and bucket (None: no
+    # copy). Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the S3
+    # client itself, so they are never part of the settings nor of a log.
+    offsite: OffsiteSettings | None = None
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> Settings:
@@ -155,8 +160,15 @@ class Settings:
         if not re.match(r"^([01]?\d|2[0-3]):[0-5]\d$", digest_at):
             raise InvalidInput(f"SNAPBOT_DIGEST_AT must be a time of day HH:MM, not {digest_at!r}")
         backup_dir = _backup_dir(get("SNAPBOT_BACKUP_DIR", "backup_dir"))
+        offsite = _offsite(
+            get("SNAPBOT_OFFSITE_URL", "offsite_url"),
+            get("SNAPBOT_OFFSITE_BUCKET", "offsite_bucket"),
+            get("SNAPBOT_OFFSITE_REGION", "offsite_region"),
+            get("SNAPBOT_OFFSITE_DELETE_AFTER_DAYS", "offsite_delete_after_days"),
+        )
         return cls(
             backup_dir=backup_dir,
+            offsite=offsite,
             timezone=timezone,
             digest_channel=get("SNAPBOT_DIGEST_CHANNEL", "digest_channel"),
             digest_at=digest_at,
@@ -188,6 +200,49 @@ def _backup_dir(text: str | None) -> Path | None:
             "mounted NFS share) or mount what should be there, then start snapbot again"
         )
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class OffsiteSettings:
+    """Where the offsite copy of the backup store goes, and how long a point deleted from the
+    store is kept there (so a mistaken prune can still be restored from the copy)."""
+
+    url: str
+    bucket: str
+    region: str = "us-east-1"
+    delete_after_days: int = DEFAULT_DELETE_AFTER_DAYS
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _offsite(
+    url: str | None, bucket: str | None, region: str | None, days: str | None
+) -> OffsiteSettings | None:
+    if not url and not bucket:
+        return None
+    if not url or not bucket:
+        raise InvalidInput(
+            "the offsite copy needs both SNAPBOT_OFFSITE_URL (the S3 endpoint, such as "
+            "https://s3.example.com) and SNAPBOT_OFFSITE_BUCKET"
+        )
+    if not re.match(r"^https?://[^\s/@]+(/\S*)?$", url):
+        raise InvalidInput(
+            f"SNAPBOT_OFFSITE_URL must be an http(s) URL without credentials, not {url!r}"
+        )
+    if not _BUCKET.match(bucket):
+        raise InvalidInput(
+            f"SNAPBOT_OFFSITE_BUCKET {bucket!r} is not a bucket name (3-63 lower-case letters, "
+            "digits, '.' and '-')"
+        )
+    return OffsiteSettings(
+        url=url,
+        bucket=bucket,
+        region=region or "us-east-1",
+        delete_after_days=_whole_number(
+            "SNAPBOT_OFFSITE_DELETE_AFTER_DAYS", days, DEFAULT_DELETE_AFTER_DAYS
+        ),
+    )
 
 
 def _whole_number(name: str, text: str | None, default: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from core.domain.backups import (
@@ -144,6 +145,8 @@ class BackupService:
         runner: OperationRunner,
         clock: Clock,
         snapshots: SnapshotService,
+        *,
+        after_change: Callable[[], None] | None = None,
     ) -> None:
         self._hv = hypervisor
         self._disks = disks
@@ -152,6 +155,13 @@ class BackupService:
         self._runner = runner
         self._clock = clock
         self._snapshots = snapshots
+        # Told (without waiting) whenever a point is written or deleted: the offsite copy
+        # follows the store in the background, so no reply waits for it.
+        self._after_change = after_change
+
+    def _changed(self) -> None:
+        if self._after_change is not None:
+            self._after_change()
 
     # -- taking ------------------------------------------------------------------------------
 
@@ -193,6 +203,7 @@ class BackupService:
                 f"stored {snapshot.label} ({manifest.ref.point_id}): read {figures.bytes_read} "
                 f"bytes, {figures.bytes_new} new; {export.consistency.value}"
             )
+        self._changed()
         return BackupResult(
             snapshot,
             figures,
@@ -277,6 +288,7 @@ class BackupService:
             after = await self._hv.disk_allocation(vm)
             freed = None if before is None or after is None else max(before - after, 0)
             op.outcome = f"archived {target.label} as {manifest.ref.point_id}; freed {freed} bytes"
+        self._changed()
         archived = await self._record_by_name(vm.uuid, target.libvirt_name)
         return ArchiveResult(
             archived or target, manifest.figures, freed, time.monotonic() - started
@@ -425,6 +437,7 @@ class BackupService:
             await self._store.delete_point(PointRef(snapshot.vm_uuid, snapshot.point_id))
         except RestorePointNotFound:
             logger.info("restore point %s was already gone from the store", snapshot.point_id)
+        self._changed()
 
     async def reclaim(self) -> GcReport:
         """Free the space of chunks no restore point needs any more, sparing any a running

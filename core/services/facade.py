@@ -19,6 +19,7 @@ from core.services.availability import HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.locks import LockService
+from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner
 from core.services.pruning import PruneService
 from core.services.scheduled_runs import ScheduleRunner
@@ -58,6 +59,8 @@ class Core:
     # Storage usage, its history, forecasts and chart (None only where a caller builds a Core
     # by hand without it).
     usage: UsageService | None = None
+    # The offsite copy of the backup store (None: none configured, SNAPBOT_OFFSITE_URL).
+    offsite: OffsiteService | None = None
 
     def access_for(self, directory: Directory) -> AccessService:
         """Role checks for a front end that serves many people, with refusals audited like
