@@ -15,6 +15,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
 from typing import TextIO
 
 from bot import messages
@@ -28,12 +30,14 @@ from bot.dispatch import (
     Outcome,
     PickSnapshot,
     Reply,
+    UsageView,
 )
 from bot.grammar import PRUNE_ALL, UsageError, parse_line
 from bot.mrkdwn import plain
 from bot.previews import StoreRestorePreview
 from core.domain.operation import Actor, Operation, ProgressCallback, Stage
 from core.domain.snapshot import Snapshot
+from core.domain.usage import Forecast, UsageReport
 from core.errors import CoreError
 from core.ports import ScheduleRunNow
 from core.services.facade import Core
@@ -135,6 +139,8 @@ class Console:
         actor = self._actor
         if isinstance(outcome, Reply):
             return outcome.text
+        if isinstance(outcome, UsageView):
+            return await self._usage(outcome)
         if isinstance(outcome, PickSnapshot):
             return messages.pick_snapshot(outcome.vm, outcome.as_name)
         if isinstance(outcome, ConfirmArchive):
@@ -148,6 +154,8 @@ class Console:
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         if isinstance(outcome, ConfirmDelete):
             # The console is the local operator (like virsh): delete needs no extra step here.
+            if outcome.reclaim is not None:
+                self._say(messages.reclaim_line(outcome.reclaim))
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         if isinstance(outcome, ConfirmUnlock):
             self._say(messages.unlock_preview(outcome.preview))
@@ -159,7 +167,9 @@ class Console:
             return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
         if isinstance(outcome, ConfirmPrune):
             dry_run = outcome.confirmation is None
-            self._say(messages.prune_preview(outcome.preview, dry_run=dry_run))
+            self._say(
+                messages.prune_preview(outcome.preview, dry_run=dry_run, reclaim=outcome.reclaim)
+            )
             if outcome.confirmation is None:
                 return messages.prune_nothing_confirmed(dry_run=bool(outcome.preview.to_delete))
             expected = outcome.confirmation.vm_name or PRUNE_ALL
@@ -179,6 +189,34 @@ class Console:
             return messages.restore_cancelled(expected, typed)
         return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
 
+    async def _usage(self, view: UsageView) -> str:
+        """A terminal cannot show the chart: it is written under the data directory and the
+        report names the file."""
+        if view.chart is None:
+            text = messages.usage_report(view.report)
+            return text if view.chart_note is None else f"{text}\n{view.chart_note}"
+        subject = view.report.vm or "host"
+        stamp = view.report.taken_at.strftime("%Y%m%d-%H%M%S")
+        path = (
+            self._core.settings.data_dir / "charts" / f"usage-{safe_file_part(subject)}-{stamp}.png"
+        )
+        await asyncio.to_thread(write_file, path, view.chart)
+        return messages.usage_report(view.report, chart_path=str(path))
+
+
+def safe_file_part(name: str) -> str:
+    """A VM's name as part of a file name (libvirt allows '/' and worse in names)."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip(".")
+    return cleaned[:64] or "vm"
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Whole or not at all: a reader never sees half a chart."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
 
 def interactive_echo(stream: TextIO) -> bool:
     """A terminal echoes the typed answer and its newline; a pipe does not."""
@@ -186,10 +224,12 @@ def interactive_echo(stream: TextIO) -> bool:
 
 
 class ConsoleReporter:
-    """Scheduler reports and hold reminders, printed where the console prints."""
+    """Scheduler reports and hold reminders, printed where the console prints (charts written
+    under ``charts_dir``, when given)."""
 
-    def __init__(self, stdout: TextIO) -> None:
+    def __init__(self, stdout: TextIO, charts_dir: Path | None = None) -> None:
         self._stdout = stdout
+        self._charts_dir = charts_dir
 
     async def run_report(self, report: RunReport) -> None:
         self._stdout.write(plain(messages.run_report(report)) + "\n")
@@ -201,6 +241,20 @@ class ConsoleReporter:
 
     async def digest(self, digest: Digest) -> None:
         self._stdout.write(plain(messages.digest_text(digest)) + "\n")
+        self._stdout.flush()
+
+    async def usage_report(self, channel: str, report: UsageReport, chart: bytes | None) -> None:
+        text = messages.weekly_usage_report(report)
+        if chart is not None and self._charts_dir is not None:
+            stamp = report.taken_at.strftime("%Y%m%d-%H%M%S")
+            path = self._charts_dir / f"usage-weekly-{stamp}.png"
+            await asyncio.to_thread(write_file, path, chart)
+            text = f"{text}\n{messages.chart_saved(str(path))}"
+        self._stdout.write(plain(text) + "\n")
+        self._stdout.flush()
+
+    async def fill_warning(self, channel: str, forecasts: Sequence[Forecast], today: date) -> None:
+        self._stdout.write(plain(messages.fill_warning(tuple(forecasts), today)) + "\n")
         self._stdout.flush()
 
 
@@ -223,7 +277,9 @@ async def run_console(core: Core, *, with_scheduler: bool = False) -> int:
 
     await core.watch.on_reconciled(tell)
     # Without with_scheduler the timetable does not run here, but `schedule run` still can.
-    scheduler = build_scheduler(core, ConsoleReporter(sys.stdout))
+    scheduler = build_scheduler(
+        core, ConsoleReporter(sys.stdout, core.settings.data_dir / "charts")
+    )
     if with_scheduler:
         await scheduler.start()
     try:

@@ -9,6 +9,7 @@ confirmation (roles can change in between).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from bot.grammar import (
     Restore,
     RetentionScope,
     RunSchedule,
+    ShowUsage,
     Unlock,
     VerifyBackups,
 )
@@ -52,6 +54,7 @@ from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import ScheduleTask, parse_when
 from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
+from core.domain.usage import ReclaimEstimate, UsageReport
 from core.errors import CoreError, InvalidInput, SnapshotMissing, SnapshotNotFound, VmNotFound
 from core.ports import ScheduleRunNow
 from core.services.access import AccessService
@@ -60,8 +63,11 @@ from core.services.facade import Core
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
+from core.services.usage import UsageService
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,8 @@ class PickSnapshot:
 class ConfirmDelete:
     confirmation: Confirmation
     snapshot: Snapshot
+    # What deleting it gives back (None: usage is not measured in this set-up).
+    reclaim: ReclaimEstimate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,8 @@ class ConfirmPrune:
 
     confirmation: Confirmation | None
     preview: PrunePreview
+    # What deleting ``preview.to_delete`` gives back (None: nothing to delete, or not measured).
+    reclaim: ReclaimEstimate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +137,20 @@ class ConfirmUnlock:
     preview: LockPreview
 
 
+@dataclass(frozen=True, slots=True)
+class UsageView:
+    """``/snapshot usage``: the report and its chart (PNG). ``chart`` None: not drawn, and
+    ``chart_note`` says why (the person may not see every VM it would show, or drawing
+    failed)."""
+
+    report: UsageReport
+    chart: bytes | None
+    chart_note: str | None = None
+
+
 Outcome = (
     Reply
+    | UsageView
     | ConfirmRestore
     | PickSnapshot
     | ConfirmDelete
@@ -203,7 +225,8 @@ class Dispatcher:
         if isinstance(command, Help):
             return Reply(messages.help_text(command.command))
         action, vm = required_action(command)
-        if not isinstance(command, (ListVms, ListSnapshots)):
+        # Listings and usage show each person what they may see (checked per VM inside).
+        if not isinstance(command, (ListVms, ListSnapshots, ShowUsage)):
             await self._require(actor, action, vm)
         snapshots = self._core.snapshots
         if isinstance(command, ListVms):
@@ -216,6 +239,8 @@ class Dispatcher:
             return Reply(messages.snapshots_table(await self.visible_groups(actor, groups)))
         if isinstance(command, CreateSnapshot):
             return await self._create(command, actor, progress)
+        if isinstance(command, ShowUsage):
+            return await self.usage_view(command.target, actor)
         if isinstance(command, VerifyBackups):
             verified = await self._backups().verify(command.vm, command.label, actor=actor)
             return Reply(messages.verify_report(verified))
@@ -390,7 +415,70 @@ class Dispatcher:
         shown = preview.snapshot
         request = DeleteRequest(preview.vm.name, shown.label, shown.libvirt_name)
         confirmation = await self._core.confirmations.create(request, actor)
-        return ConfirmDelete(confirmation, shown)
+        return ConfirmDelete(confirmation, shown, await self._reclaim([shown]))
+
+    async def _reclaim(self, snapshots: Sequence[Snapshot]) -> ReclaimEstimate | None:
+        """What deleting ``snapshots`` frees, for a preview (None where usage is not
+        measured, or measuring failed: the preview still shows what would be deleted)."""
+        if self._core.usage is None or not snapshots:
+            return None
+        try:
+            return await self._core.usage.prune_estimate(snapshots)
+        except CoreError as exc:
+            logger.warning("could not estimate what deleting frees: %s", exc)
+            return None
+
+    def _usage(self) -> UsageService:
+        if self._core.usage is None:
+            raise InvalidInput(messages.usage_not_measured())
+        return self._core.usage
+
+    async def usage_view(self, target: str | None, actor: Actor) -> UsageView:
+        """The usage report of the host or of one VM, cut to what ``actor`` may see, and the
+        chart when it shows nothing else."""
+        report = await self._usage().report(target)
+        if report.vm is not None:
+            await self._require(actor, Action.VIEW, report.vm)
+            return await self._with_chart(report, report.vm)
+        cut = await self.visible_usage(actor, report)
+        if len(cut.vms) == len(report.vms):
+            return await self._with_chart(report, None)
+        return UsageView(cut, None, messages.chart_withheld())
+
+    async def usage_report(self) -> UsageReport | None:
+        """The whole host's usage, for views that show it to several people (pass it through
+        ``visible_usage`` per person); None where usage is not measured."""
+        if self._core.usage is None:
+            return None
+        return await self._core.usage.report(None)
+
+    async def visible_usage(self, actor: Actor, report: UsageReport) -> UsageReport:
+        """``report`` without the VMs ``actor`` may not see, nor the filesystems holding only
+        their disks (and those filesystems' forecasts)."""
+        visible = await self._visible(actor, report.vms, lambda v: v.vm_name)
+        if len(visible) == len(report.vms):
+            return report
+        names = {v.vm_name for v in visible}
+        filesystems = tuple(
+            replace(fs, vms=tuple(n for n in fs.vms if n in names))
+            for fs in report.filesystems
+            if not fs.vms or any(n in names for n in fs.vms)
+        )
+        wheres = {fs.where for fs in filesystems}
+        return replace(
+            report,
+            vms=tuple(visible),
+            filesystems=filesystems,
+            forecasts=tuple(f for f in report.forecasts if f.where in wheres),
+        )
+
+    async def _with_chart(self, report: UsageReport, vm: str | None) -> UsageView:
+        try:
+            chart = await self._usage().chart(vm)
+        except CoreError as exc:
+            logger.warning("could not draw the usage chart: %s", exc)
+            return UsageView(report, None, messages.chart_failed(str(exc)))
+        return UsageView(report, chart)
 
     async def _request_unlock(self, command: Unlock, actor: Actor) -> Outcome:
         preview = await self._core.locks.preview(command.vm)
@@ -407,8 +495,9 @@ class Dispatcher:
             command.scope.safety_keep_days,
         )
         preview = await self._core.pruning.preview(command.vm, policy)
+        reclaim = await self._reclaim([s for p in preview.plans for s in p.to_delete])
         if command.dry_run or not preview.to_delete:
-            return ConfirmPrune(None, preview)
+            return ConfirmPrune(None, preview, reclaim)
         request = PruneRequest(
             command.vm,
             keep=tuple(command.keep),
@@ -418,7 +507,7 @@ class Dispatcher:
             safety_keep_days=policy.safety_keep_days,
         )
         confirmation = await self._core.confirmations.create(request, actor)
-        return ConfirmPrune(confirmation, preview)
+        return ConfirmPrune(confirmation, preview, reclaim)
 
     async def confirm(
         self,

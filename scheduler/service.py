@@ -15,24 +15,101 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.domain.schedule import Schedule, When, parse_when
+from core.domain.usage import Forecast, UsageReport
+from core.errors import CoreError
 from core.ports import Clock, Reporter, SchedulerObserver, ScheduleStore
 from core.services.facade import Core
 from core.services.reports import RunReport
 from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService
+from core.services.usage import UsageService
 from scheduler.timing import due, trigger_for
 
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
+# The weekly storage report goes out on this day, at the digest's time.
+USAGE_REPORT_DAY = "mon"
+
+
+@runtime_checkable
+class UsageReporter(Protocol):
+    """Where storage usage is posted: the weekly report (with its chart, PNG) and the warning
+    that a filesystem is forecast to fill soon. A reporter without these gets neither."""
+
+    async def usage_report(
+        self, channel: str, report: UsageReport, chart: bytes | None
+    ) -> None: ...
+
+    async def fill_warning(
+        self, channel: str, forecasts: Sequence[Forecast], today: date
+    ) -> None: ...
+
+
+class UsageJobs:
+    """Once a day: record the usage sample, then warn (at most once that day) about
+    filesystems forecast to fill within 14 days. Once a week: the usage report."""
+
+    def __init__(
+        self,
+        usage: UsageService,
+        reporter: UsageReporter | None,
+        channel: str | None,
+        clock: Clock,
+    ) -> None:
+        self._usage = usage
+        self._reporter = reporter
+        self._channel = channel
+        self._clock = clock
+        # The day a warning last went out. Only the leader runs these jobs; a new leader may
+        # repeat a warning the old one sent that day (at most one more).
+        self.warned_on: date | None = None
+
+    @property
+    def posts(self) -> bool:
+        return self._reporter is not None and self._channel is not None
+
+    async def daily(self) -> None:
+        try:
+            await self._usage.sample_today()
+        except CoreError as exc:
+            # A day without a sample is a gap in the chart, not a reason to skip the warning.
+            logger.warning("usage sample not taken: %s", exc)
+        await self.warn_if_filling()
+
+    async def warn_if_filling(self) -> bool:
+        """Post the warning unless one went out today; True when it was posted."""
+        if self._reporter is None or self._channel is None:
+            return False
+        today = self._clock.now().date()
+        if self.warned_on == today:
+            return False
+        filling = [f for f in await self._usage.forecasts() if f.soon]
+        if not filling:
+            return False
+        await self._reporter.fill_warning(self._channel, filling, today)
+        self.warned_on = today
+        return True
+
+    async def weekly(self) -> None:
+        if self._reporter is None or self._channel is None:
+            return
+        report = await self._usage.report(None)
+        chart: bytes | None
+        try:
+            chart = await self._usage.chart(None)
+        except CoreError as exc:
+            logger.warning("weekly usage chart not drawn: %s", exc)
+            chart = None
+        await self._reporter.usage_report(self._channel, report, chart)
 
 
 class SchedulerService:
@@ -51,8 +128,13 @@ class SchedulerService:
         lease_ttl: timedelta = timedelta(seconds=30),
         digest: tuple[str, When] | None = None,
         observer: SchedulerObserver | None = None,
+        usage: UsageJobs | None = None,
+        usage_at: tuple[When, When] | None = None,
     ) -> None:
         self._observer = observer
+        self.usage = usage
+        # (daily sample, weekly report) times of the usage jobs.
+        self._usage_at = usage_at
         self._digest = digest  # (channel, when) of the daily overview, if wanted
         self._store = store
         self._holds = holds
@@ -161,6 +243,15 @@ class SchedulerService:
             self._scheduler.add_job(
                 self.send_digest, trigger_for(self._digest[1]), id="digest", replace_existing=True
             )
+        if self.usage is not None and self._usage_at is not None:
+            daily, weekly = self._usage_at
+            self._scheduler.add_job(
+                self.usage.daily, trigger_for(daily), id="usage-sample", replace_existing=True
+            )
+            if self.usage.posts:
+                self._scheduler.add_job(
+                    self.usage.weekly, trigger_for(weekly), id="usage-report", replace_existing=True
+                )
 
     async def _wake(self, schedule_id: int) -> None:
         await self.tick(only=schedule_id)
@@ -260,6 +351,15 @@ def build_scheduler(
             settings.digest_channel,
             parse_when(["daily", settings.digest_at], settings.timezone),
         )
+    usage = None
+    usage_at = None
+    if core.usage is not None:
+        poster = reporter if isinstance(reporter, UsageReporter) else None
+        usage = UsageJobs(core.usage, poster, settings.digest_channel, core.clock)
+        usage_at = (
+            parse_when(["daily", settings.digest_at], settings.timezone),
+            parse_when(["weekly", USAGE_REPORT_DAY, settings.digest_at], settings.timezone),
+        )
     service = SchedulerService(
         core.schedule_store,
         core.runs,
@@ -270,6 +370,8 @@ def build_scheduler(
         lease_ttl=lease_ttl,
         digest=digest,
         observer=observer,
+        usage=usage,
+        usage_at=usage_at,
     )
     core.schedules.on_change.append(service.rebuild)
     return service

@@ -18,6 +18,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``holds``: holds, reminders, verification
 - ``schedules``: the schedule table, run reports, the digest
 - ``surfaces``: the restore modal, buttons and App Home
+- ``storage``: storage usage, its chart and forecasts, what deleting frees
 - ``startup``: the first line a front end prints
 - ``doctor``: ``snapbot doctor``'s checks and their fixes
 """
@@ -102,6 +103,21 @@ from bot.messages.startup import (
     log_format_unknown,
     slack_banner,
 )
+from bot.messages.storage import (
+    CHART_TITLE,
+    chart_alt,
+    chart_failed,
+    chart_not_posted,
+    chart_saved,
+    chart_withheld,
+    fill_warning,
+    forecast_line,
+    reclaim_line,
+    usage_not_measured,
+    usage_report,
+    usage_summary,
+    weekly_usage_report,
+)
 from bot.messages.surfaces import (
     CANCEL_BUTTON,
     CONFIRM_BUTTON,
@@ -128,6 +144,7 @@ from bot.messages.usage import help_text, usage, usage_error_text
 
 __all__ = [
     "CANCEL_BUTTON",
+    "CHART_TITLE",
     "CONFIRM_BUTTON",
     "CONFIRM_LABEL",
     "CONFIRM_PROMPT",
@@ -150,6 +167,11 @@ __all__ = [
     "backup_created",
     "backup_restored",
     "cancelled",
+    "chart_alt",
+    "chart_failed",
+    "chart_not_posted",
+    "chart_saved",
+    "chart_withheld",
     "confirmed_by",
     "connected_banner",
     "consistency_text",
@@ -162,6 +184,8 @@ __all__ = [
     "error_text",
     "failed_text",
     "fallback_banner",
+    "fill_warning",
+    "forecast_line",
     "held",
     "help_text",
     "hold_reminder",
@@ -183,6 +207,7 @@ __all__ = [
     "prune_nothing_confirmed",
     "prune_preview",
     "prune_result",
+    "reclaim_line",
     "reconciled_notice",
     "reconciled_text",
     "released",
@@ -209,9 +234,13 @@ __all__ = [
     "unlocked",
     "usage",
     "usage_error_text",
+    "usage_not_measured",
+    "usage_report",
+    "usage_summary",
     "verified",
     "verify_prompt",
     "verify_report",
     "vms_table",
+    "weekly_usage_report",
     "when",
 ]

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from bot.messages.errors import error_text, hold_placed_by
 from bot.messages.format import human_bytes, when
+from bot.messages.storage import reclaim_line
 from bot.mrkdwn import literal
+from core.domain.usage import ReclaimEstimate
 from core.errors import SnapshotHeld
 from core.services.pruning import PrunePreview, VmPruneResult
 
@@ -21,8 +23,11 @@ def prune_nothing_confirmed(*, dry_run: bool) -> str:
     return "Nothing to prune."
 
 
-def prune_preview(preview: PrunePreview, *, dry_run: bool) -> str:
-    """Every snapshot with keep or delete and the reason, per VM, and what deleting frees."""
+def prune_preview(
+    preview: PrunePreview, *, dry_run: bool, reclaim: ReclaimEstimate | None = None
+) -> str:
+    """Every snapshot with keep or delete and the reason, per VM, and what deleting frees
+    (``reclaim``: the whole of it, exact where it can be, else estimated)."""
     lines = [
         f"Prune preview ({preview.policy.describe()}; {preview.policy.describe_scope()}; "
         f"periods in {preview.timezone})"
@@ -51,6 +56,8 @@ def prune_preview(preview: PrunePreview, *, dry_run: bool) -> str:
         else:
             lines.append("  Nothing to delete.")
     count = sum(len(p.to_delete) for p in preview.plans)
+    if count and reclaim is not None:
+        lines.append(reclaim_line(reclaim))
     if count and not dry_run:
         lines.append(
             f"Confirm to delete {count} snapshot(s) (at least {human_bytes(total)} freed). "

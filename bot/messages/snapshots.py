@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from bot.messages.backups import KIND_WORDS, restore_store_warning, store_line, store_summary
 from bot.messages.format import human_bytes, human_seconds, when
+from bot.messages.storage import reclaim_line
 from bot.mrkdwn import literal
 from bot.previews import StoreRestorePreview
 from core.domain.snapshot import CatalogueStatus, Snapshot
+from core.domain.usage import ReclaimEstimate
 from core.services.snapshots import (
     CreateResult,
     DeleteResult,
@@ -154,7 +156,15 @@ def renamed(result: RenameResult) -> str:
     )
 
 
-def delete_prompt(snapshot: Snapshot) -> str:
+def delete_prompt(snapshot: Snapshot, reclaim: ReclaimEstimate | None = None) -> str:
+    """The question before a delete; with ``reclaim``, what it gives back."""
+    question = _delete_question(snapshot)
+    if reclaim is None or snapshot.status is CatalogueStatus.MISSING:
+        return question
+    return f"{question}\n{reclaim_line(reclaim)}"
+
+
+def _delete_question(snapshot: Snapshot) -> str:
     if snapshot.kind.in_backup_store:
         return (
             f"Delete {KIND_WORDS[snapshot.kind]} snapshot `{literal(snapshot.label)}` of "

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.dispatch import (
@@ -20,6 +21,7 @@ from bot.dispatch import (
     ConfirmPrune,
     ConfirmUnlock,
     Reply,
+    UsageView,
 )
 from bot.grammar import (
     Command,
@@ -35,6 +37,7 @@ from bot.grammar import (
 from bot.mrkdwn import decode_slack
 from bot.slack import blocks, holds, restore_modal
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.files import Picture, UploadFailed, post_picture
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
 from core.domain.operation import Actor, ProgressCallback
@@ -116,6 +119,8 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
         return
     if isinstance(outcome, Reply):
         await ctx.tell(actor, localise(outcome.text, ctx), response_url)
+    elif isinstance(outcome, UsageView):
+        await _post_usage(ctx, actor, body, outcome)
     elif isinstance(outcome, ConfirmUnlock):
         text = messages.unlock_preview(outcome.preview)
         await _send_preview(
@@ -127,13 +132,13 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
             ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
         )
     elif isinstance(outcome, ConfirmDelete):
-        text = messages.delete_prompt(outcome.snapshot)
+        text = messages.delete_prompt(outcome.snapshot, outcome.reclaim)
         await _send_preview(
             ctx, actor, response_url, text, outcome.confirmation.id, messages.CONFIRM_BUTTON
         )
     elif isinstance(outcome, ConfirmPrune):
         dry_run = outcome.confirmation is None
-        text = messages.prune_preview(outcome.preview, dry_run=dry_run)
+        text = messages.prune_preview(outcome.preview, dry_run=dry_run, reclaim=outcome.reclaim)
         if outcome.confirmation is None:
             assert isinstance(command, Prune)
             note = messages.prune_nothing_confirmed(dry_run=command.dry_run)
@@ -144,6 +149,35 @@ async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str
             )
     else:  # pragma: no cover - restore is handled by the modal
         logger.error("unexpected outcome %r", outcome)
+
+
+async def _post_usage(
+    ctx: SlackContext, actor: Actor, body: dict[str, Any], view: UsageView
+) -> None:
+    """The report in the channel it was asked in, the chart under it (a file cannot be shown
+    to one person only); privately, without the chart, when it cannot go there."""
+    text = localise(messages.usage_report(view.report), ctx)
+    response_url = body.get("response_url")
+    if view.chart is None:
+        note = f"\n{view.chart_note}" if view.chart_note else ""
+        await ctx.tell(actor, text + note, response_url)
+        return
+    subject = view.report.vm or "host"
+    picture = Picture(
+        view.chart,
+        filename=f"snapbot-usage-{subject}.png",
+        title=messages.CHART_TITLE,
+        alt=messages.chart_alt(view.report),
+    )
+    try:
+        await post_picture(ctx.client, str(body.get("channel_id")), text, picture)
+    except SlackApiError as exc:
+        problem = str(exc.response.get("error"))
+        logger.warning("usage chart not posted in %s: %s", body.get("channel_id"), problem)
+        await ctx.tell(actor, f"{text}\n{messages.chart_not_posted(problem)}", response_url)
+    except UploadFailed as exc:
+        logger.warning("usage chart not uploaded: %s", exc)
+        await ctx.tell(actor, f"{text}\n{messages.chart_not_posted(str(exc))}", response_url)
 
 
 async def _prompt_verification(ctx: SlackContext, command: CreateSnapshot, actor: Actor) -> None:

@@ -19,6 +19,8 @@ from bot.slack.context import SlackContext
 from bot.slack.guard import Kind, guarded
 from core.domain.operation import Actor
 from core.domain.snapshot import CatalogueStatus
+from core.domain.usage import UsageReport
+from core.errors import CoreError
 from core.services.snapshots import VmSnapshots
 
 logger = logging.getLogger(__name__)
@@ -35,21 +37,37 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
         await publish(ctx, user)
 
     async def refresh_all() -> None:
-        # One listing (it syncs every VM with libvirt) serves every viewer's tab.
+        # One listing (it syncs every VM with libvirt) and one usage measurement serve every
+        # viewer's tab.
         groups = await ctx.dispatcher.listing()
+        usage = await _usage(ctx)
         for user in list(ctx.home_viewers):
-            await publish(ctx, user, groups)
+            await publish(ctx, user, groups, usage)
 
     ctx.on_change.append(refresh_all)
 
 
+async def _usage(ctx: SlackContext) -> UsageReport | None:
+    """The host's storage usage; None (the tab shows the rest) when it cannot be measured."""
+    try:
+        return await ctx.dispatcher.usage_report()
+    except CoreError as exc:
+        logger.warning("usage for the Home tab not measured: %s", exc)
+        return None
+
+
 async def publish(
-    ctx: SlackContext, user: str, groups: Sequence[VmSnapshots] | None = None
+    ctx: SlackContext,
+    user: str,
+    groups: Sequence[VmSnapshots] | None = None,
+    usage: UsageReport | None = None,
 ) -> None:
-    """Build and publish ``user``'s Home tab (from ``groups`` when already listed)."""
+    """Build and publish ``user``'s Home tab (from ``groups`` and ``usage`` when already
+    measured)."""
     actor = Actor(user=user, via="slack")
     if groups is None:
         groups = await ctx.dispatcher.listing()
+        usage = await _usage(ctx)
     mine = await ctx.dispatcher.visible_groups(actor, groups)
     present = [s for g in mine for s in g.snapshots if s.status is CatalogueStatus.PRESENT]
     header = messages.home_header(
@@ -60,6 +78,9 @@ async def publish(
     )
     if not mine:
         header = messages.home_nothing_visible()
+    elif usage is not None:
+        summary = messages.usage_summary(await ctx.dispatcher.visible_usage(actor, usage))
+        header = f"{header}\n{summary}"
     try:
         await ctx.client.views_publish(user_id=user, view=blocks.home_view(header, mine))
     except SlackApiError as exc:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from datetime import date
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
 from bot.slack.blocks import sections
+from bot.slack.files import Picture, UploadFailed, post_picture
 from bot.slack.holds import prompt_blocks
 from core.domain.operation import Operation
 from core.domain.snapshot import Snapshot
+from core.domain.usage import Forecast, UsageReport
 from core.services.reports import Digest, RunReport
 
 logger = logging.getLogger(__name__)
@@ -73,4 +76,33 @@ class SlackReporter:
         text = messages.digest_text(digest)
         await self._client.chat_postMessage(
             channel=digest.channel, text=text[:3900], blocks=sections(text)
+        )
+
+    async def usage_report(self, channel: str, report: UsageReport, chart: bytes | None) -> None:
+        """The weekly storage report, its chart under it."""
+        text = messages.weekly_usage_report(report)
+        if chart is not None:
+            picture = Picture(
+                chart,
+                filename=f"snapbot-usage-{report.taken_at.date().isoformat()}.png",
+                title=messages.CHART_TITLE,
+                alt=messages.chart_alt(report),
+            )
+            try:
+                await post_picture(self._client, channel, text, picture)
+                return
+            except SlackApiError as exc:
+                problem = str(exc.response.get("error"))
+            except UploadFailed as exc:
+                problem = str(exc)
+            logger.warning("weekly usage chart not posted in %s: %s", channel, problem)
+            text = f"{text}\n{messages.chart_not_posted(problem)}"
+        await self._client.chat_postMessage(
+            channel=channel, text=text[:3900], blocks=sections(text)
+        )
+
+    async def fill_warning(self, channel: str, forecasts: Sequence[Forecast], today: date) -> None:
+        text = messages.fill_warning(tuple(forecasts), today)
+        await self._client.chat_postMessage(
+            channel=channel, text=text[:3900], blocks=sections(text)
         )

@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import struct
 import zlib
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.files import Picture, post_picture
-from tests.fakes.slack import FakeSlack
+from bot.slack.reports import SlackReporter
+from core.domain.snapshot import Origin
+from core.domain.usage import SampleKind, UsageSample
+from core.services.usage import UsageService
+from scheduler.service import UsageJobs
+from tests.conftest import ALICE, Services
+from tests.fakes import slack_requests as req
+from tests.fakes.slack import FakeMessage, FakeSlack
+from tests.slack.harness import ADMIN, RESTORER, SlackBot
 
 CHANNEL = "C0OPS"
+DIGEST = "C0DIGEST"
+GiB = 2**30
+FAKE_PLACE = "/var/lib/fake"  # where the fake hypervisor keeps every VM's disks
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -97,3 +109,173 @@ async def test_files_upload_v2_reaches_the_fake_too(slack: FakeSlack) -> None:
     (message,) = slack.messages(CHANNEL)
     assert message.text == "the chart"
     assert message.files == [file_id]
+
+
+async def shrinking(services: Services, *, free_now: int, per_day: int, days: int = 10) -> None:
+    """``days`` daily samples of the fake's filesystem, ending today with ``free_now`` free."""
+    today = datetime.now(UTC).date()
+    await services.catalogue.record_usage(
+        [
+            UsageSample(
+                day=today - timedelta(days=n),
+                kind=SampleKind.FILESYSTEM,
+                subject=FAKE_PLACE,
+                name=FAKE_PLACE,
+                used_bytes=None,
+                free_bytes=free_now + n * per_day,
+            )
+            for n in range(days)
+        ]
+    )
+    # Today's figure from "libvirt" agrees with the history.
+    services.hv.free_bytes = free_now
+
+
+def usage_of(bot: SlackBot) -> UsageService:
+    assert bot.core.usage is not None
+    return bot.core.usage
+
+
+def chart_message(slack: FakeSlack, channel: str) -> FakeMessage | None:
+    return next((m for m in slack.messages(channel) if m.files), None)
+
+
+async def test_snapshot_usage_posts_the_report_with_its_chart(
+    bot: SlackBot, services: Services
+) -> None:
+    await services.service.create_snapshot("web-01", "before", actor=ALICE)
+    await shrinking(services, free_now=44 * GiB, per_day=2 * GiB)
+
+    answer = await bot.command("/snapshot usage", user=ADMIN, channel=CHANNEL)
+    assert answer.status == 200
+    message = await bot.slack.wait_until(lambda: chart_message(bot.slack, CHANNEL))
+
+    text = "\n".join(b["text"]["text"] for b in message.blocks if b["type"] == "section")
+    assert "Storage usage of host" in text
+    for vm in ("web-01", "web-02", "db-01"):
+        assert f"*{vm}*" in text
+    assert "memory states 128.0 MiB (1 full snapshot(s))" in text
+    assert "*Backup store*" in text
+    assert f"{FAKE_PLACE} (vm disks): 44.0 GiB free" in text
+    assert f"{FAKE_PLACE} fills in about 22 days at the current rate (2.0 GiB/day)" in text
+
+    (file_id,) = message.files
+    assert message.images() == [file_id], "the chart is shown by an image block of that file"
+    uploaded = bot.slack.file(file_id)
+    assert uploaded.data is not None
+    kinds = png_chunks(uploaded.data)
+    assert b"IDAT" in kinds
+    assert len(uploaded.data) > 10_000, "a drawn chart, not an empty picture"
+    image = next(b for b in message.blocks if b["type"] == "image")
+    assert "disk images" in image["alt_text"]
+    assert uploaded.completed
+    assert uploaded.channels == [CHANNEL]
+
+
+async def test_usage_of_one_vm_and_a_cut_report_for_someone_who_sees_only_some(
+    bot: SlackBot, services: Services
+) -> None:
+    await bot.command("/snapshot usage web-02", user=RESTORER, channel=CHANNEL)
+    message = await bot.slack.wait_until(lambda: chart_message(bot.slack, CHANNEL))
+    text = str(message.blocks)
+    assert "Storage usage of web-02" in text
+    assert "db-01" not in text
+
+    answer = await bot.command("/snapshot usage", user=RESTORER, channel=CHANNEL)
+    private = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    reply = private[0].text or ""
+    assert "*web-01*" in reply
+    assert "db-01" not in reply, "a restorer on web-* does not see db-01"
+    assert "No chart: it shows every VM on the host" in reply
+    assert len(bot.slack.files) == 1, "no chart uploaded for the cut report"
+
+    answer = await bot.command("/snapshot usage db-01", user=RESTORER, channel=CHANNEL)
+    refused = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    assert "db-01" in (refused[0].text or "")
+    assert len(bot.slack.files) == 1
+
+
+async def test_a_chart_that_cannot_be_posted_leaves_the_report_private(
+    bot: SlackBot, services: Services
+) -> None:
+    bot.slack.fail("files.completeUploadExternal", "not_in_channel")
+    answer = await bot.command("/snapshot usage", user=ADMIN, channel=CHANNEL)
+    private = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    reply = private[0].text or ""
+    assert "Storage usage of host" in reply
+    assert "The chart could not be posted here: not_in_channel" in reply
+
+
+async def test_delete_and_prune_previews_say_what_they_free(
+    bot: SlackBot, services: Services
+) -> None:
+    await services.service.create_snapshot("web-01", "old", actor=ALICE)
+    answer = await bot.command("/snapshot delete web-01 old", user=ADMIN)
+    preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    text = preview[0].text or ""
+    assert "Delete snapshot `old` of web-01?" in text
+    # The fake keeps a running VM's memory state at half its 256 MiB of RAM.
+    assert "Frees: exactly 128.0 MiB of memory states" in text
+
+    for n in range(3):
+        services.hv._clock += 86_400
+        await services.service.create_snapshot(
+            "web-02", f"nightly-{n}", actor=ALICE, origin=Origin.SCHEDULED
+        )
+    # Its image holds the three memory states and the disk data of all three snapshots.
+    services.hv.vms["22222222-2222-2222-2222-222222222222"].disk_bytes = 4 * GiB
+    answer = await bot.command("/prune web-02 --keep-last 1 --dry-run", user=ADMIN)
+    dry = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
+    text = dry[0].text or ""
+    assert "DELETE nightly-0" in text
+    assert "Frees: exactly 256.0 MiB of memory states" in text, "two memory states of 128 MiB"
+    # (4 GiB - 384 MiB of memory states) shared by 3 snapshots and the VM: 2 of 4 shares.
+    assert "about 1.8 GiB of disk data (an estimate: libvirt cannot tell" in text
+
+
+async def test_fill_warning_goes_to_the_digest_channel_once_a_day(
+    bot: SlackBot, services: Services
+) -> None:
+    await shrinking(services, free_now=20 * GiB, per_day=2 * GiB)
+    jobs = UsageJobs(usage_of(bot), SlackReporter(bot.ctx.client), DIGEST, bot.core.clock)
+
+    await jobs.daily()
+    await jobs.daily()  # a second sample the same day: no second warning
+
+    (warning,) = bot.slack.messages(DIGEST)
+    assert "*Storage warning*" in warning.text
+    assert f"{FAKE_PLACE} fills in about 10 days" in warning.text
+    assert jobs.warned_on == datetime.now(UTC).date()
+
+    jobs.warned_on = date.today() - timedelta(days=1)  # as if yesterday's warning
+    assert await jobs.warn_if_filling()
+    assert len(bot.slack.messages(DIGEST)) == 2, "and again the next day while it lasts"
+
+
+async def test_no_warning_when_nothing_fills_soon(bot: SlackBot, services: Services) -> None:
+    await shrinking(services, free_now=80 * GiB, per_day=1 * GiB)
+    jobs = UsageJobs(usage_of(bot), SlackReporter(bot.ctx.client), DIGEST, bot.core.clock)
+    await jobs.daily()
+    assert bot.slack.messages(DIGEST) == []
+
+
+async def test_weekly_report_carries_the_chart(bot: SlackBot, services: Services) -> None:
+    await shrinking(services, free_now=60 * GiB, per_day=1 * GiB)
+    jobs = UsageJobs(usage_of(bot), SlackReporter(bot.ctx.client), DIGEST, bot.core.clock)
+    await jobs.weekly()
+    (message,) = bot.slack.messages(DIGEST)
+    assert "*snapbot weekly storage report*" in str(message.blocks)
+    assert f"{FAKE_PLACE} fills in about 60 days" in str(message.blocks)
+    (file_id,) = message.files
+    assert message.images() == [file_id]
+    png_chunks(bot.slack.file(file_id).data or b"")
+
+
+async def test_home_tab_shows_the_usage_summary(bot: SlackBot, services: Services) -> None:
+    await shrinking(services, free_now=20 * GiB, per_day=2 * GiB)
+    await bot.signed(req.app_home_opened_event_body(ADMIN))
+    home = await bot.slack.wait_until(lambda: bot.slack.home_views.get(ADMIN))
+    text = str(home["blocks"])
+    assert "*Storage* · disk images" in text
+    assert f"{FAKE_PLACE}: 20.0 GiB free" in text
+    assert f"⚠ {FAKE_PLACE} fills in about 10 days" in text
