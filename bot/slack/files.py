@@ -78,23 +78,24 @@ async def post_picture(
     ``SlackApiError`` / ``UploadFailed`` when it cannot be posted."""
     file_id = await _upload(client, picture)
     shown: list[Block] = [*sections(text, limit=_TEXT_BLOCKS), image_block(file_id, picture)]
-    extra: dict[str, Any] = {} if thread_ts is None else {"thread_ts": thread_ts}
+    share: dict[str, Any] = {
+        "files": json.dumps([{"id": file_id, "title": picture.title}]),
+        "channel_id": channel,
+    }
+    if thread_ts is not None:
+        share["thread_ts"] = thread_ts
     try:
-        await client.files_completeUploadExternal(
-            files=[{"id": file_id, "title": picture.title}],
-            channel_id=channel,
-            blocks=json.dumps(shown),
-            **extra,
+        # In a form body: slack_sdk's files_completeUploadExternal puts its arguments in the
+        # URL, where a long report's blocks would not fit.
+        await client.api_call(
+            "files.completeUploadExternal", data={**share, "blocks": json.dumps(shown)}
         )
     except SlackApiError as exc:
         if exc.response.get("error") != "invalid_blocks":
             raise
         # The image block was refused: share the file plainly, the text as its comment.
         logger.warning("image block refused (%s); attaching the file", exc.response.get("errors"))
-        await client.files_completeUploadExternal(
-            files=[{"id": file_id, "title": picture.title}],
-            channel_id=channel,
-            initial_comment=text[:3900],
-            **extra,
+        await client.api_call(
+            "files.completeUploadExternal", data={**share, "initial_comment": text[:3900]}
         )
     return file_id

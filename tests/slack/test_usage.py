@@ -279,3 +279,17 @@ async def test_home_tab_shows_the_usage_summary(bot: SlackBot, services: Service
     assert "*Storage* · disk images" in text
     assert f"{FAKE_PLACE}: 20.0 GiB free" in text
     assert f"⚠ {FAKE_PLACE} fills in about 10 days" in text
+
+
+async def test_an_image_block_refused_by_slack_still_shares_the_chart(slack: FakeSlack) -> None:
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    slack.fail("files.completeUploadExternal", "invalid_blocks")
+    png = tiny_png()
+    file_id = await post_picture(
+        client, CHANNEL, "the report", Picture(png, "u.png", "Storage usage", "a chart")
+    )
+    (message,) = slack.messages(CHANNEL)
+    assert message.text == "the report", "the text goes as the file's comment"
+    assert message.files == [file_id]
+    assert message.images() == []
+    assert slack.file(file_id).data == png
