@@ -12,19 +12,35 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import libvirt
 import pytest
 
+from core.adapters.backupstore import DirectoryBackupStore
+from core.adapters.backupstore.chunks import CHUNKS_DIR
 from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.drill import LibvirtDrillLab
+from core.adapters.libvirt.hypervisor import LibvirtHypervisor
+from core.bootstrap import wire
+from core.catalogue.store import SystemClock, TortoiseCatalogue
+from core.config import Settings
 from core.domain.drills import (
     DRILL_VM_PREFIX,
     DrillFailed,
+    DrillPolicies,
+    DrillPolicy,
+    DrillResult,
+    DrillSource,
     ReadyKind,
     ReadySignal,
 )
+from core.domain.operation import OperationKind, OperationStatus
+from core.services.backups import BackupService
+from core.services.drills import DrillService
+from tests.conftest import ALICE
 from tests.system.conftest import TEST_URI, Guest, new_workdir, remove_files
 from tests.system.guest.guest import read_counter_lines
 
@@ -123,3 +139,125 @@ async def test_a_signal_that_never_comes_fails_with_the_console_tail(
     assert "console" in str(caught.value)
     assert drill_domains(libvirt_conn) == []
     assert list(lab.temp_root.iterdir()) == []
+
+
+# -- the service: drills of restore points in the backup store -----------------------------------
+
+
+@dataclass
+class Drills:
+    service: DrillService
+    backups: BackupService
+    catalogue: TortoiseCatalogue
+    store_root: Path
+    temp_root: Path
+
+
+@pytest.fixture
+async def drills(catalogue: TortoiseCatalogue, workdir: Path) -> AsyncIterator[Drills]:
+    root = workdir / "store"
+    root.mkdir()
+    temp_root = new_workdir()
+    connection = LibvirtConnection(TEST_URI, workers=4)
+    hv = LibvirtHypervisor(connection)
+    store = DirectoryBackupStore(root, gc_safety_margin=timedelta(0))
+    disks = LibvirtDiskAccess(connection, temp_root=temp_root)
+    drill_lab = LibvirtDrillLab(connection, temp_root=temp_root)
+    settings = Settings(
+        libvirt_uri=TEST_URI,
+        libvirt_uri_explicit=True,
+        data_dir=workdir,
+        database_url="sqlite://:memory:",
+        backup_dir=root,
+        drills=DrillPolicies((DrillPolicy("*", ready=COUNTER, timeout=90.0, owner="U0OWNER"),)),
+    )
+    core = wire(
+        settings,
+        hv,
+        catalogue,
+        SystemClock(),
+        libvirt_uri=TEST_URI,
+        store=store,
+        disks=disks,
+        lab=drill_lab,
+    )
+    assert core.drills is not None
+    assert core.backups is not None
+    try:
+        yield Drills(core.drills, core.backups, catalogue, root, temp_root)
+    finally:
+        await drill_lab.close()
+        await disks.close()
+        store.close()
+        await hv.close()
+        remove_files(temp_root)
+
+
+def assert_nothing_left(drills: Drills, conn: libvirt.virConnect) -> None:
+    assert drill_domains(conn) == []
+    assert list(drills.temp_root.iterdir()) == []
+
+
+async def test_a_drill_of_a_backup_boots_its_copy_and_passes(
+    drills: Drills, guest: Guest, libvirt_conn: libvirt.virConnect
+) -> None:
+    before = boot_id(guest)
+    point = (await drills.backups.create_backup(guest.name, "before-drill", actor=ALICE)).snapshot
+
+    outcome = await drills.service.run(guest.name, actor=ALICE)
+
+    drill = outcome.drill
+    assert outcome.passed, drill.error
+    assert drill.label == point.label
+    assert drill.source is DrillSource.STORE
+    assert drill.point_id == point.point_id
+    assert drill.ready_seconds is not None
+    assert 0 < drill.ready_seconds < 90
+    assert drill.point_age >= timedelta(0)
+    assert outcome.owner == "U0OWNER"
+    assert outcome.signal == COUNTER
+    assert not outcome.memory_not_included
+    (recorded,) = await drills.catalogue.drills()
+    assert recorded.result is DrillResult.PASSED
+    last = await drills.catalogue.last_passed_drills()
+    assert last[recorded.vm_uuid].id == drill.id
+    ops = [o for o in await drills.catalogue.operations() if o.kind is OperationKind.DRILL]
+    assert [o.status for o in ops] == [OperationStatus.SUCCEEDED]
+    assert_nothing_left(drills, libvirt_conn)
+    # The original was never touched: still running the same boot.
+    assert libvirt_conn.lookupByName(guest.name).isActive()
+    assert boot_id(guest) == before
+
+
+async def test_a_drill_of_a_damaged_backup_fails_and_says_why(
+    drills: Drills, guest: Guest, libvirt_conn: libvirt.virConnect
+) -> None:
+    before = boot_id(guest)
+    await drills.backups.create_backup(guest.name, "to-damage", actor=ALICE)
+    # Every stored piece of the point (file names are their SHA-256): one byte flipped in each.
+    chunks = [
+        p
+        for p in (drills.store_root / CHUNKS_DIR).rglob("*")
+        if p.is_file() and len(p.name) == 64 and p.stat().st_size > 0
+    ]
+    assert chunks, "the point stored no chunk"
+    for path in chunks:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+
+    outcome = await drills.service.run(guest.name, "to-damage", actor=ALICE)
+
+    assert not outcome.passed
+    assert outcome.drill.result is DrillResult.FAILED
+    assert outcome.drill.error is not None
+    assert "damaged" in outcome.drill.error
+    assert outcome.drill.ready_seconds is None
+    (recorded,) = await drills.catalogue.drills()
+    assert recorded.result is DrillResult.FAILED
+    assert await drills.catalogue.last_passed_drills() == {}
+    ops = [o for o in await drills.catalogue.operations() if o.kind is OperationKind.DRILL]
+    assert [o.status for o in ops] == [OperationStatus.FAILED]
+    assert_nothing_left(drills, libvirt_conn)
+    assert libvirt_conn.lookupByName(guest.name).isActive()
+    assert boot_id(guest) == before

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -386,12 +387,13 @@ class LibvirtDrillLab:
         self,
         connection: LibvirtConnection,
         *,
-        owner: str,
+        owner: str | None = None,
         temp_root: Path = DEFAULT_TEMP_ROOT,
         workers: int = 2,
     ) -> None:
         self._conn = connection
-        self._owner = owner
+        # Written into each throwaway VM's mark: which snapbot made it, for whoever finds it.
+        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._temp_root = temp_root
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-lab")
 
