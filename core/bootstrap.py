@@ -19,6 +19,7 @@ from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.charts import MatplotlibCharts
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
+from core.adapters.libvirt.drill import LibvirtDrillLab
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.adapters.offsite import Bucket, S3OffsiteStore
 from core.catalogue.db import open_database
@@ -36,6 +37,7 @@ from core.ports import (
 from core.services.availability import GatedHypervisor, HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
+from core.services.drills import DrillLab, DrillService
 from core.services.facade import Core
 from core.services.locks import LockService
 from core.services.offsite import OffsiteService
@@ -116,6 +118,8 @@ async def build_core(
     # lists and restores every point kept there.
     readable: BackupStore | None = store if store is not None else offsite
     disks = LibvirtDiskAccess(connection) if readable is not None else None
+    # Drills boot restore points beside the VMs: only where snapbot reads disks itself.
+    lab = LibvirtDrillLab(connection) if disks is not None else None
     watcher: asyncio.Task[None] | None = None
     copier: asyncio.Task[None] | None = None
     copies: OffsiteService | None = None
@@ -132,10 +136,14 @@ async def build_core(
                 observer=observer,
                 store=readable,
                 disks=disks,
+                lab=lab,
                 offsite=offsite,
             )
             await core.watch.connect_once()
             watcher = asyncio.create_task(core.watch.run(), name="hypervisor-watch")
+            if core.drills is not None:
+                # Throwaway VMs of drills a snapbot that died left behind, and their records.
+                await core.drills.sweep()
             copies = core.offsite
             if core.offsite is not None and store is not None:
                 copier = asyncio.create_task(core.offsite.run_periodically(), name="offsite")
@@ -150,6 +158,8 @@ async def build_core(
             await copies.close()
         if disks is not None:
             await disks.close()
+        if lab is not None:
+            await lab.close()
         if store is not None:
             store.close()
         if offsite is not None:
@@ -168,6 +178,7 @@ def wire(
     observer: OperationObserver | None = None,
     store: BackupStore | None = None,
     disks: DiskAccess | None = None,
+    lab: DrillLab | None = None,
     offsite: OffsiteStore | None = None,
 ) -> Core:
     """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
@@ -206,6 +217,21 @@ def wire(
             ),
         )
     )
+    drills = (
+        None
+        if lab is None
+        else DrillService(
+            hypervisor,
+            catalogue,
+            lab,
+            runner,
+            clock,
+            snapshots,
+            settings.drills,
+            disks=disks,
+            store=store,
+        )
+    )
     pruning = PruneService(
         hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
     )
@@ -235,6 +261,7 @@ def wire(
         fallback_reason=None,
         status=StatusService(catalogue, watch, clock),
         _operations=runner,
+        drills=drills,
         usage=UsageService(hypervisor, catalogue, clock, MatplotlibCharts(), store),
         offsite=copies,
     )

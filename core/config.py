@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.domain.access import AccessPolicy, parse_grants
+from core.domain.drills import DrillPolicies, parse_drill_policies
 from core.domain.offsite import DEFAULT_DELETE_AFTER_DAYS
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.errors import InvalidInput
@@ -93,6 +94,9 @@ class Settings:
     # Where incremental snapshots go (None: no backup store, only full snapshots). Another
     # disk or an NFS mount in production: a store on the VMs' own disk dies with it.
     backup_dir: Path | None = None
+    # Restore drills per VM pattern ([drills."<pattern>"] ready, timeout, owner): what says a
+    # restored VM is up, how long to wait, whom a failure is told.
+    drills: DrillPolicies = field(default_factory=DrillPolicies)
     # The offsite copy of the backup store: an S3-compatible endpoint and bucket (None: no
     # copy). Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the S3
     # client itself, so they are never part of the settings nor of a log.
@@ -168,6 +172,7 @@ class Settings:
         )
         return cls(
             backup_dir=backup_dir,
+            drills=parse_drill_policies(_table(file, "drills")),
             offsite=offsite,
             timezone=timezone,
             digest_channel=get("SNAPBOT_DIGEST_CHANNEL", "digest_channel"),

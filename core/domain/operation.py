@@ -27,6 +27,9 @@ class OperationKind(enum.Enum):
     # Only ever REJECTED: a refused look (a listing) or schedule change, kept for the audit.
     VIEW = "view"
     SCHEDULE = "schedule"
+    # A restore point booted as an isolated throwaway VM and removed again; the original VM
+    # is only held while a full snapshot's disk state is copied out.
+    DRILL = "drill"
 
 
 class OperationStatus(enum.Enum):

@@ -18,6 +18,7 @@ from core.services.access import AccessService
 from core.services.availability import HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
+from core.services.drills import DrillService
 from core.services.locks import LockService
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner
@@ -59,6 +60,8 @@ class Core:
     # Storage usage, its history, forecasts and chart (None only where a caller builds a Core
     # by hand without it).
     usage: UsageService | None = None
+    # Restore drills (None: this snapbot cannot read VMs' disks, so it cannot drill).
+    drills: DrillService | None = None
     # The offsite copy of the backup store (None: none configured, SNAPBOT_OFFSITE_URL).
     offsite: OffsiteService | None = None
 
