@@ -94,6 +94,8 @@ class Script:
     start_error: Exception | None = None
     # Awaited inside wait_ready, so a test can hold a drill while it checks something.
     gate: asyncio.Event | None = None
+    # Set when a throwaway VM starts waiting for its signal.
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class FakeThrowaway:
 
     async def wait_ready(self, signal: ReadySignal, within: float) -> float:
         self.signal = signal
+        self.script.waiting.set()
         if self.script.gate is not None:
             await self.script.gate.wait()
         if self.script.ready_after is None or self.script.ready_after > within:
@@ -176,8 +179,8 @@ class FakeDrillLab:
         try:
             yield vm
         finally:
-            for handle in vm.files:
-                handle.close()
+            for opened in vm.files:
+                opened.close()
             self.contents[name] = {
                 p.stem: p.read_bytes() for p in directory.iterdir() if p.suffix == ".img"
             }
