@@ -194,11 +194,13 @@ class DrillRow(Model):
 
 class UsageSampleRow(Model):
     """One day's storage usage of a VM, the backup store or a filesystem
-    (``core.domain.usage.UsageSample``). Unique per (day, kind, subject): sampling twice a day
-    replaces the first; rows older than the history kept are deleted."""
+    (``core.domain.usage.UsageSample``). Unique per (sampled_on, kind, subject): sampling twice
+    a day replaces the first; rows older than the history kept are deleted."""
 
     id = fields.IntField(primary_key=True)
-    day = fields.DateField(db_index=True)
+    # Not ``day``: schedule.day is a text column, and a column of one name with two types
+    # makes schema comparisons across tables needlessly fragile.
+    sampled_on = fields.DateField(db_index=True)
     kind = fields.CharField(max_length=16)
     subject = fields.CharField(max_length=255)
     name = fields.CharField(max_length=255)
@@ -211,4 +213,4 @@ class UsageSampleRow(Model):
 
     class Meta:
         table = "usage_sample"
-        unique_together = (("day", "kind", "subject"),)
+        unique_together = (("sampled_on", "kind", "subject"),)

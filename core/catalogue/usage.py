@@ -21,7 +21,7 @@ def _values(sample: UsageSample) -> dict[str, Any]:
 
 def _sample(row: UsageSampleRow) -> UsageSample:
     return UsageSample(
-        day=row.day,
+        day=row.sampled_on,
         kind=SampleKind(row.kind),
         subject=row.subject,
         name=row.name,
@@ -37,13 +37,13 @@ def _sample(row: UsageSampleRow) -> UsageSample:
 class TortoiseUsage:
     async def record_usage(self, samples: Sequence[UsageSample]) -> None:
         for sample in samples:
-            key = {"day": sample.day, "kind": sample.kind.value, "subject": sample.subject}
+            key = {"sampled_on": sample.day, "kind": sample.kind.value, "subject": sample.subject}
             values = _values(sample)
             if await UsageSampleRow.filter(**key).update(**values):
                 continue
             try:
                 await UsageSampleRow.create(
-                    day=sample.day, kind=sample.kind.value, subject=sample.subject, **values
+                    sampled_on=sample.day, kind=sample.kind.value, subject=sample.subject, **values
                 )
             except IntegrityError:
                 # Another process sampled the same day meanwhile: the later write wins.
@@ -52,13 +52,13 @@ class TortoiseUsage:
     async def usage_samples(
         self, since: date, kind: SampleKind | None = None, subject: str | None = None
     ) -> list[UsageSample]:
-        query = UsageSampleRow.filter(day__gte=since)
+        query = UsageSampleRow.filter(sampled_on__gte=since)
         if kind is not None:
             query = query.filter(kind=kind.value)
         if subject is not None:
             query = query.filter(subject=subject)
-        rows = await query.order_by("day", "kind", "subject")
+        rows = await query.order_by("sampled_on", "kind", "subject")
         return [_sample(row) for row in rows]
 
     async def forget_usage_before(self, day: date) -> int:
-        return int(await UsageSampleRow.filter(day__lt=day).delete())
+        return int(await UsageSampleRow.filter(sampled_on__lt=day).delete())

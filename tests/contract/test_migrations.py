@@ -55,7 +55,6 @@ MODELS: list[type[Model]] = [
     models.ScheduleRow,
     models.ScheduleRunRow,
     models.LeaseRow,
-    models.UsageSampleRow,
 ]
 PRIMARY_KEYS = {m._meta.db_table: m._meta.pk_attr for m in MODELS}
 HYPERVISOR_COLUMNS = {"hypervisor_uri", "host_uuid"}  # 0002

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                     "id",
                     fields.IntField(generated=True, primary_key=True, unique=True, db_index=True),
                 ),
-                ("day", fields.DateField(db_index=True)),
+                ("sampled_on", fields.DateField(db_index=True)),
                 ("kind", fields.CharField(max_length=16)),
                 ("subject", fields.CharField(max_length=255)),
                 ("name", fields.CharField(max_length=255)),
@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
             options={
                 "table": "usage_sample",
                 "app": "snapbot",
-                "unique_together": (("day", "kind", "subject"),),
+                "unique_together": (("sampled_on", "kind", "subject"),),
                 "pk_attr": "id",
                 "table_description": "One day's storage usage of a VM, the backup store or a filesystem",
             },
