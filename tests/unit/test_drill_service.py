@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,8 @@ from core.domain.drills import (
     ReadySignal,
 )
 from core.domain.operation import OperationKind, OperationStatus
+from core.domain.retention import RetentionPolicy
+from core.domain.schedule import ScheduleTask, parse_when
 from core.errors import Conflict, InvalidInput, OperationFailed, SnapshotNotFound, VmNotFound
 from core.ports import DrillGuest
 from core.services.drills import DrillService
@@ -267,3 +269,67 @@ async def test_status_flags_vms_without_a_passing_drill_in_35_days(
     assert status["web-02"].overdue
     assert status["web-02"].last_passed is None
     assert await drills_of(core).due(["web-01", "web-02"], days=30) == ["web-02"]
+
+
+async def test_a_drill_schedule_drills_due_vms_one_at_a_time_and_skips_recent_ones(
+    core: Core, lab: FakeDrillLab, services: Services
+) -> None:
+    await backup(core, "night-1")
+    assert core.backups is not None
+    await core.backups.create_backup("web-02", "night-1", actor=ALICE)
+    schedule = await core.schedules.add(
+        "drills",
+        "web-*",
+        parse_when(["daily", "03:00"], "UTC"),
+        None,
+        "C1",
+        ALICE,
+        task=ScheduleTask.DRILL,
+    )
+    first = await core.runs.run(schedule, datetime(2026, 3, 1, 3, tzinfo=UTC))
+    assert first is not None
+    assert [o.vm for o in first.outcomes] == ["web-01", "web-02"]
+    assert all(o.drill is not None and o.drill.passed for o in first.outcomes)
+    assert first.status == "succeeded"
+    # Drilled one after the other: never two throwaway VMs at once.
+    assert len(lab.made) == 2
+
+    # The next night: both passed within 30 days, nothing is due.
+    second = await core.runs.run(schedule, datetime(2026, 3, 2, 3, tzinfo=UTC))
+    assert second is not None
+    assert second.outcomes == []
+    assert len(lab.made) == 2
+
+
+async def test_a_failed_scheduled_drill_fails_the_run(core: Core, lab: FakeDrillLab) -> None:
+    await backup(core, "night-1")
+    lab.script.ready_after = None
+    schedule = await core.schedules.add(
+        "drills",
+        "web-01",
+        parse_when(["weekly", "sun", "03:00"], "UTC"),
+        None,
+        "C1",
+        ALICE,
+        task=ScheduleTask.DRILL,
+    )
+    report = await core.runs.run(schedule, datetime(2026, 3, 1, 3, tzinfo=UTC))
+    assert report is not None
+    (outcome,) = report.outcomes
+    assert outcome.drill is not None
+    assert not outcome.drill.passed
+    assert report.status == "failed"
+    assert report.summary()["vms"]["web-01"]["drill"] == "failed"  # type: ignore[index]
+
+
+async def test_a_drill_schedule_takes_no_retention(core: Core) -> None:
+    with pytest.raises(InvalidInput, match="drill schedule takes and deletes nothing"):
+        await core.schedules.add(
+            "drills",
+            "all",
+            parse_when(["daily", "03:00"], "UTC"),
+            RetentionPolicy(keep_last=3),
+            "C1",
+            ALICE,
+            task=ScheduleTask.DRILL,
+        )
