@@ -252,6 +252,7 @@ def wire(
             owner,
             safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
             backups=backups,
+            drills=drills,
         ),
         watch=watch,
         schedule_store=catalogue,

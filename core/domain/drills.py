@@ -24,6 +24,9 @@ DRILL_VM_PREFIX = "snapbot-drill-"
 DEFAULT_READY_TIMEOUT = 300.0
 # A VM without a passing drill in this long is flagged in the weekly report.
 DRILL_OVERDUE_DAYS = 35
+# A drill schedule drills each VM that had no passing drill in this long: with a daily or
+# weekly schedule, every VM at least once a month.
+DRILL_EVERY_DAYS = 30
 ERROR_MAX_LENGTH = 2000
 # Screenshots are kept with the drill record: a console at 720x400 is a few KiB as PNG; a
 # larger one (a graphical desktop) is not kept beyond this.

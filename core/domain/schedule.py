@@ -168,6 +168,8 @@ class ScheduleTask(enum.Enum):
     INCREMENTAL = "incremental"
     # Re-read everything the backup store holds for the VMs and check it.
     VERIFY = "verify"
+    # Restore drills of the VMs not drilled lately, one at a time (``core.services.drills``).
+    DRILL = "drill"
 
 
 @dataclass(frozen=True, slots=True)

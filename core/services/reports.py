@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     # Types only: ``core.ports`` names these values, and the services import the ports, so a
     # run-time import here would be circular.
     from core.services.backups import BackupResult, VerifyResult
+    from core.services.drills import DrillOutcome
     from core.services.pruning import VmPruneResult
 
 
@@ -37,6 +38,8 @@ class VmOutcome:
     backup: BackupResult | None = None
     # A verification schedule's result for this VM.
     verify: VerifyResult | None = None
+    # A drill schedule's drill of this VM (passed or failed; ``error`` is set when it failed).
+    drill: DrillOutcome | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,6 +94,7 @@ class RunReport:
                     "bytes_read": o.backup.figures.bytes_read if o.backup else None,
                     "bytes_new": o.backup.figures.bytes_new if o.backup else None,
                     "damaged": [d.label for d in o.verify.damaged] if o.verify else [],
+                    "drill": o.drill.drill.result.value if o.drill else None,
                 }
                 for o in self.outcomes
             },

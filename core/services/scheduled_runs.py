@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import datetime
 
+from core.domain.drills import DRILL_EVERY_DAYS, DrillFailed
 from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.domain.schedule import Schedule, ScheduleTask
@@ -21,6 +22,7 @@ from core.domain.snapshot import CatalogueStatus, Origin, SnapshotKind
 from core.errors import CoreError, HypervisorError, InvalidInput
 from core.ports import Clock, RunStore
 from core.services.backups import BackupService
+from core.services.drills import DrillService
 from core.services.pruning import PruneService
 from core.services.reports import Digest, DigestLine, Freshness, RunReport, VmOutcome
 from core.services.snapshots import SnapshotService
@@ -39,9 +41,11 @@ class ScheduleRunner:
         *,
         safety_keep: tuple[int, int] = (DEFAULT_SAFETY_KEEP_LAST, DEFAULT_SAFETY_KEEP_DAYS),
         backups: BackupService | None = None,
+        drills: DrillService | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._backups = backups
+        self._drills = drills
         self._pruning = pruning
         self._store = store
         self._clock = clock
@@ -69,6 +73,11 @@ class ScheduleRunner:
         try:
             vms = [v for v in await self._snapshots.list_vms() if schedule.covers(v.vm.name)]
             report.no_vms = not vms
+            if schedule.task is ScheduleTask.DRILL and self._drills is not None:
+                # Only those without a passing drill lately, one after the other.
+                names = [s.vm.name for s in vms]
+                due = set(await self._drills.due(names, days=DRILL_EVERY_DAYS))
+                vms = [s for s in vms if s.vm.name in due]
             for summary in vms:
                 report.outcomes.append(await self._one_vm(schedule, fire_time, summary.vm.name))
             await self._measure(schedule, report)
@@ -78,6 +87,8 @@ class ScheduleRunner:
         return report
 
     async def _one_vm(self, schedule: Schedule, fire_time: datetime, vm: str) -> VmOutcome:
+        if schedule.task is ScheduleTask.DRILL:
+            return await self._drill(schedule, vm)
         label = schedule.snapshot_label(fire_time)
         outcome = VmOutcome(vm, None if schedule.task is ScheduleTask.VERIFY else label)
         started = time.monotonic()
@@ -144,6 +155,27 @@ class ScheduleRunner:
             except CoreError as exc:
                 outcome.prune_error = exc
                 logger.warning("scheduled prune of %s by %s: %s", vm, schedule.name, exc)
+        return outcome
+
+    async def _drill(self, schedule: Schedule, vm: str) -> VmOutcome:
+        """A restore drill of the VM's newest restore point; a failed drill fails the run."""
+        outcome = VmOutcome(vm, None)
+        started = time.monotonic()
+        try:
+            if self._drills is None:
+                raise InvalidInput(
+                    "this schedule runs restore drills, and this snapbot cannot: they need a "
+                    "backup store (SNAPBOT_BACKUP_DIR) on the VMs' host"
+                )
+            outcome.drill = await self._drills.run(vm, actor=self.actor(schedule))
+        except CoreError as exc:
+            outcome.error = exc
+            outcome.skipped = not isinstance(exc, HypervisorError)
+            logger.warning("scheduled drill of %s by %s: %s", vm, schedule.name, exc)
+        else:
+            if not outcome.drill.passed:
+                outcome.error = DrillFailed(outcome.drill.drill.error or "the drill failed")
+        outcome.seconds = time.monotonic() - started
         return outcome
 
     def _need_backups(self) -> BackupService:

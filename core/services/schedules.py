@@ -62,6 +62,10 @@ class ScheduleService:
                 "--archive applies to the retention of a schedule taking full snapshots: give "
                 "it with --keep-... and without --incremental or --verify"
             )
+        if task is ScheduleTask.DRILL and (policy is not None or archive):
+            raise InvalidInput(
+                "a drill schedule takes and deletes nothing: drop the --keep-... options"
+            )
         if task is ScheduleTask.VERIFY and policy is not None:
             raise InvalidInput(
                 "a verification schedule deletes nothing: drop the --keep-... options"
