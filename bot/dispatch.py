@@ -28,6 +28,7 @@ from bot.grammar import (
     ListSchedules,
     ListSnapshots,
     ListVms,
+    Offsite,
     Prune,
     ReleaseHold,
     RemoveSchedule,
@@ -192,6 +193,12 @@ def required_action(command: Command) -> tuple[Action, str | None]:
         return Action.UNLOCK, command.vm
     if isinstance(command, ListSnapshots):
         return Action.VIEW, command.vm
+    if isinstance(command, ShowUsage):
+        # A VM's name, or the host's (of which only what the person may see is shown).
+        return Action.VIEW, command.target
+    if isinstance(command, Offsite) and command.action != "status":
+        # Copying or checking every VM's restore points: what taking snapshots needs, for all.
+        return Action.SNAPSHOT, None
     return Action.VIEW, None
 
 
@@ -213,6 +220,16 @@ class Dispatcher:
         if self._core.backups is None:
             raise InvalidInput(messages.no_backup_store())
         return self._core.backups
+
+    async def _offsite(self, command: Offsite) -> str:
+        offsite = self._core.offsite
+        if offsite is None:
+            raise InvalidInput(messages.no_offsite())
+        if command.action == "copy":
+            return messages.offsite_copied(await offsite.copy_new())
+        if command.action == "verify":
+            return messages.offsite_verified(await offsite.verify())
+        return messages.offsite_status(await offsite.view())
 
     async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:
         if self._access is not None:
@@ -244,6 +261,8 @@ class Dispatcher:
         if isinstance(command, VerifyBackups):
             verified = await self._backups().verify(command.vm, command.label, actor=actor)
             return Reply(messages.verify_report(verified))
+        if isinstance(command, Offsite):
+            return Reply(await self._offsite(command))
         if isinstance(command, ArchiveSnapshot):
             return await self._request_archive(command, actor)
         if isinstance(command, HoldSnapshot):
@@ -443,6 +462,10 @@ class Dispatcher:
         cut = await self.visible_usage(actor, report)
         if len(cut.vms) == len(report.vms):
             return await self._with_chart(report, None)
+        if not cut.vms:
+            # Someone who may see no VM at all learns nothing of the host either (refused, and
+            # audited, like any request without the right).
+            await self._require(actor, Action.VIEW, None)
         return UsageView(cut, None, messages.chart_withheld())
 
     async def usage_report(self) -> UsageReport | None:

@@ -91,6 +91,8 @@ FORMS: dict[str, tuple[str, ...]] = {
     "Unlock": ("/snapshot unlock {vm}",),
     "ArchiveSnapshot": ("/snapshot archive {vm} {snap}",),
     "VerifyBackups": ("/snapshot verify {vm}", "/snapshot verify"),
+    "ShowUsage": ("/snapshot usage {vm}", "/snapshot usage"),
+    "Offsite": ("/snapshot offsite", "/snapshot offsite copy", "/snapshot offsite verify"),
 }
 NOT_REQUESTS = {"Help"}  # answered in the ack from the grammar alone; no access involved
 
@@ -143,8 +145,10 @@ def allowed(case: Case) -> dict[str, bool]:
         return POLICY.allows(case.user, groups, action, vm=vm, channel=case.channel)
 
     command = case.command
-    if isinstance(command, grammar.ListVms) or (
-        isinstance(command, grammar.ListSnapshots) and command.vm is None
+    if (
+        isinstance(command, grammar.ListVms)
+        or (isinstance(command, grammar.ListSnapshots) and command.vm is None)
+        or (isinstance(command, grammar.ShowUsage) and command.target is None)
     ):
         return {vm: may(Action.VIEW, vm) for vm in VMS}
     action, vm = required_action(command)
@@ -178,6 +182,9 @@ async def ran(case: Case, core: Core, services: Services) -> dict[str, bool]:
         if command.vm is None:
             return {vm: f"base-{vm}" in text for vm in VMS}
         return {"": f"base-{case.vm}" in text}
+    if isinstance(command, grammar.ShowUsage) and command.target is None:
+        # The host's usage lists each VM the person may see (in bold).
+        return {vm: f"*{vm}*" in text for vm in VMS}
     labels = {s.label: s for s in await services.catalogue.snapshots()}
     if isinstance(command, (grammar.CreateSnapshot, grammar.RenameSnapshot)):
         return {"": case.new in labels}
@@ -266,6 +273,7 @@ async def settled(bot: SlackBot, trigger_id: str | None = None) -> None:
 async def _send(bot: SlackBot, case: Case) -> None:
     """The command as Slack sends it; everything the user sees comes back into ``case``."""
     command, _, text = case.line.partition(" ")
+    shared_before = len([m for m in bot.slack.messages(case.channel) if m.files])
     response_url = bot.slack.new_response_url(channel=case.channel)
     trigger_id = bot.slack.new_trigger_id(user_id=case.user)
     body = req.slash_command_body(
@@ -287,8 +295,16 @@ async def _send(bot: SlackBot, case: Case) -> None:
     ]
     case.views = [bot.slack.views[v] for v in opened if v in bot.slack.views]
     case.blocks = [b for p in posts for b in p.blocks or []]
+    # What was posted with a file (the usage report and its chart) went to the channel.
+    shared = [m for m in bot.slack.messages(case.channel) if m.files][shared_before:]
     case.reply = "\n".join(
-        [ack, *(p.text or "" for p in posts), json.dumps(case.views), json.dumps(case.blocks)]
+        [
+            ack,
+            *(p.text or "" for p in posts),
+            json.dumps(case.views),
+            json.dumps(case.blocks),
+            *(json.dumps(m.blocks) for m in shared),
+        ]
     )
 
 
