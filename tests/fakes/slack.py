@@ -12,6 +12,10 @@ Web API methods live at ``/api/<method>`` and accept what slack-sdk sends: query
 like Slack keeps it (messages with edit history, views, App Home per user, single-use triggers)
 and every call is recorded in ``slack.calls``. Knobs inject 429s, error answers and latency.
 
+Files go up as on Slack: ``files.getUploadURLExternal`` hands out an upload URL served by the
+fake, the bytes are POSTed there, ``files.completeUploadExternal`` shares them (its blocks may show
+the file with an image block's ``slack_file``; a file shared nowhere cannot be shown).
+
 Error names follow Slack's documentation for each method, e.g. ``views.open`` answers
 ``exchanged_trigger_id`` / ``expired_trigger_id`` / ``invalid_trigger_id`` (``trigger_exchanged``
 and ``trigger_expired`` are the legacy ``dialog.open`` names).
@@ -411,7 +415,8 @@ class FakeSlack:
     Knobs: ``rate_limit(method, times, retry_after)``, ``fail(method, error, times)``,
     ``delay(method, seconds)``, ``usergroups[...]``, ``trigger_ttl``.
     Helpers: ``calls_to``, ``messages``, ``message``, ``history``, ``thread``, ``responses``,
-    ``home``, ``last_view``, ``wait_for``, ``wait_for_message``, ``wait_until``, ``dump``.
+    ``home``, ``last_view``, ``file``/``files`` (uploads: their bytes, where they are shared),
+    ``wait_for``, ``wait_for_message``, ``wait_until``, ``dump``.
     Socket Mode: ``socket_url``, ``send_envelope``, ``send_disconnect``,
     ``drop_socket_connections`` (graceful or ``abrupt``), ``stall_socket_connections``,
     ``wait_for_socket``, ``socket_connections`` (ever opened), ``open_sockets``.

@@ -21,6 +21,7 @@ from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
 from tests.fakes.slack import FakeMessage, FakeSlack
 from tests.slack.harness import ADMIN, RESTORER, SlackBot
+from tests.unit.test_manifest import load as load_manifest
 
 CHANNEL = "C0OPS"
 DIGEST = "C0DIGEST"
@@ -293,3 +294,8 @@ async def test_an_image_block_refused_by_slack_still_shares_the_chart(slack: Fak
     assert message.files == [file_id]
     assert message.images() == []
     assert slack.file(file_id).data == png
+
+
+def test_the_manifest_grants_the_upload_scope() -> None:
+    """files.getUploadURLExternal answers missing_scope without it, and no chart is posted."""
+    assert "files:write" in load_manifest()["oauth_config"]["scopes"]["bot"]
