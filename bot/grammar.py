@@ -89,6 +89,17 @@ class VerifyBackups:
 
 
 @dataclass(frozen=True, slots=True)
+class Offsite:
+    """The offsite copy of the backup store: ``status`` (what is copied and pending),
+    ``copy`` (upload what is new now) or ``verify`` (check the copy on its own)."""
+
+    action: str = "status"
+
+
+OFFSITE_ACTIONS = ("status", "copy", "verify")
+
+
+@dataclass(frozen=True, slots=True)
 class ShowUsage:
     """Storage usage: ``target`` None the whole host, else a VM's name or the host's name."""
 
@@ -202,6 +213,7 @@ Command = (
     | CreateSnapshot
     | ArchiveSnapshot
     | VerifyBackups
+    | Offsite
     | ShowUsage
     | DeleteSnapshot
     | RenameSnapshot
@@ -385,6 +397,13 @@ def _parse_snapshot(text: str) -> Command:
             extra = _shown(" ".join(rest[1:]))
             raise UsageError(cmd, f"unexpected {extra!r}: usage takes one VM or host name")
         return ShowUsage(rest[0] if rest else None)
+    if sub == "offsite":
+        _check_options(sub, options)
+        action = rest[0] if rest else "status"
+        if action not in OFFSITE_ACTIONS or len(rest) > 1:
+            shown = _shown(" ".join(rest))
+            raise UsageError(cmd, f"unexpected {shown!r}: offsite takes status, copy or verify")
+        return Offsite(action)
     if sub == "schedule":
         return _parse_schedule(rest, options)
     if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock", "archive", "verify"):

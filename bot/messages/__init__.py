@@ -19,6 +19,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``schedules``: the schedule table, run reports, the digest
 - ``surfaces``: the restore modal, buttons and App Home
 - ``storage``: storage usage, its chart and forecasts, what deleting frees
+- ``offsite``: the offsite copy of the backup store: status, copy, verify
 - ``startup``: the first line a front end prints
 - ``doctor``: ``snapbot doctor``'s checks and their fixes
 """
@@ -57,6 +58,7 @@ from bot.messages.holds import (
     verified,
     verify_prompt,
 )
+from bot.messages.offsite import no_offsite, offsite_copied, offsite_status, offsite_verified
 from bot.messages.operations import (
     done_text,
     failed_text,
@@ -199,7 +201,11 @@ __all__ = [
     "modal_refusal",
     "new_vm_confirm_prompt",
     "no_backup_store",
+    "no_offsite",
     "not_held_after_create",
+    "offsite_copied",
+    "offsite_status",
+    "offsite_verified",
     "operation_title",
     "pick_snapshot",
     "progress_text",

@@ -24,6 +24,7 @@ USAGE = {
         "        (frees its space in the image; its memory state is not kept)\n"
         "  /snapshot verify [<vm> [<name>]]          re-read the backup store, report damage\n"
         "  /snapshot usage [<vm>|<host>]             storage used, free space, when it fills\n"
+        "  /snapshot offsite [status|copy|verify]    the backup store's copy in object storage\n"
         "  /snapshot unlock <vm>                     admins: see what holds a VM, end its lock\n"
         "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
         "        [--incremental | --verify] [--archive]\n"
