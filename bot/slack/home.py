@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -40,7 +41,8 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
         # One listing (it syncs every VM with libvirt) and one usage measurement serve every
         # viewer's tab.
         groups = await ctx.dispatcher.listing()
-        usage = await _usage(ctx)
+        # Measuring usage reads the store's accounting: only when someone will read it.
+        usage = await _usage(ctx) if ctx.home_viewers else None
         for user in list(ctx.home_viewers):
             await publish(ctx, user, groups, usage)
 
@@ -54,6 +56,18 @@ async def _usage(ctx: SlackContext) -> UsageReport | None:
     except CoreError as exc:
         logger.warning("usage for the Home tab not measured: %s", exc)
         return None
+
+
+async def _drills(ctx: SlackContext, actor: Actor) -> str | None:
+    """Each VM's last passing restore drill (None: no drills here, or none visible)."""
+    try:
+        statuses = await ctx.dispatcher.drill_status(actor)
+    except CoreError as exc:
+        logger.warning("drills for the Home tab not read: %s", exc)
+        return None
+    if not statuses:
+        return None
+    return messages.drill_status(statuses, datetime.now(UTC))
 
 
 async def publish(
@@ -81,6 +95,9 @@ async def publish(
     elif usage is not None:
         summary = messages.usage_summary(await ctx.dispatcher.visible_usage(actor, usage))
         header = f"{header}\n{summary}"
+    drills = await _drills(ctx, actor)
+    if drills is not None:
+        header = f"{header}\n{drills}"
     try:
         await ctx.client.views_publish(user_id=user, view=blocks.home_view(header, mine))
     except SlackApiError as exc:
