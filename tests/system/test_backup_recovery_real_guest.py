@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import libvirt
@@ -15,15 +15,24 @@ import pytest
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.domain.vm import Vm, VmState
-from tests.system.conftest import TEST_URI, Guest
+from tests.system.conftest import TEST_URI, Guest, new_workdir, remove_files
 
 pytestmark = pytest.mark.system
 
 
 @pytest.fixture
-async def access() -> AsyncIterator[LibvirtDiskAccess]:
+def temp_root() -> Iterator[Path]:
+    """Where the views make their temporary directories: /var/tmp in production, this test's
+    own here (removed with it)."""
+    path = new_workdir()
+    yield path
+    remove_files(path)
+
+
+@pytest.fixture
+async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
     connection = LibvirtConnection(TEST_URI, workers=4)
-    disk_access = LibvirtDiskAccess(connection)
+    disk_access = LibvirtDiskAccess(connection, temp_root=temp_root)
     yield disk_access
     await disk_access.close()
     await connection.close()
@@ -50,22 +59,24 @@ def backup_job_socket(dom: libvirt.virDomain) -> Path | None:
 
 
 async def test_a_backup_job_a_dead_process_left_is_ended_by_the_next(
-    guest: Guest, libvirt_conn: libvirt.virConnect, access: LibvirtDiskAccess
+    guest: Guest, libvirt_conn: libvirt.virConnect, access: LibvirtDiskAccess, temp_root: Path
 ) -> None:
     vm = vm_of(libvirt_conn, guest)
     dom = libvirt_conn.lookupByName(guest.name)
     # A process that opened a backup view and died: its context never exits.
-    died = LibvirtDiskAccess(LibvirtConnection(TEST_URI, workers=2))
+    died = LibvirtDiskAccess(LibvirtConnection(TEST_URI, workers=2), temp_root=temp_root)
     view = died.backup_view(vm)
     await view.__aenter__()
     socket = backup_job_socket(dom)
     assert socket is not None
     assert socket.parent.exists()
 
-    # The job blocks the next backup, with libvirt's own words.
+    # The job blocks the next backup, with libvirt's own words; the refused view cleans up
+    # only what it made, never the job in its way.
     with pytest.raises(Exception, match=r"(?i)job|backup"):
         async with access.backup_view(vm):
             pass
+    assert backup_job_socket(dom) == socket
 
     assert await access.end_leftover_job(vm) is True
 

@@ -58,8 +58,6 @@ GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 # grow large; /tmp is often a small tmpfs), and a system libvirtd's QEMU (libvirt-qemu) and a
 # session one (its user) can both enter it.
 DEFAULT_TEMP_ROOT = Path("/var/tmp")
-# How long an aborted leftover backup job may take to go away.
-LEFTOVER_JOB_END_TIMEOUT = 30.0
 _TEMP_PREFIX = "snapbot-nbd-"
 # QEMU creates the backup job's socket and scratch files in the directory, as whatever user it
 # runs as, which snapbot cannot always chown to: so write and search for everyone, but not
@@ -82,6 +80,19 @@ class _DiskInfo:
     kind: str  # libvirt's <disk type>
     path: str | None
     image_format: str
+
+
+def _backup_socket(dom: Any) -> str | None:
+    """The NBD socket of the VM's backup job (None: it has none). Which socket a job exports
+    on is what tells snapbot's jobs from others'."""
+    try:
+        xml = dom.backupGetXMLDesc(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
+            return None
+        raise
+    server = ET.fromstring(xml).find("server")
+    return None if server is None else server.get("socket")
 
 
 def _disks_to_copy(domain_xml: str) -> list[_DiskInfo]:
@@ -372,19 +383,21 @@ class LibvirtDiskAccess:
                 lambda: self._blocking(close_readers),
                 # Also when starting it seemed to fail: a call that timed out may still have
                 # started the job, and a job left running keeps its scratch file growing.
-                lambda: self._end_job(vm, expected=started),
+                lambda: self._end_job(vm, socket, expected=started),
                 lambda: self._remove_temp_dir(temp),
             )
 
-    async def _end_job(self, vm: Vm, *, expected: bool) -> None:
+    async def _end_job(self, vm: Vm, socket: Path, *, expected: bool) -> None:
+        """End the backup job this view started: the one exporting on ``socket``. A job on
+        another socket is someone else's (another tool's, or one a dead snapbot left, which
+        recovery ends by its own evidence): it is the reason our job could not start, and is
+        left alone."""
+
         def end(conn: Any) -> None:
             dom = conn.lookupByUUIDString(vm.uuid)
             if not dom.isActive():
                 return  # destroyed meanwhile: the job went with its QEMU
-            # Only a backup job is ended: it can only be ours (libvirt runs one backup job
-            # per VM, and snapbot holds the VM's lock); any other job is someone else's.
-            operation = dom.jobStats().get("operation")
-            if operation != libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP:
+            if _backup_socket(dom) != str(socket):
                 if expected:
                     logger.warning("the backup job of %s had already ended", vm.name)
                 return
@@ -392,7 +405,7 @@ class LibvirtDiskAccess:
             # abortJob only asks: the job ends when QEMU has cancelled its block jobs. Wait for
             # that, so the caller's next step (a snapshot, another backup) finds no job.
             deadline = time.monotonic() + JOB_END_TIMEOUT
-            while dom.jobStats().get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE:
+            while _backup_socket(dom) is not None:
                 if time.monotonic() > deadline:
                     raise DiskAccessFailed(
                         f"the backup job did not end within {JOB_END_TIMEOUT:.0f} s of its abort",
@@ -411,29 +424,18 @@ class LibvirtDiskAccess:
             dom = conn.lookupByUUIDString(vm.uuid)
             if not dom.isActive():
                 return False, None  # no QEMU, no job
-            try:
-                xml = dom.backupGetXMLDesc(0)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
-                    return False, None
-                return None, None
-            server = ET.fromstring(xml).find("server")
-            socket = server.get("socket") if server is not None else None
+            socket = _backup_socket(dom)
             if socket is None or not Path(socket).parent.name.startswith(_TEMP_PREFIX):
                 return False, None
             dom.abortJob()
             # The job ends after abortJob returns (QEMU drops the export and its scratch
             # file): wait for it, so the next backup of the VM is not refused as "busy".
-            deadline = time.monotonic() + LEFTOVER_JOB_END_TIMEOUT
-            while time.monotonic() < deadline:
-                try:
-                    dom.backupGetXMLDesc(0)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_BACKUP:
-                        return True, str(Path(socket).parent)
-                    raise
+            deadline = time.monotonic() + JOB_END_TIMEOUT
+            while _backup_socket(dom) is not None:
+                if time.monotonic() > deadline:
+                    return None, None
                 time.sleep(0.1)
-            return None, None
+            return True, str(Path(socket).parent)
 
         self._check_local()
         ended, directory = await self._conn.run(call, mutating=True, vm=vm.name)
