@@ -16,7 +16,7 @@ from core.services.doctor import Doctor, DoctorPorts, Finding
 # The bot scopes manifest.yml asks for (tests/unit/test_doctor.py holds the two equal): the
 # installed package has no manifest to read.
 BOT_SCOPES = frozenset(
-    {"commands", "chat:write", "chat:write.public", "usergroups:read", "im:write"}
+    {"commands", "chat:write", "chat:write.public", "usergroups:read", "im:write", "files:write"}
 )
 
 
