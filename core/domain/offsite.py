@@ -27,14 +27,6 @@ class OffsiteUnavailable(CoreError):
         self.detail = detail
 
 
-class OffsiteNotConfigured(CoreError):
-    def __init__(self) -> None:
-        super().__init__(
-            "no offsite copy is configured: set SNAPBOT_OFFSITE_URL and SNAPBOT_OFFSITE_BUCKET "
-            "(credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class CopyReport:
     """One copy of the store's new pieces and points to the bucket."""
