@@ -10,8 +10,10 @@ GUEST_DIR ?= .build/guest
 BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils python3-libnbd
 # What the system tests need: a real libvirtd with QEMU, and the tools to build the guest. Not
 # libvirt-daemon-system: each test run starts (and at its end removes) a libvirtd of its own
-# (tests/system/daemon.py), and never touches the machine's.
-TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql systemd
+# (tests/system/daemon.py), and never touches the machine's. openssh-server: the sshd binary for
+# the second host the multi-host tests reach over qemu+ssh (tests/system/remote_host.py starts
+# a private one on a loopback port, with its own config).
+TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql systemd openssh-server
 
 .PHONY: run console test reliability lint typecheck unit system bench deps test-deps clean
 

@@ -31,7 +31,7 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
-from tests.system import daemon
+from tests.system import daemon, remote_host
 from tests.system.guest.guest import COMMAND_SOCKET, create_disk, domain_xml, wait_for_counter
 
 TEST_URI = daemon.URI
@@ -453,3 +453,44 @@ def host_left_alone() -> Iterator[None]:
         problems.append("the system tests left behind: " + "; ".join(left))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# -- a second libvirt host, reached over ssh (remote_host.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def second_host() -> Iterator[remote_host.RemoteHost]:
+    """Another user's session libvirtd behind a private sshd: a separate hypervisor (its own
+    host UUID, domains and storage pool) at a ``qemu+ssh://`` URI. Made once per run, removed
+    at its end (before the session-end check judges what is left)."""
+    swept = remote_host.sweep_dead_runs()
+    if swept:
+        warnings.warn(
+            "removed what killed system-test runs left behind: " + "; ".join(swept),
+            stacklevel=1,
+        )
+    host = remote_host.new_host()
+    try:
+        try:
+            host.set_up()
+        except (OSError, subprocess.CalledProcessError, AssertionError) as exc:
+            pytest.fail(f"cannot set up the second libvirt host: {exc}", pytrace=False)
+        yield host
+    finally:
+        host.tear_down()
+
+
+@pytest.fixture(scope="module")
+def second_host_guest(
+    second_host: remote_host.RemoteHost,
+) -> Iterator[remote_host.HostGuest]:
+    """A counter guest running on the second host, shared by a module's tests (booting one
+    takes seconds); removed with the module."""
+    guest = second_host.start_guest()
+    try:
+        yield guest
+    finally:
+        second_host.ensure_up()  # a test may have left it down
+        second_host.remove_all_guests()
+        for path in (guest.disk, guest.serial_log):
+            path.unlink(missing_ok=True)
