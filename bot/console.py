@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -27,6 +27,7 @@ from bot.dispatch import (
     ConfirmRestore,
     ConfirmUnlock,
     Dispatcher,
+    DrillView,
     Outcome,
     PickSnapshot,
     Reply,
@@ -40,6 +41,7 @@ from core.domain.snapshot import Snapshot
 from core.domain.usage import Forecast, UsageReport
 from core.errors import CoreError
 from core.ports import ScheduleRunNow
+from core.services.drills import DrillStatus
 from core.services.facade import Core
 from core.services.reports import Digest, RunReport
 from scheduler.service import build_scheduler
@@ -141,6 +143,8 @@ class Console:
             return outcome.text
         if isinstance(outcome, UsageView):
             return await self._usage(outcome)
+        if isinstance(outcome, DrillView):
+            return await self._drill(outcome)
         if isinstance(outcome, PickSnapshot):
             return messages.pick_snapshot(outcome.vm, outcome.as_name)
         if isinstance(outcome, ConfirmArchive):
@@ -188,6 +192,21 @@ class Console:
             await self._dispatcher.cancel(outcome.confirmation.id, actor)
             return messages.restore_cancelled(expected, typed)
         return await self._dispatcher.confirm(outcome.confirmation.id, actor, progress)
+
+    async def _drill(self, view: DrillView) -> str:
+        """The drill's report; its screenshot, which a terminal cannot show, is written under
+        the data directory and named."""
+        text = messages.drill_report(view.outcome)
+        drill = view.outcome.drill
+        if drill.screenshot is None:
+            return text
+        path = (
+            self._core.settings.data_dir
+            / "drills"
+            / f"drill-{safe_file_part(drill.vm_name)}-{drill.id}.png"
+        )
+        await asyncio.to_thread(write_file, path, drill.screenshot)
+        return f"{text}\n{messages.screenshot_saved(str(path))}"
 
     async def _usage(self, view: UsageView) -> str:
         """A terminal cannot show the chart: it is written under the data directory and the
@@ -256,6 +275,14 @@ class ConsoleReporter:
     async def fill_warning(self, channel: str, forecasts: Sequence[Forecast], today: date) -> None:
         self._stdout.write(plain(messages.fill_warning(tuple(forecasts), today)) + "\n")
         self._stdout.flush()
+
+    async def drills_overdue(
+        self, channel: str, statuses: Sequence[DrillStatus], now: datetime
+    ) -> None:
+        text = messages.drills_overdue(statuses, now)
+        if text is not None:
+            self._stdout.write(plain(text) + "\n")
+            self._stdout.flush()
 
 
 async def run_console(core: Core, *, with_scheduler: bool = False) -> int:

@@ -35,6 +35,7 @@ from bot.grammar import (
     RenameSnapshot,
     Restore,
     RetentionScope,
+    RunDrill,
     RunSchedule,
     ShowUsage,
     Unlock,
@@ -60,6 +61,7 @@ from core.errors import CoreError, InvalidInput, SnapshotMissing, SnapshotNotFou
 from core.ports import ScheduleRunNow
 from core.services.access import AccessService
 from core.services.backups import BackupService
+from core.services.drills import DrillOutcome, DrillService, DrillStatus
 from core.services.facade import Core
 from core.services.locks import LockPreview
 from core.services.pruning import PrunePreview, policy_from_counts
@@ -149,6 +151,13 @@ class UsageView:
     chart_note: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DrillView:
+    """``/snapshot drill``: how the drill went (its screenshot in ``outcome.drill``)."""
+
+    outcome: DrillOutcome
+
+
 Outcome = (
     Reply
     | UsageView
@@ -158,6 +167,7 @@ Outcome = (
     | ConfirmArchive
     | ConfirmPrune
     | ConfirmUnlock
+    | DrillView
 )
 
 # Commands that change something right away (or read the backup store for a while) and
@@ -184,6 +194,9 @@ def required_action(command: Command) -> tuple[Action, str | None]:
     if isinstance(command, RenameSnapshot):
         return Action.RENAME, command.vm
     if isinstance(command, Restore):
+        return Action.RESTORE, command.vm
+    if isinstance(command, RunDrill):
+        # A rehearsal of a restore: whoever may restore the VM may prove that it restores.
         return Action.RESTORE, command.vm
     if isinstance(command, DeleteSnapshot):
         return Action.DELETE, command.vm
@@ -231,6 +244,19 @@ class Dispatcher:
             return messages.offsite_verified(await offsite.verify())
         return messages.offsite_status(await offsite.view())
 
+    def _drills(self) -> DrillService:
+        """Restore drills, or a refusal saying what they need."""
+        if self._core.drills is None:
+            raise InvalidInput(messages.no_drills())
+        return self._core.drills
+
+    async def drill_status(self, actor: Actor) -> list[DrillStatus] | None:
+        """Each VM ``actor`` may see with its last passing drill (None: no drills here)."""
+        if self._core.drills is None:
+            return None
+        statuses = await self._core.drills.status()
+        return await self._visible(actor, statuses, lambda s: s.vm_name)
+
     async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:
         if self._access is not None:
             await self._access.require(actor, action, vm)
@@ -263,6 +289,11 @@ class Dispatcher:
             return Reply(messages.verify_report(verified))
         if isinstance(command, Offsite):
             return Reply(await self._offsite(command))
+        if isinstance(command, RunDrill):
+            drilled = await self._drills().run(
+                command.vm, command.label, actor=actor, progress=progress
+            )
+            return DrillView(drilled)
         if isinstance(command, ArchiveSnapshot):
             return await self._request_archive(command, actor)
         if isinstance(command, HoldSnapshot):
@@ -692,6 +723,9 @@ class Dispatcher:
             task = ScheduleTask.INCREMENTAL
         elif command.verify:
             task = ScheduleTask.VERIFY
+        elif command.drill:
+            task = ScheduleTask.DRILL
+            self._drills()  # refused at once where drills cannot run
         if task is not ScheduleTask.SNAPSHOT or command.archive:
             self._backups()  # refused at once where no backup store is configured
         added = await schedules.add(

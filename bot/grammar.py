@@ -124,6 +124,15 @@ class Unlock:
 
 
 @dataclass(frozen=True, slots=True)
+class RunDrill:
+    """``/snapshot drill <vm> [<name>]``: boot a restore point (the newest when ``label`` is
+    None) as an isolated throwaway VM and report whether it comes up."""
+
+    vm: str
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseHold:
     vm: str
     label: str
@@ -154,6 +163,8 @@ class AddSchedule:
     verify: bool = False
     # Retention moves the full snapshots it would delete into the backup store instead.
     archive: bool = False
+    # The schedule runs restore drills of its VMs (those not drilled lately, one at a time).
+    drill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +233,7 @@ Command = (
     | HoldSnapshot
     | ReleaseHold
     | Unlock
+    | RunDrill
     | AddSchedule
     | ListSchedules
     | RemoveSchedule
@@ -327,6 +339,7 @@ _SNAPSHOT_OPTIONS = {
     "hold": False,
     "incremental": False,
     "verify": False,
+    "drill": False,
     "archive": False,
     "no-space-check": False,
     "until": True,
@@ -338,7 +351,7 @@ _SNAPSHOT_OPTIONS = {
 _ALLOWED: dict[str | None, set[str]] = {
     None: {"desc", "description", "hold", "no-space-check", "incremental"},
     "hold": {"until", "until-verified"},
-    "schedule add": {"tz", "channel", "incremental", "verify", "archive", *_KEEP},
+    "schedule add": {"tz", "channel", "incremental", "verify", "drill", "archive", *_KEEP},
 }
 
 
@@ -408,6 +421,11 @@ def _parse_snapshot(text: str) -> Command:
         return _parse_schedule(rest, options)
     if sub in ("list", "vms", "delete", "rename", "hold", "release", "unlock", "archive", "verify"):
         _check_options(sub, options)
+    if sub == "drill":
+        _check_options(sub, options)
+        if not rest or len(rest) > 2:
+            raise UsageError(cmd, "drill takes a VM and, optionally, a snapshot name")
+        return RunDrill(rest[0], rest[1] if len(rest) > 1 else None)
     if sub == "archive":
         vm, label = _expect(cmd, rest, 2, "the VM and the snapshot name")
         return ArchiveSnapshot(vm, label)
@@ -495,6 +513,13 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
             raise UsageError(
                 cmd, "a --verify schedule deletes nothing: leave out the --keep-… rules"
             )
+        not_with_drill = ("incremental", "verify", "archive", "keep-", "safety-", "include-")
+        if "drill" in options and any(o.startswith(not_with_drill) for o in options):
+            raise UsageError(
+                cmd,
+                "a --drill schedule only drills (it takes and deletes nothing): leave out "
+                "--incremental, --verify, --archive and the --keep-… rules",
+            )
         return AddSchedule(
             name,
             vms,
@@ -506,6 +531,7 @@ def _parse_schedule(words: list[str], options: dict[str, str]) -> Command:
             incremental="incremental" in options,
             verify="verify" in options,
             archive="archive" in options,
+            drill="drill" in options,
         )
     raise UsageError(cmd, "schedule takes add, list, remove or run")
 

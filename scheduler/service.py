@@ -22,10 +22,12 @@ from typing import Any, Protocol, runtime_checkable
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from core.domain.drills import DRILL_OVERDUE_DAYS
 from core.domain.schedule import Schedule, When, parse_when
 from core.domain.usage import Forecast, UsageReport
 from core.errors import CoreError
 from core.ports import Clock, Reporter, SchedulerObserver, ScheduleStore
+from core.services.drills import DrillService, DrillStatus
 from core.services.facade import Core
 from core.services.reports import RunReport
 from core.services.scheduled_runs import ScheduleRunner
@@ -54,6 +56,15 @@ class UsageReporter(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class DrillReporter(Protocol):
+    """Where the weekly flag of VMs without a recent passing restore drill goes."""
+
+    async def drills_overdue(
+        self, channel: str, statuses: Sequence[DrillStatus], now: datetime
+    ) -> None: ...
+
+
 class UsageJobs:
     """Once a day: record the usage sample, then warn (at most once that day) about
     filesystems forecast to fill within 14 days. Once a week: the usage report."""
@@ -64,8 +75,11 @@ class UsageJobs:
         reporter: UsageReporter | None,
         channel: str | None,
         clock: Clock,
+        *,
+        drills: DrillService | None = None,
     ) -> None:
         self._usage = usage
+        self._drills = drills
         self._reporter = reporter
         self._channel = channel
         self._clock = clock
@@ -110,6 +124,11 @@ class UsageJobs:
             logger.warning("weekly usage chart not drawn: %s", exc)
             chart = None
         await self._reporter.usage_report(self._channel, report, chart)
+        if self._drills is not None and isinstance(self._reporter, DrillReporter):
+            # The weekly report also names the VMs nobody has shown to restore lately.
+            statuses = await self._drills.status(overdue_days=DRILL_OVERDUE_DAYS)
+            if any(s.overdue for s in statuses):
+                await self._reporter.drills_overdue(self._channel, statuses, self._clock.now())
 
 
 class SchedulerService:
@@ -355,7 +374,9 @@ def build_scheduler(
     usage_at = None
     if core.usage is not None:
         poster = reporter if isinstance(reporter, UsageReporter) else None
-        usage = UsageJobs(core.usage, poster, settings.digest_channel, core.clock)
+        usage = UsageJobs(
+            core.usage, poster, settings.digest_channel, core.clock, drills=core.drills
+        )
         usage_at = (
             parse_when(["daily", settings.digest_at], settings.timezone),
             parse_when(["weekly", USAGE_REPORT_DAY, settings.digest_at], settings.timezone),

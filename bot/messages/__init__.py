@@ -20,6 +20,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``surfaces``: the restore modal, buttons and App Home
 - ``storage``: storage usage, its chart and forecasts, what deleting frees
 - ``offsite``: the offsite copy of the backup store: status, copy, verify
+- ``drills``: restore drills: their report, screenshot caption, Home tab lines, overdue VMs
 - ``startup``: the first line a front end prints
 - ``doctor``: ``snapbot doctor``'s checks and their fixes
 """
@@ -46,6 +47,18 @@ from bot.messages.confirmations import (
     typed_name_error,
 )
 from bot.messages.doctor import doctor_report
+from bot.messages.drills import (
+    SCREENSHOT_TITLE,
+    drill_report,
+    drill_status,
+    drill_title,
+    drills_overdue,
+    no_drills,
+    screenshot_alt,
+    screenshot_caption,
+    screenshot_not_posted,
+    screenshot_saved,
+)
 from bot.messages.errors import error_text, internal_error
 from bot.messages.format import human_seconds, when
 from bot.messages.holds import (
@@ -163,6 +176,7 @@ __all__ = [
     "RESTORE_MODAL_TITLE",
     "SAFETY_CHECKBOX",
     "SAFETY_HINT",
+    "SCREENSHOT_TITLE",
     "VERIFIED_BUTTON",
     "archive_prompt",
     "archived",
@@ -183,6 +197,10 @@ __all__ = [
     "digest_text",
     "doctor_report",
     "done_text",
+    "drill_report",
+    "drill_status",
+    "drill_title",
+    "drills_overdue",
     "error_text",
     "failed_text",
     "fallback_banner",
@@ -201,6 +219,7 @@ __all__ = [
     "modal_refusal",
     "new_vm_confirm_prompt",
     "no_backup_store",
+    "no_drills",
     "no_offsite",
     "not_held_after_create",
     "offsite_copied",
@@ -228,6 +247,10 @@ __all__ = [
     "schedule_added",
     "schedule_removed",
     "schedules_table",
+    "screenshot_alt",
+    "screenshot_caption",
+    "screenshot_not_posted",
+    "screenshot_saved",
     "slack_banner",
     "slow_operation",
     "snapshots_table",

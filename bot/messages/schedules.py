@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.messages.backups import consistency_text, transfer_text
+from bot.messages.drills import DRILL_SCHEDULE_WORDS, drill_outcome_line
 from bot.messages.errors import error_text
 from bot.messages.format import human_bytes, human_seconds, mention, when
 from bot.messages.retention import held_during_prune
@@ -28,7 +29,7 @@ def schedule_line(s: Schedule) -> str:
         policy += ", archiving full snapshots to the backup store instead of deleting them"
     where = f"<#{literal(s.channel)}>" if s.channel else "no channel"
     last = f", last slot {when(s.last_fire)}" if s.last_fire else ""
-    keep = "" if s.task is ScheduleTask.VERIFY else f"keep {policy}; "
+    keep = "" if s.task in (ScheduleTask.VERIFY, ScheduleTask.DRILL) else f"keep {policy}; "
     return (
         f"  #{s.id} {literal(s.name)}: {literal(s.vms)} {literal(s.when.describe())}; "
         f"{_TASKS[s.task]}; {keep}reports to {where}; owner {literal(s.owner)}{last}"
@@ -39,6 +40,7 @@ _TASKS = {
     ScheduleTask.SNAPSHOT: "full snapshots",
     ScheduleTask.INCREMENTAL: "incremental snapshots (backup store)",
     ScheduleTask.VERIFY: "verification of the backup store",
+    ScheduleTask.DRILL: DRILL_SCHEDULE_WORDS,
 }
 
 
@@ -94,6 +96,9 @@ def run_report(report: RunReport) -> str:
     if report.no_vms:
         lines.append(f"No VM matches `{literal(s.vms)}`.")
     for o in report.outcomes:
+        if o.drill is not None:
+            lines.append(f"• {literal(o.vm)}: {drill_outcome_line(o.drill)}")
+            continue
         if o.skipped and o.error is not None:
             lines.append(f"• {literal(o.vm)}: skipped — {error_text(o.error)}")
             continue

@@ -30,6 +30,7 @@ from bot.grammar import (
     Prune,
     RenameSnapshot,
     Restore,
+    RunDrill,
     UsageError,
     VerifyBackups,
     parse,
@@ -37,6 +38,7 @@ from bot.grammar import (
 from bot.mrkdwn import decode_slack
 from bot.slack import blocks, holds, restore_modal
 from bot.slack.context import SlackContext, actor_from
+from bot.slack.drills import run_drill
 from bot.slack.files import Picture, UploadFailed, post_picture
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
@@ -101,6 +103,9 @@ def _listener(ctx: SlackContext, canonical: str) -> Listener:
 async def _run(ctx: SlackContext, command: Command, actor: Actor, body: dict[str, Any]) -> None:
     response_url = body.get("response_url")
     where = Where(channel=str(body.get("channel_id")), response_url=response_url)
+    if isinstance(command, RunDrill):
+        await run_drill(ctx, command, actor, where)
+        return
     if isinstance(command, PROGRESSING):
 
         async def work(progress: ProgressCallback) -> str:

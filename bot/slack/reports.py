@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -17,6 +17,7 @@ from bot.slack.holds import prompt_blocks
 from core.domain.operation import Operation
 from core.domain.snapshot import Snapshot
 from core.domain.usage import Forecast, UsageReport
+from core.services.drills import DrillStatus
 from core.services.reports import Digest, RunReport
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,17 @@ class SlackReporter:
                 problem = str(exc)
             logger.warning("weekly usage chart not posted in %s: %s", channel, problem)
             text = f"{text}\n{messages.chart_not_posted(problem)}"
+        await self._client.chat_postMessage(
+            channel=channel, text=text[:3900], blocks=sections(text)
+        )
+
+    async def drills_overdue(
+        self, channel: str, statuses: Sequence[DrillStatus], now: datetime
+    ) -> None:
+        """The weekly report's flag: VMs without a passing restore drill in 35 days."""
+        text = messages.drills_overdue(statuses, now)
+        if text is None:
+            return
         await self._client.chat_postMessage(
             channel=channel, text=text[:3900], blocks=sections(text)
         )

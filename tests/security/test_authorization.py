@@ -91,6 +91,7 @@ FORMS: dict[str, tuple[str, ...]] = {
     "Unlock": ("/snapshot unlock {vm}",),
     "ArchiveSnapshot": ("/snapshot archive {vm} {snap}",),
     "VerifyBackups": ("/snapshot verify {vm}", "/snapshot verify"),
+    "RunDrill": ("/snapshot drill {vm} {snap}",),
     "ShowUsage": ("/snapshot usage {vm}", "/snapshot usage"),
     "Offsite": ("/snapshot offsite", "/snapshot offsite copy", "/snapshot offsite verify"),
 }
