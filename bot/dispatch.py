@@ -209,6 +209,9 @@ def required_action(command: Command) -> tuple[Action, str | None]:
     if isinstance(command, ShowUsage):
         # A VM's name, or the host's (of which only what the person may see is shown).
         return Action.VIEW, command.target
+    if isinstance(command, Offsite) and command.action == "undelete":
+        # It gives a deleted restore point back to those who may restore the VM.
+        return Action.RESTORE, command.vm
     if isinstance(command, Offsite) and command.action != "status":
         # Copying or checking every VM's restore points: what taking snapshots needs, for all.
         return Action.SNAPSHOT, None
@@ -242,6 +245,14 @@ class Dispatcher:
             return messages.offsite_copied(await offsite.copy_new())
         if command.action == "verify":
             return messages.offsite_verified(await offsite.verify())
+        if command.action == "undelete" and command.vm is not None and command.label is not None:
+            point = await offsite.bring_back(command.vm, command.label)
+            # A listing syncs the catalogue with the store: the point is adopted again.
+            try:
+                await self._core.snapshots.list_snapshots(command.vm)
+            except VmNotFound:
+                await self._core.snapshots.list_snapshots()
+            return messages.offsite_brought_back(point)
         return messages.offsite_status(await offsite.view())
 
     def _drills(self) -> DrillService:

@@ -91,9 +91,12 @@ class VerifyBackups:
 @dataclass(frozen=True, slots=True)
 class Offsite:
     """The offsite copy of the backup store: ``status`` (what is copied and pending),
-    ``copy`` (upload what is new now) or ``verify`` (check the copy on its own)."""
+    ``copy`` (upload what is new now), ``verify`` (check the copy on its own), or
+    ``undelete`` (bring the deleted restore point ``label`` of ``vm`` back from it)."""
 
     action: str = "status"
+    vm: str | None = None
+    label: str | None = None
 
 
 OFFSITE_ACTIONS = ("status", "copy", "verify")
@@ -413,9 +416,14 @@ def _parse_snapshot(text: str) -> Command:
     if sub == "offsite":
         _check_options(sub, options)
         action = rest[0] if rest else "status"
+        if action == "undelete":
+            vm, label = _expect(cmd, rest[1:], 2, "the VM and the deleted snapshot's name")
+            return Offsite(action, vm, label)
         if action not in OFFSITE_ACTIONS or len(rest) > 1:
             shown = _shown(" ".join(rest))
-            raise UsageError(cmd, f"unexpected {shown!r}: offsite takes status, copy or verify")
+            raise UsageError(
+                cmd, f"unexpected {shown!r}: offsite takes status, copy, verify or undelete"
+            )
         return Offsite(action)
     if sub == "schedule":
         return _parse_schedule(rest, options)

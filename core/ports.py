@@ -438,6 +438,11 @@ class OffsiteStore(Protocol):
         and the pieces nothing needs any more."""
         ...
 
+    async def fetch_point(self, ref: PointRef) -> Manifest:
+        """Writes a point kept offsite back into the local store (undoing a mistaken delete
+        while its offsite deletion waits); the store then lists it again."""
+        ...
+
     async def status(self) -> OffsiteStatus: ...
 
 

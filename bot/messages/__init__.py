@@ -71,7 +71,13 @@ from bot.messages.holds import (
     verified,
     verify_prompt,
 )
-from bot.messages.offsite import no_offsite, offsite_copied, offsite_status, offsite_verified
+from bot.messages.offsite import (
+    no_offsite,
+    offsite_brought_back,
+    offsite_copied,
+    offsite_status,
+    offsite_verified,
+)
 from bot.messages.operations import (
     done_text,
     failed_text,
@@ -222,6 +228,7 @@ __all__ = [
     "no_drills",
     "no_offsite",
     "not_held_after_create",
+    "offsite_brought_back",
     "offsite_copied",
     "offsite_status",
     "offsite_verified",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.messages.format import human_bytes, human_seconds, when
 from bot.mrkdwn import literal
 from core.domain.backups import VerifyReport
-from core.domain.offsite import CopyReport, OffsiteView
+from core.domain.offsite import CopyReport, MarkedPoint, OffsiteView
 
 _LISTED = 10
 
@@ -40,8 +40,8 @@ def offsite_status(view: OffsiteView) -> str:
         lines.append(f"⚠️ The last copy failed: {literal(view.last_error)}")
     if status.marked:
         lines.append(
-            f"Deleted from the store, kept offsite for {days} day(s) after deletion (restorable "
-            "until then from a snapbot pointed at the bucket):"
+            f"Deleted from the store, kept offsite for {days} day(s) after deletion; until then "
+            "/snapshot offsite undelete <vm> <name> brings one back:"
         )
         lines += [
             f"  {literal(m.vm_name or m.ref.vm_uuid)} `{literal(m.label or m.ref.point_id)}`: "
@@ -98,3 +98,13 @@ def offsite_verified(report: VerifyReport) -> str:
             "again from the local store where it still holds them (/snapshot offsite copy)."
         )
     return "\n".join(lines)
+
+
+def offsite_brought_back(point: MarkedPoint) -> str:
+    name = literal(point.vm_name)
+    label = literal(point.label or point.ref.point_id)
+    return (
+        f"↩️ Restore point `{label}` of {name} is back in the backup store from the offsite copy "
+        f"(deleted {when(point.marked_at)}); its offsite deletion is cancelled. Restore it with "
+        f"/restore {name} {label}."
+    )

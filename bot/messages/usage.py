@@ -27,6 +27,7 @@ USAGE = {
         "        (a throwaway VM without network; the original is never touched)\n"
         "  /snapshot usage [<vm>|<host>]             storage used, free space, when it fills\n"
         "  /snapshot offsite [status|copy|verify]    the backup store's copy in object storage\n"
+        "  /snapshot offsite undelete <vm> <name>    bring a deleted restore point back from it\n"
         "  /snapshot unlock <vm>                     admins: see what holds a VM, end its lock\n"
         "  /snapshot schedule add <name> <vm|glob|all> <when> [--tz Zone] [--channel C]\n"
         "        [--incremental | --verify | --drill] [--archive]\n"

@@ -15,8 +15,8 @@ import logging
 from datetime import datetime, timedelta
 
 from core.domain.backups import PointRef, VerifyReport
-from core.domain.offsite import CopyReport, DeletionReport, OffsiteView
-from core.errors import CoreError
+from core.domain.offsite import CopyReport, DeletionReport, MarkedPoint, OffsiteView
+from core.errors import CoreError, InvalidInput
 from core.ports import Clock, OffsiteStore
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,25 @@ class OffsiteService:
         damaged pieces are set aside offsite so the next copy uploads them again."""
         async with self._lock:
             return await self._store.verify_copy(point)
+
+    async def bring_back(self, vm_name: str, label: str) -> MarkedPoint:
+        """Undo a mistaken delete or prune: the point ``label`` of ``vm_name``, deleted from
+        the store and still kept offsite (waiting for its delayed deletion), is written back
+        into the store and its deletion mark removed. The VM's next listing adopts it."""
+        marked = (await self._store.status()).marked
+        found = [m for m in marked if m.vm_name == vm_name and label in (m.label, m.ref.point_id)]
+        if not found:
+            waiting = ", ".join(f"{m.vm_name} {m.label or m.ref.point_id}" for m in marked)
+            raise InvalidInput(
+                f"the offsite copy keeps no deleted restore point {label!r} of {vm_name}"
+                + (f"; deleted points it still keeps: {waiting}" if waiting else "")
+            )
+        point = max(found, key=lambda m: m.marked_at)
+        async with self._lock:
+            await self._store.fetch_point(point.ref)
+            await self._store.apply_deletions(self._clock.now())
+        logger.info("restore point %s of %s brought back from the offsite copy", label, vm_name)
+        return point
 
     async def view(self) -> OffsiteView:
         status = await self._store.status()

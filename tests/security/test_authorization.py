@@ -93,7 +93,12 @@ FORMS: dict[str, tuple[str, ...]] = {
     "VerifyBackups": ("/snapshot verify {vm}", "/snapshot verify"),
     "RunDrill": ("/snapshot drill {vm} {snap}",),
     "ShowUsage": ("/snapshot usage {vm}", "/snapshot usage"),
-    "Offsite": ("/snapshot offsite", "/snapshot offsite copy", "/snapshot offsite verify"),
+    "Offsite": (
+        "/snapshot offsite",
+        "/snapshot offsite copy",
+        "/snapshot offsite verify",
+        "/snapshot offsite undelete {vm} {snap}",
+    ),
 }
 NOT_REQUESTS = {"Help"}  # answered in the ack from the grammar alone; no access involved
 

@@ -19,6 +19,7 @@ from core.adapters.offsite import Bucket, S3OffsiteStore
 from core.bootstrap import Core
 from core.catalogue.store import SystemClock
 from core.services.offsite import OffsiteService
+from tests.conftest import ALICE
 from tests.fakes.disks import FakeDiskAccess
 from tests.fakes.s3 import new_bucket, object_keys, put_object, s3_endpoint
 
@@ -38,10 +39,15 @@ def test_the_grammar_reads_the_three_forms_and_refuses_others() -> None:
     assert parse("/snapshot offsite") == Offsite("status")
     assert parse("/snapshot offsite copy") == Offsite("copy")
     assert parse("/snapshot offsite verify") == Offsite("verify")
-    with pytest.raises(UsageError, match="status, copy or verify"):
+    assert parse("/snapshot offsite undelete web-01 nightly") == Offsite(
+        "undelete", "web-01", "nightly"
+    )
+    with pytest.raises(UsageError, match="status, copy, verify or undelete"):
         parse("/snapshot offsite delete")
-    with pytest.raises(UsageError, match="status, copy or verify"):
+    with pytest.raises(UsageError, match="status, copy, verify or undelete"):
         parse("/snapshot offsite copy now")
+    with pytest.raises(UsageError, match="missing the VM and the deleted snapshot's name"):
+        parse("/snapshot offsite undelete web-01")
 
 
 async def test_status_copy_and_verify_from_the_console(
@@ -82,3 +88,44 @@ async def test_without_an_offsite_copy_the_reply_says_how_to_configure_one(core:
     _status, out = await run(core, "/snapshot offsite\n")
     assert "SNAPBOT_OFFSITE_URL" in out, out
     assert "SNAPBOT_OFFSITE_BUCKET" in out
+
+
+async def test_a_mistaken_delete_is_undone_from_the_offsite_copy(
+    core: Core, backup_store: DirectoryBackupStore, fake_disks: FakeDiskAccess, s3_endpoint: str
+) -> None:
+    store = S3OffsiteStore(
+        Bucket(s3_endpoint, new_bucket(s3_endpoint)),
+        backup_store.root,
+        delete_after=timedelta(days=14),
+    )
+    service = OffsiteService(store, SystemClock())
+    with_offsite = dataclasses.replace(core, offsite=service)
+    data = os.urandom(6 * MIB)
+    fake_disks.write(WEB, 0, data)
+    await run(with_offsite, "/snapshot web-01 keep --incremental\n")
+    fake_disks.write(WEB, 0, os.urandom(MIB))
+    await run(with_offsite, "/snapshot web-01 oops --incremental\n")
+    await service.run_once()
+    await core.snapshots.delete_snapshot("web-01", "keep", actor=ALICE)
+    assert [m.label for m in await backup_store.list_points(WEB)] == ["oops"]
+    await service.run_once()  # the next pass marks it offsite
+
+    status, out = await run(with_offsite, "/snapshot offsite\n")
+    assert "/snapshot offsite undelete <vm> <name> brings one back" in out, out
+    assert "web-01 `keep`: deleted offsite" in out
+
+    status, out = await run(with_offsite, "/snapshot offsite undelete web-01 keep\n")
+    assert status == 0, out
+    assert "Restore point `keep` of web-01 is back in the backup store" in out, out
+    assert sorted(m.label for m in await backup_store.list_points(WEB)) == ["keep", "oops"]
+    assert (await service.view()).status.marked == ()
+    status, out = await run(with_offsite, "/snapshot list web-01\n")
+    assert "keep " in out, out
+    fake_disks.write(WEB, 0, bytes(MIB))
+    status, out = await run(with_offsite, "/restore web-01 keep\nweb-01\n")
+    assert status == 0, out
+    assert fake_disks.read(WEB, 0, 6 * MIB) == data
+
+    status, out = await run(with_offsite, "/snapshot offsite undelete web-01 never\n")
+    assert "keeps no deleted restore point 'never' of web-01" in out, out
+    store.close()

@@ -18,14 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core.adapters.backupstore.chunks import decode_chunk
-from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index
+from core.adapters.backupstore.files import write_atomically
+from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index, encode_index
 from core.adapters.backupstore.manifest import MANIFEST_NAME, decode_manifest
 from core.adapters.backupstore.points import BLOB_SUFFIX, PointFiles
+from core.adapters.backupstore.writers import registered_writer
 from core.adapters.offsite.bucket import Bucket, StoredObject
 from core.domain.backups import (
     BackupDamaged,
@@ -228,6 +231,45 @@ def copy_new(bucket: Bucket, files: PointFiles) -> CopyReport:
 
 def _epoch() -> datetime:
     return datetime.fromtimestamp(0).astimezone()
+
+
+# --- bringing a point back -----------------------------------------------------------------
+
+
+def fetch_point(bucket: Bucket, files: PointFiles, ref: PointRef) -> Manifest:
+    """Writes a point kept offsite back into the store (undoing a mistaken delete or prune):
+    the chunks the store lacks, checked, then the indexes and blobs, then the manifest, last,
+    exactly as a backup writes a point. Everything is downloaded and checked first."""
+    manifest = read_manifest(bucket, ref)
+    indexes = [read_index(bucket, manifest, d.target) for d in manifest.disks]
+    blobs = {b.name: read_blob(bucket, manifest, b.name) for b in manifest.blobs}
+    manifest_bytes = bucket.get(point_prefix(ref) + MANIFEST_NAME)
+    if manifest_bytes is None:
+        raise RestorePointNotFound(ref.vm_uuid, ref.point_id)
+    directory = files.point_dir(ref)
+    with registered_writer(files.root, f"fetch of {ref.point_id} from the offsite copy"):
+        if (directory / MANIFEST_NAME).exists():
+            raise InvalidInput(f"restore point {ref.point_id} is in the backup store already")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            new: set[str] = set()
+            for digest in sorted(stored_digests(indexes)):
+                # Touching keeps a chunk the store has from garbage collection meanwhile.
+                if files.chunks.touch(digest):
+                    continue
+                files.chunks.insert(digest, decode_chunk(read_chunk(bucket, digest), digest))
+                new.add(digest)
+            files.chunks.sync(new)
+            for index in indexes:
+                write_atomically(directory / f"{index.target}{INDEX_SUFFIX}", encode_index(index))
+            for name, data in blobs.items():
+                write_atomically(directory / f"{name}{BLOB_SUFFIX}", data)
+            write_atomically(directory / MANIFEST_NAME, manifest_bytes)
+        except BaseException:
+            if not (directory / MANIFEST_NAME).exists():
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+    return manifest
 
 
 # --- verifying ----------------------------------------------------------------------------------

@@ -87,6 +87,15 @@ class S3OffsiteStore:
             )
         )
 
+    async def fetch_point(self, ref: PointRef) -> Manifest:
+        files = self._local
+        if files is None:
+            raise InvalidInput(
+                "this snapbot has no local backup store (SNAPBOT_BACKUP_DIR) to bring a "
+                "restore point back into: restore from the offsite copy directly"
+            )
+        return await self._run(functools.partial(mirror.fetch_point, self.bucket, files, ref))
+
     async def status(self) -> OffsiteStatus:
         return await self._run(
             functools.partial(mirror.status, self.bucket, self._local, self.delete_after)
