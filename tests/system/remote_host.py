@@ -185,7 +185,7 @@ class RemoteHost:
         self._write_ssh_files()
         self.start_sshd()
         self.start_daemon()
-        self._define_pool()
+        self.define_pool()
         self.setup_seconds = time.monotonic() - started
 
     def _write_ssh_files(self) -> None:
@@ -304,14 +304,21 @@ class RemoteHost:
         if not _stop(self.libvirtd_pid_file, "libvirtd", self.uid, sig):
             raise AssertionError("the second host's libvirtd was not running")
 
-    def _define_pool(self) -> None:
+    def define_pool(self) -> None:
+        """The directory storage pool over the host's images, defined and running (again)."""
         conn = self.open()
         try:
-            pool = conn.storagePoolDefineXML(
-                f"<pool type='dir'><name>{POOL_NAME}</name>"
-                f"<target><path>{self.images}</path></target></pool>"
-            )
-            pool.create(0)
+            # Listed rather than looked up: a failed lookup prints libvirt's error on stderr.
+            found = [p for p in conn.listAllStoragePools(0) if p.name() == POOL_NAME]
+            if found:
+                pool = found[0]
+            else:
+                pool = conn.storagePoolDefineXML(
+                    f"<pool type='dir'><name>{POOL_NAME}</name>"
+                    f"<target><path>{self.images}</path></target></pool>"
+                )
+            if not pool.isActive():
+                pool.create(0)
         finally:
             conn.close()
 

@@ -15,6 +15,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from core.adapters.libvirt import storage
 from core.adapters.libvirt.connection import LibvirtConnection, is_local_uri
 from core.adapters.libvirt.xml import (
     host_uuid_of,
@@ -49,8 +50,7 @@ _CAUSES = {
 QEMU_IMG_TIMEOUT = 30
 
 
-# What one disk's place measured as: (key of the place, where, free bytes, why unknown).
-_Measured = tuple[str, str, int | None, str | None]
+_Measured = storage.Measured
 
 
 def _image_snapshots(path: str) -> list[dict[str, Any]]:
@@ -200,54 +200,14 @@ class LibvirtHypervisor:
         files = await self._conn.run_blocking(measure_files)
 
         def measure_libvirt(conn: Any) -> dict[str, _Measured]:
-            found: dict[str, _Measured] = {}
+            # The rest (remote hosts, block devices, pool volumes, network disks) is what the
+            # host's libvirt can tell.
             dom = conn.lookupByUUIDString(facts.vm.uuid)
-            for disk in disks:
-                if disk.target in files:
-                    continue
-                if disk.source_type == "network" or not disk.path:
-                    found[disk.target] = (
-                        f"network disk {disk.target}",
-                        f"network disk {disk.target}",
-                        None,
-                        "a network disk's free space is not visible to libvirt",
-                    )
-                elif disk.source_type == "block":
-                    # qcow2 inside a block device (LVM) grows up to the device's end:
-                    # blockInfo's physical size minus the highest offset in use is the room.
-                    try:
-                        _cap, allocation, physical = dom.blockInfo(disk.target, 0)
-                        found[disk.target] = (
-                            f"block device {disk.path}",
-                            f"block device {disk.path}",
-                            max(int(physical) - int(allocation), 0),
-                            None,
-                        )
-                    except libvirt.libvirtError as exc:
-                        found[disk.target] = (
-                            f"block device {disk.path}",
-                            f"block device {disk.path}",
-                            None,
-                            f"libvirt cannot measure it ({exc.get_error_message()})",
-                        )
-                else:
-                    try:
-                        pool = conn.storageVolLookupByPath(disk.path).storagePoolLookupByVolume()
-                        pool.refresh(0)
-                        found[disk.target] = (
-                            f"pool:{pool.name()}",
-                            f"storage pool {pool.name()}",
-                            int(pool.info()[3]),
-                            None,
-                        )
-                    except libvirt.libvirtError:
-                        found[disk.target] = (
-                            disk.path,
-                            os.path.dirname(disk.path) or disk.path,
-                            None,
-                            "no libvirt storage pool holds it on this remote host",
-                        )
-            return found
+            return {
+                disk.target: storage.measure_place(conn, dom, disk)
+                for disk in disks
+                if disk.target not in files
+            }
 
         pooled = await self._conn.run(measure_libvirt, mutating=False, vm=facts.vm.name)
         grouped: dict[str, tuple[str, list[str], int | None, str | None]] = {}
@@ -272,6 +232,9 @@ class LibvirtHypervisor:
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
     async def memory_state_sizes(self, vm: Vm) -> Mapping[str, int]:
+        # Only qemu-img reading the image tells a saved memory state's size: libvirt shows it
+        # in no snapshot XML, volume or block info. On a remote host they stay unknown (the
+        # catalogue's memory_bytes None, which usage and prune previews report as such).
         if not is_local_uri(self.uri) or self.uri.startswith("test:"):
             return {}
         facts = await self.vm_facts(vm)
@@ -340,16 +303,17 @@ class LibvirtHypervisor:
         return not await self._conn.run_blocking(holders)
 
     async def disk_allocation(self, vm: Vm) -> int | None:
+        # Through libvirt, never a stat of the image: the same on a remote host.
         def call(conn: Any) -> int | None:
             dom = conn.lookupByUUIDString(vm.uuid)
             total = 0
             for disk in parse_disks(dom.XMLDesc(0)):
-                if disk.read_only or not disk.path:
+                if disk.read_only or not (disk.path or disk.source_type == "volume"):
                     continue
-                try:
-                    total += int(dom.blockInfo(disk.path, 0)[1])
-                except libvirt.libvirtError:
+                size = storage.allocation(conn, dom, disk)
+                if size is None:
                     return None
+                total += size
             return total
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
