@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,14 +55,17 @@ class CountingBucket(Bucket):
         self.puts: Counter[str] = Counter()
         self.fail_at_chunk = fail_at_chunk
         self._chunk_puts = 0
+        self._lock = threading.Lock()  # a copy uploads a few chunks at a time
 
     def put(self, key: str, data: bytes) -> None:
-        if key.startswith("chunks/"):
-            self._chunk_puts += 1
-            if self._chunk_puts == self.fail_at_chunk:
-                raise OffsiteUnavailable(self.where, "connection reset (test)")
+        with self._lock:
+            self._chunk_puts += key.startswith("chunks/")
+            failing = key.startswith("chunks/") and self._chunk_puts == self.fail_at_chunk
+        if failing:
+            raise OffsiteUnavailable(self.where, "connection reset (test)")
         super().put(key, data)
-        self.puts[key] += 1
+        with self._lock:
+            self.puts[key] += 1
 
 
 def offsite_of(endpoint: str, root: Path | None, *, bucket: str | None = None) -> S3OffsiteStore:

@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -59,6 +60,8 @@ MARK_NAME = "deleted.json"
 # A chunk uploaded by a copy that has not yet uploaded the manifest needing it looks
 # unreferenced; chunk collection spares chunks younger than this (and clocks that disagree).
 GC_SAFETY_MARGIN = timedelta(hours=1)
+# Chunk uploads in flight at once during a copy (each up to 4 MiB held in memory).
+UPLOADS_IN_FLIGHT = 4
 
 
 def chunk_key(digest: str) -> str:
@@ -169,6 +172,11 @@ def copy_new(bucket: Bucket, files: PointFiles) -> CopyReport:
     """Uploads every finished point of the store the bucket lacks, and every chunk a point
     needs that the bucket lacks (also for points copied before: a chunk set aside offsite as
     damaged comes back). The store's indexes are read every time; they are small."""
+    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="offsite-put") as pool:
+        return _copy_new(bucket, files, pool)
+
+
+def _copy_new(bucket: Bucket, files: PointFiles, uploads_pool: ThreadPoolExecutor) -> CopyReport:
     listing = Listing.read(bucket)
     finished = listing.finished()
     copied: list[PointRef] = []
@@ -194,16 +202,10 @@ def copy_new(bucket: Bucket, files: PointFiles) -> CopyReport:
             for blob in manifest.blobs:
                 files.read_blob(ref, blob.name)  # damage is never copied offsite
             needed = sorted(stored_digests(indexes) - listing.chunks.keys())
-            for digest in needed:
-                try:
-                    stored = files.chunks.path(digest).read_bytes()
-                except FileNotFoundError:
-                    raise BackupDamaged(f"chunk {digest}", "missing") from None
-                decode_chunk(stored, digest)
-                bucket.put(chunk_key(digest), stored)
-                listing.chunks[digest] = StoredObject(chunk_key(digest), len(stored), _epoch())
+            for digest, size in _upload_chunks(bucket, files, needed, uploads_pool):
+                listing.chunks[digest] = StoredObject(chunk_key(digest), size, _epoch())
                 chunks += 1
-                sent += len(stored)
+                sent += size
             if ref in finished:
                 # Copied before; its pieces were checked above, so one a verification set
                 # aside offsite (damaged there) is uploaded again from the store.
@@ -227,6 +229,35 @@ def copy_new(bucket: Bucket, files: PointFiles) -> CopyReport:
             continue
         copied.append(ref)
     return CopyReport(tuple(copied), chunks, sent, present, tuple(skipped))
+
+
+def _upload_chunks(
+    bucket: Bucket, files: PointFiles, digests: list[str], pool: ThreadPoolExecutor
+) -> list[tuple[str, int]]:
+    """Uploads the chunks, a few at a time (on a distant object store each PUT waits mostly
+    on the network). Returns those uploaded and their sizes; when one fails, the others still
+    in flight finish, and the first error is raised: the point's manifest is not uploaded."""
+
+    def upload(digest: str) -> int:
+        try:
+            stored = files.chunks.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BackupDamaged(f"chunk {digest}", "missing") from None
+        decode_chunk(stored, digest)  # damage is never copied offsite
+        bucket.put(chunk_key(digest), stored)
+        return len(stored)
+
+    futures = [(digest, pool.submit(upload, digest)) for digest in digests]
+    done: list[tuple[str, int]] = []
+    failure: BaseException | None = None
+    for digest, future in futures:
+        try:
+            done.append((digest, future.result()))
+        except BaseException as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return done
 
 
 def _epoch() -> datetime:
