@@ -52,9 +52,13 @@ rule finds the same oldest snapshot, which the first plan kept. The property tes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gc
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
+from operator import attrgetter
 
 from core.domain.snapshot import Origin, Snapshot
 from core.errors import InvalidInput
@@ -276,48 +280,83 @@ class RetentionPlan:
 
 
 def _newest_first(items: Iterable[RetentionItem]) -> list[RetentionItem]:
-    return sorted(items, key=lambda i: (i.created_at, i.key), reverse=True)
+    # attrgetter builds the (time, key) tuple in C: a third faster than a lambda at 10^6.
+    return sorted(items, key=_BY_TIME_THEN_KEY, reverse=True)
 
 
-def _select(candidates: list[RetentionItem], policy: RetentionPolicy, tz: tzinfo) -> dict[str, str]:
-    """Keep reasons of the candidates kept; ``candidates`` newest first."""
-    reasons: dict[str, str] = {}
-    removed: set[str] = set()
-    local = {c.key: c.created_at.astimezone(tz) for c in candidates}
+_BY_TIME_THEN_KEY = attrgetter("created_at", "key")
 
-    for rank, cand in enumerate(candidates[: policy.keep_last], start=1):
-        reasons[cand.key] = f"last #{rank}"
 
-    for rule, _, fmt in _PERIODIC_RULES:
-        wanted = policy.count(rule)
-        if wanted == 0:
-            continue
+def _hour_keys(local: list[datetime]) -> list[int]:
+    """One integer per local time, equal exactly when the hour label (``%Y-%m-%d %H:00``) is
+    equal. Every other period is a function of the hour, so it is derived from these per
+    distinct hour (``_derive``): comparing ints is what makes 10^6 snapshots cheap, where a
+    strftime per snapshot per rule cost seconds. Labels are formatted only for reasons."""
+    return [t.year * 1_000_000 + t.month * 10_000 + t.day * 100 + t.hour for t in local]
 
-        def period(item: RetentionItem, fmt: str = fmt) -> str:
-            return local[item.key].strftime(fmt)
 
-        covered = {period(c) for c in candidates if c.key in reasons}
-        included: set[str] = set()
-        for cand in candidates:
-            if cand.key in reasons or cand.key in removed:
+def _derive(rule: str, hours: list[int]) -> list[int]:
+    """The period key of ``rule`` for each hour key: equal exactly when its label is."""
+    if rule == "hourly":
+        return hours
+    if rule == "daily":
+        return [h // 100 for h in hours]
+    if rule == "monthly":
+        return [h // 10_000 for h in hours]
+    if rule == "yearly":
+        return [h // 1_000_000 for h in hours]
+    # ISO year and week (``%G-W%V``), computed once per day.
+    weeks: dict[int, int] = {}
+    for day in {h // 100 for h in hours}:
+        iso = date(day // 10_000, day // 100 % 100, day % 100).isocalendar()
+        weeks[day] = iso.year * 100 + iso.week
+    return [weeks[h // 100] for h in hours]
+
+
+@dataclass(frozen=True, slots=True)
+class _Periods:
+    """A periodic rule in use, with the period key of every candidate (newest first)."""
+
+    rule: str
+    noun: str
+    fmt: str
+    wanted: int
+    keys: list[int]
+
+
+def _select(count: int, policy: RetentionPolicy, periods: list[_Periods]) -> dict[int, str]:
+    """Keep reasons of the candidates kept, by their index among the ``count`` candidates
+    (newest first); ``periods``: the rules in use, in application order."""
+    reasons: dict[int, str] = {}
+    removed: set[int] = set()
+
+    for rank in range(min(policy.keep_last, count)):
+        reasons[rank] = f"last #{rank + 1}"
+
+    for rules in periods:
+        rule, wanted, period = rules.rule, rules.wanted, rules.keys
+        covered = {period[i] for i in reasons}
+        included: set[int] = set()
+        for i in range(count):
+            if i in reasons or i in removed:
                 continue
-            p = period(cand)
+            p = period[i]
             if p in covered:
                 continue
             if p in included:
-                removed.add(cand.key)
+                removed.add(i)
                 continue
             if len(included) >= wanted:
                 break
             included.add(p)
-            reasons[cand.key] = f"{rule} #{len(included)}"
-        if policy.keep_oldest and len(included) < wanted and candidates:
-            oldest = candidates[-1]
-            if oldest.key not in reasons:
-                reasons[oldest.key] = f"{rule}[oldest]"
+            reasons[i] = f"{rule} #{len(included)}"
+        if policy.keep_oldest and len(included) < wanted and count:
+            oldest = count - 1
+            if oldest not in reasons:
+                reasons[oldest] = f"{rule}[oldest]"
 
-    if candidates and candidates[0].key not in reasons:
-        reasons[candidates[0].key] = "newest"
+    if count and 0 not in reasons:
+        reasons[0] = "newest"
     return reasons
 
 
@@ -339,18 +378,18 @@ def _select_safety(
     return decided
 
 
-def _delete_reason(
-    item: RetentionItem,
-    covered: dict[str, set[str]],
-    policy: RetentionPolicy,
-    tz: tzinfo,
-) -> str:
-    when = item.created_at.astimezone(tz)
-    for rule, noun, fmt in _PERIODIC_RULES:
-        label = when.strftime(fmt)
-        if policy.count(rule) > 0 and label in covered[rule]:
-            return f"{rule}: {noun} {label} already kept"
-    return f"beyond {policy.describe()}"
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A plan of 10^6 snapshots allocates millions of small acyclic objects; the cyclic
+    collector, triggered by the allocations, walked them again and again (half the time of a
+    large plan) and can free none of them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def plan_retention(
@@ -368,38 +407,70 @@ def plan_retention(
     policy.validate()
     if now is not None and now.utcoffset() is None:
         raise ValueError("now must carry a time zone")
+    with _gc_paused():
+        return _plan(items, policy, tz, now)
+
+
+def _plan(
+    items: Iterable[RetentionItem], policy: RetentionPolicy, tz: tzinfo, now: datetime | None
+) -> RetentionPlan:
     ordered = _newest_first(items)
     keys = [i.key for i in ordered]
     if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
         raise ValueError(f"duplicate snapshot keys: {', '.join(dupes)}")
 
-    def is_candidate(item: RetentionItem) -> bool:
-        return not item.held and not item.safety and (item.scheduled or policy.include_manual)
-
-    candidates = [i for i in ordered if is_candidate(i)]
-    reasons = _select(candidates, policy, tz)
+    include_manual = policy.include_manual
+    candidates = [
+        i for i in ordered if not i.held and not i.safety and (i.scheduled or include_manual)
+    ]
+    local = [c.created_at.astimezone(tz) for c in candidates]
+    hours = _hour_keys(local)
+    periods = [
+        _Periods(rule, noun, fmt, policy.count(rule), _derive(rule, hours))
+        for rule, noun, fmt in _PERIODIC_RULES
+        if policy.count(rule) > 0
+    ]
+    reasons = _select(len(candidates), policy, periods)
     anchor = now if now is not None else (ordered[0].created_at if ordered else None)
     safety_reasons = _select_safety(ordered, policy, anchor)
-    covered = {
-        rule: {c.created_at.astimezone(tz).strftime(fmt) for c in candidates if c.key in reasons}
-        for rule, _, fmt in _PERIODIC_RULES
-    }
+    # Per rule: the periods holding a kept candidate. A delete reason depends only on the
+    # candidate's periods, so on its hour: it is worked out once per hour.
+    covered = [(p, {p.keys[i] for i in reasons}) for p in periods]
+    beyond = f"beyond {policy.describe()}"
+    said: dict[int, str] = {}
 
-    def decide(item: RetentionItem) -> Decision:
+    def delete_reason(index: int) -> str:
+        for rules, kept in covered:
+            if rules.keys[index] in kept:
+                label = local[index].strftime(rules.fmt)
+                return f"{rules.rule}: {rules.noun} {label} already kept"
+        return beyond
+
+    decisions_list: list[Decision] = []
+    append = decisions_list.append
+    index = 0  # of the next candidate among ``candidates``
+    for item in ordered:
+        key, at = item.key, item.created_at
         if item.held:
-            return Decision(item.key, item.created_at, True, "held")
-        if item.safety:
-            reason, keep = safety_reasons[item.key]
-            return Decision(item.key, item.created_at, keep, reason)
-        if not is_candidate(item):
-            return Decision(item.key, item.created_at, True, "manual")
-        if item.key in reasons:
-            return Decision(item.key, item.created_at, True, reasons[item.key])
-        reason = _delete_reason(item, covered, policy, tz)
-        return Decision(item.key, item.created_at, False, reason)
-
-    decisions = tuple(decide(i) for i in ordered)
+            append(Decision(key, at, True, "held"))
+        elif item.safety:
+            reason, keep = safety_reasons[key]
+            append(Decision(key, at, keep, reason))
+        elif not (item.scheduled or include_manual):
+            append(Decision(key, at, True, "manual"))
+        else:
+            kept = reasons.get(index)
+            if kept is None:
+                hour = hours[index]
+                why = said.get(hour)
+                if why is None:
+                    why = said[hour] = delete_reason(index)
+                append(Decision(key, at, False, why))
+            else:
+                append(Decision(key, at, True, kept))
+            index += 1
+    decisions = tuple(decisions_list)
     if decisions and not any(d.keep for d in decisions):
         refusal = (
             f"this plan would delete all {len(decisions)} snapshots of the VM; "
