@@ -89,6 +89,13 @@ class Metrics:
             ["host"],
             registry=r,
         )
+        self.host_up = Gauge(
+            "snapbot_host_up",
+            "1 when the configured hypervisor host answers and was reconciled, else 0 (an "
+            "alias of another host is left out).",
+            ["host", "uri"],
+            registry=r,
+        )
         self.connect_attempts = Gauge(
             "snapbot_hypervisor_connect_attempts",
             "Attempts made to reach the hypervisor since start.",
@@ -157,6 +164,8 @@ class Metrics:
             for host in readings.hosts:
                 self.reachable.labels(host.uri).set(1 if host.reachable else 0)
                 self.connect_attempts.labels(host.uri).set(host.attempts)
+                if host.alias_of is None:
+                    self.host_up.labels(host.name, host.uri).set(1 if host.reachable else 0)
         return generate_latest(self.registry)
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -25,21 +25,24 @@ from core.adapters.offsite import Bucket, S3OffsiteStore
 from core.catalogue.db import open_database
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import FALLBACK_LIBVIRT_URI, Settings
+from core.domain.hosts import HostConfig
 from core.errors import HypervisorUnavailable
 from core.ports import (
     BackupStore,
     Clock,
     DiskAccess,
+    HostHypervisor,
     Hypervisor,
     OffsiteStore,
     OperationObserver,
 )
-from core.services.availability import GatedHypervisor, HypervisorWatch
+from core.services.availability import BACKOFF, GatedHypervisor, HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.drills import DrillLab, DrillService
 from core.services.facade import Core
-from core.services.locks import LockService
+from core.services.fleet import SLOT_WAIT, Fleet, FleetWatch, Owns
+from core.services.locks import LockService, OutcomeJudge
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner, process_owner
 from core.services.pruning import PruneService
@@ -169,7 +172,7 @@ async def build_core(
 
 def wire(
     settings: Settings,
-    hypervisor: Hypervisor,
+    hypervisor: HostHypervisor | Sequence[tuple[HostConfig, HostHypervisor]],
     catalogue: TortoiseCatalogue,
     clock: Clock,
     *,
@@ -180,29 +183,61 @@ def wire(
     disks: DiskAccess | None = None,
     lab: DrillLab | None = None,
     offsite: OffsiteStore | None = None,
+    slot_wait: float = SLOT_WAIT,
+    backoff: Sequence[float] = BACKOFF,
 ) -> Core:
     """Connect the services to a hypervisor and a catalogue (tests pass fakes here). With
     ``gated`` the services refuse every request until ``Core.watch`` has reached the
-    hypervisor and reconciled; without, the caller vouches that it has."""
+    hypervisor and reconciled; without, the caller vouches that it has.
+
+    Given several hosts (configured name and hypervisor each), the services work on a
+    ``Fleet``: each host has its own watch and reconciler and is refused until it answered
+    and was reconciled (whatever ``gated`` says), and runs at most its ``max_operations``
+    operations at once (one waiting longer than ``slot_wait`` is refused)."""
     owner = process_owner()
-    runner = OperationRunner(catalogue, clock, owner, observer)
-    # The reconciler works on the hypervisor itself (it is what makes it ready); the services
-    # get it behind the gate, which says "unreachable" until then.
-    reconciler = Reconciler(
-        hypervisor, catalogue, clock, owner, on_end=runner.ended, store=store, disks=disks
-    )
-    watch = HypervisorWatch(hypervisor, reconciler)
-    if gated:
-        hypervisor = GatedHypervisor(hypervisor, watch)
+    services_hv: Hypervisor
+    judge: OutcomeJudge
+    watch: HypervisorWatch | FleetWatch
+    if isinstance(hypervisor, Sequence):
+        fleet = Fleet(slot_wait=slot_wait)
+        runner = OperationRunner(catalogue, clock, owner, observer, slots=fleet.slot)
+        for config, host in hypervisor:
+
+            def reconciler_for(owns: Owns, host: HostHypervisor = host) -> Reconciler:
+                return Reconciler(
+                    host,
+                    catalogue,
+                    clock,
+                    owner,
+                    on_end=runner.ended,
+                    store=store,
+                    disks=disks,
+                    owns=owns,
+                )
+
+            fleet.add_host(config, host, reconciler_for, backoff=backoff)
+        services_hv, judge, watch = fleet, fleet, fleet.watch
     else:
-        watch.ready.set()
-    snapshots = SnapshotService(hypervisor, catalogue, runner, clock, store)
+        runner = OperationRunner(catalogue, clock, owner, observer)
+        # The reconciler works on the hypervisor itself (it is what makes it ready); the
+        # services get it behind the gate, which says "unreachable" until then.
+        reconciler = Reconciler(
+            hypervisor, catalogue, clock, owner, on_end=runner.ended, store=store, disks=disks
+        )
+        judge = reconciler
+        watch = single = HypervisorWatch(hypervisor, reconciler, backoff=backoff)
+        if gated:
+            services_hv = GatedHypervisor(hypervisor, single)
+        else:
+            services_hv = hypervisor
+            single.ready.set()
+    snapshots = SnapshotService(services_hv, catalogue, runner, clock, store)
     copies = OffsiteService(offsite, clock) if offsite is not None else None
     backups = (
         None
         if store is None or disks is None
         else BackupService(
-            hypervisor,
+            services_hv,
             disks,
             store,
             catalogue,
@@ -221,7 +256,7 @@ def wire(
         None
         if lab is None
         else DrillService(
-            hypervisor,
+            services_hv,
             catalogue,
             lab,
             runner,
@@ -233,7 +268,7 @@ def wire(
         )
     )
     pruning = PruneService(
-        hypervisor, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
+        services_hv, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
     )
     return Core(
         settings=settings,
@@ -243,7 +278,7 @@ def wire(
         confirmations=ConfirmationService(catalogue, clock),
         schedules=ScheduleService(catalogue, clock, CronTimetable()),
         holds=HoldService(snapshots, catalogue, clock, runner),
-        locks=LockService(hypervisor, catalogue, runner, reconciler),
+        locks=LockService(services_hv, catalogue, runner, judge),
         runs=ScheduleRunner(
             snapshots,
             pruning,
@@ -263,6 +298,6 @@ def wire(
         status=StatusService(catalogue, watch, clock),
         _operations=runner,
         drills=drills,
-        usage=UsageService(hypervisor, catalogue, clock, MatplotlibCharts(), store),
         offsite=copies,
+        usage=UsageService(services_hv, catalogue, clock, MatplotlibCharts(), store),
     )

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.domain.access import AccessPolicy, parse_grants
 from core.domain.drills import DrillPolicies, parse_drill_policies
+from core.domain.hosts import HostConfig, host_name_from_uri, parse_hosts
 from core.domain.offsite import DEFAULT_DELETE_AFTER_DAYS
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.errors import InvalidInput
@@ -101,6 +102,16 @@ class Settings:
     # copy). Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the S3
     # client itself, so they are never part of the settings nor of a log.
     offsite: OffsiteSettings | None = None
+    # The hosts of ``[[hosts]]`` in the configuration file (empty: ``libvirt_uri`` is the one
+    # host, as ``host_configs`` says).
+    hosts: tuple[HostConfig, ...] = ()
+
+    def host_configs(self) -> tuple[HostConfig, ...]:
+        """The configured hosts: ``[[hosts]]``, else the one ``LIBVIRT_URI`` names (called
+        after the machine in its URI, or ``local``)."""
+        if self.hosts:
+            return self.hosts
+        return (HostConfig(host_name_from_uri(self.libvirt_uri), self.libvirt_uri),)
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> Settings:
@@ -123,6 +134,16 @@ class Settings:
             return None if raw is None else str(raw)
 
         uri = get("LIBVIRT_URI", "libvirt_uri")
+        hosts = parse_hosts(file["hosts"]) if "hosts" in file else ()
+        if "hosts" in file and not hosts:
+            raise InvalidInput("[[hosts]] in SNAPBOT_CONFIG lists no host; remove it or add one")
+        if hosts and uri is not None and uri not in {h.uri for h in hosts}:
+            raise InvalidInput(
+                f"LIBVIRT_URI={uri} is set and SNAPBOT_CONFIG lists [[hosts]] without it: "
+                "list every host under [[hosts]] (name, uri) and unset LIBVIRT_URI"
+            )
+        if hosts:
+            uri = hosts[0].uri
         data_dir = Path(get("SNAPBOT_DATA_DIR", "data_dir") or default_data_dir(environ))
         database_url = get("DATABASE_URL", "database_url") or f"sqlite://{data_dir / 'snapbot.db'}"
         timeout_text = get("SNAPBOT_LIBVIRT_TIMEOUT", "libvirt_timeout") or "3600"
@@ -171,6 +192,7 @@ class Settings:
             get("SNAPBOT_OFFSITE_DELETE_AFTER_DAYS", "offsite_delete_after_days"),
         )
         return cls(
+            hosts=hosts,
             backup_dir=backup_dir,
             drills=parse_drill_policies(_table(file, "drills")),
             offsite=offsite,

@@ -6,7 +6,8 @@ wording lives in one place and the scheduler, Slack and the console say the same
 
     CoreError
     ├── InvalidInput                 the request itself is wrong; nothing was touched
-    │   └── InvalidLabel             a snapshot name breaks the naming rules
+    │   ├── InvalidLabel             a snapshot name breaks the naming rules
+    │   └── VmAmbiguous              a VM name on several hosts; names the candidates
     ├── NotFound
     │   ├── VmNotFound               carries the closest existing names
     │   ├── SnapshotNotFound         carries the closest existing labels
@@ -17,6 +18,7 @@ wording lives in one place and the scheduler, Slack and the console say the same
     │   ├── HypervisorBusy           libvirt's own job lock is held (code 68)
     │   ├── LabelTaken               (also by a record whose snapshot vanished from libvirt)
     │   ├── LibvirtJobRunning        an unlock while libvirt still works on the VM
+    │   ├── HostBusy                 the host runs as many operations as it may; waited too long
     │   ├── SnapshotHeld             a held snapshot is not deleted; says who holds it
     │   └── ConfirmationSpent        a confirmation was already used, expired, or is someone else's
     ├── Forbidden                    the requester lacks a role; says which
@@ -56,6 +58,18 @@ class InvalidLabel(InvalidInput):
         super().__init__(f"invalid snapshot name {label!r}: {rule}")
         self.label = label
         self.rule = rule
+
+
+class VmAmbiguous(InvalidInput):
+    """A VM name alone that several hosts have; ``candidates`` are the names that tell them
+    apart (``hv1/web-01``), so the answer can say which to type."""
+
+    def __init__(self, name: str, candidates: Sequence[str]) -> None:
+        super().__init__(
+            f"VM name {name!r} is on several hosts: {', '.join(candidates)}; name one of them"
+        )
+        self.name = name
+        self.candidates = tuple(candidates)
 
 
 class NotFound(CoreError):
@@ -142,6 +156,21 @@ class HypervisorBusy(Conflict):
         super().__init__(f"libvirt is busy with VM {vm!r}: {detail}")
         self.vm = vm
         self.detail = detail
+
+
+class HostBusy(Conflict):
+    """The VM's host already runs as many snapbot operations as it may (``max_operations``),
+    and none ended within ``waited_seconds``."""
+
+    def __init__(self, host: str, vm: str, limit: int, waited_seconds: float) -> None:
+        super().__init__(
+            f"host {host} is busy: {limit} operation(s) already running there (its limit), "
+            f"none ended within {waited_seconds:.0f} s; try {vm} again later"
+        )
+        self.host = host
+        self.vm = vm
+        self.limit = limit
+        self.waited_seconds = waited_seconds
 
 
 class LabelTaken(Conflict):

@@ -24,6 +24,7 @@ from core.domain.backups import (
 )
 from core.domain.confirmation import Confirmation
 from core.domain.drills import Drill, ReadySignal
+from core.domain.hosts import HostIdentity
 from core.domain.offsite import CopyReport, DeletionReport, OffsiteStatus
 from core.domain.operation import Actor, Operation, OperationStatus, Stage
 from core.domain.schedule import Schedule, When
@@ -45,26 +46,31 @@ class Clock(Protocol):
 
 
 class Hypervisor(Protocol):
-    """Snapshot-relevant control of one hypervisor host. Every method may raise
+    """Snapshot-relevant control of the VMs of one hypervisor host, or of several
+    (``core.services.fleet.Fleet`` routes each call to the VM's host). Every method may raise
     ``HypervisorError`` subclasses; a mutating method that raises ``HypervisorUnavailable`` has
     an unknown outcome and must be reconciled, never retried blindly."""
 
-    @property
-    def uri(self) -> str: ...
-
-    async def list_vms(self) -> list[Vm]: ...
+    async def list_vms(self) -> list[Vm]:
+        """Every VM of every reachable host (each with its ``host`` where there are several)."""
+        ...
 
     async def get_vm(self, name: str) -> Vm:
-        """Raise ``VmNotFound`` (without suggestions) when no VM has that name."""
+        """``name`` alone, or ``host/name``. Raise ``VmNotFound`` (without suggestions) when no
+        VM has that name, ``VmAmbiguous`` when several hosts have one."""
         ...
 
     async def get_vm_by_uuid(self, uuid: str) -> Vm: ...
 
     async def vm_facts(self, vm: Vm) -> VmFacts: ...
 
-    async def host_uuid(self) -> str:
-        """The hypervisor host's UUID (from its capabilities): which host a VM's records
-        belong to, whatever URI reached it."""
+    async def host_of(self, vm: Vm) -> HostIdentity:
+        """The host ``vm`` lives on: which host its records and operations belong to (its
+        UUID from the capabilities, whatever URI reached it), and the URI snapbot uses."""
+        ...
+
+    async def hosts(self) -> list[HostIdentity]:
+        """The hosts that answer now, in configured order (one where there is one)."""
         ...
 
     async def snapshot_places(self, facts: VmFacts) -> list[StoragePlace]:
@@ -122,6 +128,18 @@ class Hypervisor(Protocol):
     async def resume(self, vm: Vm) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class HostHypervisor(Hypervisor, Protocol):
+    """One hypervisor host, reached by one URI: what its watch and its reconciler work on."""
+
+    @property
+    def uri(self) -> str: ...
+
+    async def host_uuid(self) -> str:
+        """The hypervisor host's UUID (from its capabilities): which host a VM's records
+        belong to, whatever URI reached it."""
+        ...
 
 
 # --- the catalogue: snapshot records, operations under per-VM locks, confirmations --------------

@@ -34,12 +34,14 @@ class StateCause(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Vm:
-    """A libvirt domain. ``uuid`` is its identity; names can change."""
+    """A libvirt domain. ``uuid`` is its identity; names can change. ``host`` is the name of
+    the configured host it lives on when snapbot serves several (None: the one hypervisor)."""
 
     uuid: str
     name: str
     state: VmState
     memory_bytes: int
+    host: str | None = None
 
 
 class DiskFormat(enum.Enum):

@@ -13,11 +13,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from core.domain.hosts import HostHealth, HostIdentity, host_name_from_uri, unreachable
 from core.domain.operation import Operation
 from core.domain.snapshot import HypervisorSnapshot
 from core.domain.vm import StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import CoreError, HypervisorError, HypervisorUnavailable
-from core.ports import Hypervisor
+from core.ports import HostHypervisor
 from core.services.reconcile import Reconciler
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,13 @@ class HypervisorWatch:
 
     def __init__(
         self,
-        hypervisor: Hypervisor,
+        hypervisor: HostHypervisor,
         reconciler: Reconciler,
         *,
         backoff: Sequence[float] = BACKOFF,
         takeover_interval: float = TAKEOVER_INTERVAL,
+        name: str | None = None,
+        identified: Callable[[str], str | None] | None = None,
     ) -> None:
         self._hv = hypervisor
         self._reconciler = reconciler
@@ -49,6 +52,17 @@ class HypervisorWatch:
         self.ready = asyncio.Event()
         self.last_error: str | None = None
         self.attempts = 0
+        # The configured host's name (several hosts), and who is told its UUID once it answers,
+        # before it is reconciled: the fleet answers with the name of another host that has
+        # the same UUID (the same hypervisor by another URI), and this one becomes its alias.
+        self.name = name
+        self._identified = identified
+        self.host_uuid: str | None = None
+        # Set to the name of the host this one turned out to be (same host UUID): it is never
+        # reached on its own.
+        self.alias_of: str | None = None
+        # Set when a host that was ready stops answering: ``run`` goes back to reaching it.
+        self._lost = asyncio.Event()
         self._listeners: list[ReconciledListener] = []
         # Operations reconciled before anyone listened (start-up), kept for the first listener.
         self._unheard: list[Operation] = []
@@ -57,12 +71,42 @@ class HypervisorWatch:
     def uri(self) -> str:
         return self._hv.uri
 
+    def host_health(self) -> HostHealth:
+        """What is known of the host now (for listings, Home, reports, metrics)."""
+        return HostHealth(
+            name=self.name or host_name_from_uri(self._hv.uri),
+            uri=self._hv.uri,
+            reachable=self.ready.is_set(),
+            last_error=self.last_error,
+            attempts=self.attempts,
+            host_uuid=self.host_uuid,
+            alias_of=self.alias_of,
+        )
+
+    def health(self) -> list[HostHealth]:
+        """Every host this watch reaches (one), as ``FleetWatch.health`` lists several."""
+        return [self.host_health()]
+
+    def unreachable(self) -> list[HostHealth]:
+        """The hosts that do not answer now (this one, or none)."""
+        return unreachable(self.health())
+
+    def lost(self, detail: str) -> None:
+        """A call found the ready host unreachable: refuse requests again until it answers
+        and has been reconciled (``run`` tries with backoff)."""
+        if self.ready.is_set():
+            logger.warning("hypervisor %s stopped answering: %s", self._hv.uri, detail)
+        self.ready.clear()
+        self.last_error = detail
+        self._lost.set()
+
     def check(self) -> None:
         """Raise ``HypervisorUnavailable`` until the hypervisor has answered and been
         reconciled."""
         if not self.ready.is_set():
             raise HypervisorUnavailable(
-                f"the hypervisor at {self._hv.uri} is unreachable"
+                ("" if self.name is None else f"host {self.name}: ")
+                + f"the hypervisor at {self._hv.uri} is unreachable"
                 + (f" ({self.last_error})" if self.last_error else "")
                 + "; snapbot keeps trying and will check every interrupted operation when it "
                 "answers"
@@ -80,35 +124,52 @@ class HypervisorWatch:
         """One attempt: reach the hypervisor, reconcile, sync. True when it is ready."""
         self.attempts += 1
         try:
-            await self._hv.host_uuid()
+            self.host_uuid = await self._hv.host_uuid()
+            same = None if self._identified is None else self._identified(self.host_uuid)
+            if same is not None:
+                self.alias_of = same
+                self.last_error = (
+                    f"the same hypervisor as host {same} (host UUID {self.host_uuid}): "
+                    f"{self.name or self._hv.uri} is an alias of {same}"
+                )
+                logger.warning("%s", self.last_error)
+                return False
             reconciled = await self._reconciler.recover_interrupted()
             await self._reconciler.sync_all()
         except HypervisorError as exc:
             self.last_error = exc.detail
             return False
         self.last_error = None
+        self._lost.clear()
         self.ready.set()
         await self._tell(reconciled)
         return True
 
     async def run(self) -> None:
-        step = 0
-        while not self.ready.is_set():
-            if await self.connect_once():
-                break
-            delay = self._backoff[min(step, len(self._backoff) - 1)]
-            logger.warning(
-                "hypervisor %s unreachable (%s); next attempt in %.0f s",
-                self._hv.uri,
-                self.last_error,
-                delay,
-            )
-            step += 1
-            await asyncio.sleep(delay)
-        logger.info("hypervisor %s answered; catalogue reconciled", self._hv.uri)
-        while True:
-            await asyncio.sleep(self._takeover_interval)
-            await self.take_over_stale_locks()
+        while self.alias_of is None:
+            step = 0
+            while not self.ready.is_set() and self.alias_of is None:
+                if await self.connect_once():
+                    break
+                if self.alias_of is not None:
+                    return
+                delay = self._backoff[min(step, len(self._backoff) - 1)]
+                logger.warning(
+                    "hypervisor %s unreachable (%s); next attempt in %.0f s",
+                    self._hv.uri,
+                    self.last_error,
+                    delay,
+                )
+                step += 1
+                await asyncio.sleep(delay)
+            if self.alias_of is not None:
+                return
+            logger.info("hypervisor %s answered; catalogue reconciled", self._hv.uri)
+            while self.ready.is_set():
+                try:
+                    await asyncio.wait_for(self._lost.wait(), self._takeover_interval)
+                except TimeoutError:
+                    await self.take_over_stale_locks()
 
     async def take_over_stale_locks(self) -> list[Operation]:
         """Finish operations whose owner died while snapbot runs (not only at start-up)."""
@@ -137,7 +198,7 @@ class GatedHypervisor:
     """The configured hypervisor, refused with "unreachable" until ``watch`` says it answered
     and was reconciled: no request acts on a catalogue that has not been checked against it."""
 
-    def __init__(self, inner: Hypervisor, watch: HypervisorWatch) -> None:
+    def __init__(self, inner: HostHypervisor, watch: HypervisorWatch) -> None:
         self._inner = inner
         self._watch = watch
 
@@ -148,6 +209,14 @@ class GatedHypervisor:
     async def host_uuid(self) -> str:
         self._watch.check()
         return await self._inner.host_uuid()
+
+    async def host_of(self, vm: Vm) -> HostIdentity:
+        self._watch.check()
+        return await self._inner.host_of(vm)
+
+    async def hosts(self) -> list[HostIdentity]:
+        self._watch.check()
+        return await self._inner.hosts()
 
     async def list_vms(self) -> list[Vm]:
         self._watch.check()

@@ -19,6 +19,7 @@ from core.services.availability import HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.drills import DrillService
+from core.services.fleet import FleetWatch
 from core.services.locks import LockService
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner
@@ -45,7 +46,9 @@ class Core:
     holds: HoldService
     locks: LockService
     runs: ScheduleRunner
-    watch: HypervisorWatch
+    # Reaches the hypervisor (one host), or each host (``FleetWatch``); ``health()`` and
+    # ``unreachable()`` say which hosts answer, in both.
+    watch: HypervisorWatch | FleetWatch
     # the scheduler's lease and slot claims
     schedule_store: ScheduleStore
     clock: Clock
@@ -57,13 +60,13 @@ class Core:
     # what metrics read at scrape time (catalogue only)
     status: StatusService
     _operations: OperationRunner = field(repr=False)
+    # The offsite copy of the backup store (None: none configured, SNAPBOT_OFFSITE_URL).
+    offsite: OffsiteService | None = None
     # Storage usage, its history, forecasts and chart (None only where a caller builds a Core
     # by hand without it).
     usage: UsageService | None = None
     # Restore drills (None: this snapbot cannot read VMs' disks, so it cannot drill).
     drills: DrillService | None = None
-    # The offsite copy of the backup store (None: none configured, SNAPBOT_OFFSITE_URL).
-    offsite: OffsiteService | None = None
 
     def access_for(self, directory: Directory) -> AccessService:
         """Role checks for a front end that serves many people, with refusals audited like

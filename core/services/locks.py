@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from core.domain.operation import Actor, Operation, OperationKind, OperationStatus, no_progress
 from core.domain.vm import Vm
 from core.errors import CoreError, InvalidInput, LibvirtJobRunning
 from core.ports import Catalogue, Hypervisor
 from core.services.operations import OperationRunner
-from core.services.reconcile import Reconciler
+
+
+class OutcomeJudge(Protocol):
+    """Decides an interrupted operation's outcome from libvirt's evidence: the ``Reconciler``
+    of the one hypervisor, or the ``Fleet`` (the operation's own host's reconciler)."""
+
+    async def reconcile_one(self, op: Operation) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +48,7 @@ class LockService:
         hypervisor: Hypervisor,
         catalogue: Catalogue,
         runner: OperationRunner,
-        reconciler: Reconciler,
+        reconciler: OutcomeJudge,
     ) -> None:
         self._hv = hypervisor
         self._catalogue = catalogue

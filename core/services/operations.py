@@ -14,8 +14,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from core.domain.operation import (
@@ -106,11 +106,15 @@ class OperationRunner:
         clock: Clock,
         owner: str,
         observer: OperationObserver | None = None,
+        slots: Callable[[Vm], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._catalogue = catalogue
         self._clock = clock
         self.owner = owner
         self.observer: OperationObserver = observer or QuietObserver()
+        # One of the VM's host's operation slots, held for the whole operation where hosts
+        # limit how many run at once (``Fleet.slot``); None: no limit.
+        self._slots = slots
 
     def new_operation(
         self,
@@ -245,6 +249,21 @@ class OperationRunner:
         op = self.new_operation(
             kind, actor, vm_uuid=vm.uuid, vm_name=vm.name, label=label, details=details
         )
+        async with contextlib.AsyncExitStack() as slot:
+            if self._slots is not None:
+                # Taken before the VM's lock: a request waiting for its host never holds it.
+                try:
+                    await slot.enter_async_context(self._slots(vm))
+                except CoreError as exc:
+                    await self._record_refusal(op, exc)
+                    raise
+            async with self._locked(op, progress) as handle:
+                yield handle
+
+    @asynccontextmanager
+    async def _locked(
+        self, op: Operation, progress: ProgressCallback
+    ) -> AsyncIterator[OperationHandle]:
         try:
             await self._catalogue.begin_operation(op, self.owner)
         except CoreError as exc:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -35,7 +35,15 @@ from core.domain.snapshot import (
 )
 from core.domain.vm import StateCause, Vm, VmState
 from core.errors import CoreError, HypervisorUnavailable, InvalidLabel, VmNotFound
-from core.ports import BackupStore, Catalogue, Clock, DiskAccess, Hypervisor, RunningOperation
+from core.ports import (
+    BackupStore,
+    Catalogue,
+    Clock,
+    DiskAccess,
+    HostHypervisor,
+    Hypervisor,
+    RunningOperation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +74,10 @@ async def sync_vm(
     operation is changing the VM (under its lock, or after checking it is free)."""
     report = SyncReport()
     present = {s.libvirt_name: s for s in listing or await hypervisor.list_snapshots(vm)}
-    host = await hypervisor.host_uuid()
+    where = await hypervisor.host_of(vm)
+    host = where.uuid
     # A VM's UUID is its identity: listed here, its records are this host's.
-    await catalogue.claim_host(vm.uuid, host, hypervisor.uri)
+    await catalogue.claim_host(vm.uuid, host, where.uri)
     rows = {s.libvirt_name: s for s in await catalogue.snapshots(vm.uuid)}
     taken = {s.label for s in rows.values()}
     need_sizes = False
@@ -85,7 +94,7 @@ async def sync_vm(
                     created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
                     origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
                     host_uuid=host,
-                    hypervisor_uri=hypervisor.uri,
+                    hypervisor_uri=where.uri,
                 )
             )
             report.added.append(label)
@@ -264,15 +273,19 @@ class Reconciler:
 
     def __init__(
         self,
-        hypervisor: Hypervisor,
+        hypervisor: HostHypervisor,
         catalogue: Catalogue,
         clock: Clock,
         owner: str,
         on_end: Callable[[Operation], None] | None = None,
         store: BackupStore | None = None,
         disks: DiskAccess | None = None,
+        owns: Callable[[Operation], Awaitable[bool]] | None = None,
     ) -> None:
         self._hv = hypervisor
+        # Where snapbot serves several hosts, each host's reconciler finishes only the
+        # operations that ran on its host (None: every operation is this hypervisor's).
+        self._owns = owns
         self._catalogue = catalogue
         # The backup store and disk access, when configured: the evidence for interrupted
         # backups, restores from the store and archives.
@@ -299,6 +312,8 @@ class Reconciler:
         db_now = await self._catalogue.database_now()
         for running in await self._catalogue.running_operations():
             if not self._abandoned(running, db_now):
+                continue
+            if self._owns is not None and not await self._owns(running.operation):
                 continue
             if not await self._catalogue.take_over(
                 running.operation.id, running.owner, self._owner
@@ -580,6 +595,7 @@ class Reconciler:
             taken = {r.label for r in await self._catalogue.snapshots(vm.uuid)}
             wanted = label if label and label not in taken else _label_for(hs, taken)
             recorded_origin = str(op.details.get("origin", ""))
+            where = await self._hv.host_of(vm)
             await self._catalogue.add_snapshot(
                 record_of(
                     vm,
@@ -588,8 +604,8 @@ class Reconciler:
                     created_by=op.requested_by,
                     origin=origin
                     or (Origin(recorded_origin) if recorded_origin else Origin.MANUAL),
-                    host_uuid=await self._hv.host_uuid(),
-                    hypervisor_uri=self._hv.uri,
+                    host_uuid=where.uuid,
+                    hypervisor_uri=where.uri,
                 )
             )
         elif label:

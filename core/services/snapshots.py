@@ -467,7 +467,7 @@ class SnapshotService:
         async with self._runner.refusals_audited(kind, actor, vm_name):
             vm = await self._vm(vm_name)
         async with self._runner.run(
-            kind, vm, actor, progress, label=label, details=await self._host()
+            kind, vm, actor, progress, label=label, details=await self._host(vm)
         ) as op:
             await op.stage(Stage.CHECKING)
             await self._refuse_if_libvirt_busy(vm)
@@ -481,10 +481,11 @@ class SnapshotService:
                 vm.name, "libvirt reports a job in progress on it (virsh domjobinfo shows it)"
             )
 
-    async def _host(self) -> dict[str, object]:
+    async def _host(self, vm: Vm) -> dict[str, object]:
         """Which hypervisor an operation ran on, so a recovery never judges it against
-        another one."""
-        return {"host_uuid": await self._hv.host_uuid()}
+        another one (and, of several hosts, only the VM's host's reconciler takes it)."""
+        where = await self._hv.host_of(vm)
+        return {"host_uuid": where.uuid, "host": where.name}
 
     async def _busy(self) -> dict[str, LockHolder]:
         return {
@@ -570,14 +571,15 @@ class SnapshotService:
         if report_stages:
             await op.stage(Stage.VERIFYING)
         await self._settle(vm, pre_state)
+        where = await self._hv.host_of(vm)
         snapshot = record_of(
             vm,
             hs,
             label=label,
             created_by=actor.user,
             origin=origin,
-            host_uuid=await self._hv.host_uuid(),
-            hypervisor_uri=self._hv.uri,
+            host_uuid=where.uuid,
+            hypervisor_uri=where.uri,
         )
         await self._catalogue.add_snapshot(snapshot)
         await refresh_memory_sizes(self._hv, self._catalogue, vm)

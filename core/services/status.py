@@ -1,6 +1,6 @@
 """What an operator's dashboard reads at any moment: how old each VM's newest snapshot is, which
-VMs are locked and since when, whether the hypervisor answers. Read from the catalogue only (two
-queries), never from libvirt, so a metrics scrape costs nothing on the hosts.
+VMs are locked and since when, whether each hypervisor host answers. Read from the catalogue
+only (two queries), never from libvirt, so a metrics scrape costs nothing on the hosts.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from core.domain.snapshot import CatalogueStatus
 from core.ports import Catalogue, Clock
 from core.services.availability import HypervisorWatch
+from core.services.fleet import FleetWatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,10 @@ class HostReading:
     reachable: bool
     last_error: str | None
     attempts: int
+    # the configured host's name (``[[hosts]]``, or the one ``LIBVIRT_URI`` implies)
+    name: str = ""
+    # the host this name reaches too (same host UUID): it is not a host of its own
+    alias_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,9 @@ class Readings:
 class StatusService:
     """Reads the current state for metrics."""
 
-    def __init__(self, catalogue: Catalogue, watch: HypervisorWatch, clock: Clock) -> None:
+    def __init__(
+        self, catalogue: Catalogue, watch: HypervisorWatch | FleetWatch, clock: Clock
+    ) -> None:
         self._catalogue = catalogue
         self._watch = watch
         self._clock = clock
@@ -59,10 +66,15 @@ class StatusService:
             )
             for running in await self._catalogue.running_operations()
         )
-        host = HostReading(
-            uri=self._watch.uri,
-            reachable=self._watch.ready.is_set(),
-            last_error=self._watch.last_error,
-            attempts=self._watch.attempts,
+        hosts = tuple(
+            HostReading(
+                uri=h.uri,
+                reachable=h.reachable,
+                last_error=h.last_error,
+                attempts=h.attempts,
+                name=h.name,
+                alias_of=h.alias_of,
+            )
+            for h in self._watch.health()
         )
-        return Readings(newest, locks, (host,))
+        return Readings(newest, locks, hosts)

@@ -16,6 +16,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from core.domain.backups import PointRef
+from core.domain.hosts import HostIdentity
 from core.domain.names import closest
 from core.domain.snapshot import CatalogueStatus, Snapshot, SnapshotKind
 from core.domain.usage import (
@@ -66,6 +67,15 @@ def _present_full(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
     ]
 
 
+def _named_host(name: str, hosts: Sequence[HostIdentity]) -> HostIdentity | None:
+    """The host ``name`` names (by its configured name, URI, host name or UUID), if any."""
+    for host in hosts:
+        hostname = urlsplit(host.uri).hostname
+        if name in {host.name, host.uri, host.uuid, hostname or socket.gethostname()}:
+            return host
+    return None
+
+
 class UsageService:
     def __init__(
         self,
@@ -88,13 +98,15 @@ class UsageService:
         name or UUID), or one VM (``VmNotFound`` lists the closest names). The store and every
         filesystem involved are in both; forecasts only for the filesystems in the report."""
         vm = None
-        if vm_or_host is not None and not await self._names_host(vm_or_host):
+        hosts = await self._hv.hosts()
+        named = None if vm_or_host is None else _named_host(vm_or_host, hosts)
+        if vm_or_host is not None and named is None:
             vm = await self._vm(vm_or_host)
-        measured = await self._measure(vm)
+        measured = await self._measure(vm, named.name if named is not None else None)
         wheres = {f.where for f in measured.filesystems}
         forecasts = tuple(f for f in await self.forecasts() if f.where in wheres)
         return UsageReport(
-            host=self._hv.uri,
+            host=", ".join(h.uri for h in ([named] if named is not None else hosts)),
             taken_at=self._clock.now(),
             vms=measured.vms,
             store=measured.store,
@@ -103,13 +115,6 @@ class UsageService:
             vm=vm.name if vm is not None else None,
         )
 
-    async def _names_host(self, name: str) -> bool:
-        uri = self._hv.uri
-        names = {uri, await self._hv.host_uuid()}
-        hostname = urlsplit(uri).hostname
-        names.add(hostname if hostname else socket.gethostname())
-        return name in names
-
     async def _vm(self, name: str) -> Vm:
         try:
             return await self._hv.get_vm(name)
@@ -117,8 +122,10 @@ class UsageService:
             names = [v.name for v in await self._hv.list_vms()]
             raise VmNotFound(name, closest(name, names)) from None
 
-    async def _measure(self, only: Vm | None) -> _Measured:
+    async def _measure(self, only: Vm | None, host: str | None = None) -> _Measured:
         vms = [only] if only is not None else await self._hv.list_vms()
+        # A VM of one host among several carries its host's name; one hypervisor's do not.
+        vms = [v for v in vms if host is None or v.host in (None, host)]
         records = await self._catalogue.snapshots(only.uuid if only is not None else None)
         points_by_vm: dict[str, list[PointRef]] = {}
         logical_by_vm: dict[str, int] = {}

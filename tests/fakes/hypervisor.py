@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from core.domain.hosts import HostIdentity
 from core.domain.snapshot import CapturedState, HypervisorSnapshot
 from core.domain.vm import Disk, DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import CoreError, HypervisorUnavailable, SnapshotNotFound, VmNotFound
@@ -27,14 +28,25 @@ class FakeHypervisor:
     """Keeps VMs and snapshots in memory. ``fail[method]`` raises once; ``delay`` slows
     mutations so tests can overlap them; ``calls`` records every mutating call."""
 
-    def __init__(self, *vms: Vm, free_bytes: int = 100 * 2**30) -> None:
+    def __init__(
+        self,
+        *vms: Vm,
+        free_bytes: int = 100 * 2**30,
+        host_uuid: str = "fa4e0000-0000-4000-8000-000000000001",
+        uri: str = "fake:///",
+        name: str = "local",
+    ) -> None:
         self.vms = {v.uuid: FakeVm(v) for v in vms}
+        self.name = name
+        self._uri = uri
+        # Set to an error: every call raises it (the host is down, its daemon stopped).
+        self.down: CoreError | None = None
         self.free_bytes = free_bytes
         # Set to a reason: the VM's snapshot space cannot be known (a network disk).
         self.space_unknown: str | None = None
         # VMs with a libvirt job running (someone else's virsh dump, a migration).
         self.jobs: set[str] = set()
-        self.host = "fa4e0000-0000-4000-8000-000000000001"
+        self.host = host_uuid
         self.after_create: Callable[[], Awaitable[None]] | None = None
         self.causes: dict[str, StateCause] = {}
         # Mutating methods whose change happens but whose answer is lost.
@@ -55,9 +67,14 @@ class FakeHypervisor:
 
     @property
     def uri(self) -> str:
-        return "fake:///"
+        return self._uri
+
+    def _answer(self) -> None:
+        if self.down is not None:
+            raise self.down
 
     def _vm(self, uuid: str) -> FakeVm:
+        self._answer()
         if uuid not in self.vms:
             raise VmNotFound(uuid)
         return self.vms[uuid]
@@ -75,6 +92,7 @@ class FakeHypervisor:
             raise HypervisorUnavailable("Cannot recv data: Connection reset by peer")
 
     async def _mutate(self, method: str, uuid: str) -> None:
+        self._answer()
         self.calls.append((method, uuid))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -84,9 +102,11 @@ class FakeHypervisor:
             raise self.fail.pop(method)
 
     async def list_vms(self) -> list[Vm]:
+        self._answer()
         return sorted((f.vm for f in self.vms.values()), key=lambda v: v.name)
 
     async def get_vm(self, name: str) -> Vm:
+        self._answer()
         for f in self.vms.values():
             if f.vm.name == name:
                 return f.vm
@@ -100,9 +120,17 @@ class FakeHypervisor:
         return VmFacts(f.vm, f.disks, f.uses_pflash, False, False, (9, 0, 0))
 
     async def host_uuid(self) -> str:
+        self._answer()
         return self.host
 
+    async def host_of(self, vm: Vm) -> HostIdentity:
+        return HostIdentity(self.name, self.uri, await self.host_uuid())
+
+    async def hosts(self) -> list[HostIdentity]:
+        return [HostIdentity(self.name, self.uri, await self.host_uuid())]
+
     async def snapshot_places(self, facts: VmFacts) -> list[StoragePlace]:
+        self._answer()
         disks = tuple(d.target for d in facts.disks if not d.read_only)
         if self.space_unknown:
             return [StoragePlace("network disk vda", disks, None, self.space_unknown)]
@@ -114,9 +142,11 @@ class FakeHypervisor:
         f.snapshots[libvirt_name] = replace(f.snapshots[libvirt_name], description=description)
 
     async def discard_orphan(self, vm: Vm, libvirt_name: str) -> bool:
+        self._answer()
         return self.orphans.pop((vm.uuid, libvirt_name), False)
 
     async def job_active(self, vm: Vm) -> bool | None:
+        self._answer()
         return vm.uuid in self.jobs
 
     async def list_snapshots(self, vm: Vm) -> list[HypervisorSnapshot]:
@@ -187,6 +217,7 @@ class FakeHypervisor:
         return self._vm(vm.uuid).vm.state
 
     async def state_cause(self, vm: Vm) -> StateCause:
+        self._answer()
         return self.causes.get(vm.uuid, StateCause.OTHER)
 
     async def stop(self, vm: Vm) -> None:

@@ -25,6 +25,7 @@ from core.adapters.libvirt.xml import (
     uses_pflash,
     with_description,
 )
+from core.domain.hosts import HostIdentity, host_name_from_uri
 from core.domain.snapshot import HypervisorSnapshot, is_encodable
 from core.domain.vm import DiskFormat, StateCause, StoragePlace, Vm, VmFacts, VmState
 from core.errors import VmNotFound
@@ -87,13 +88,21 @@ def _version_tuple(number: int) -> tuple[int, int, int]:
 class LibvirtHypervisor:
     """The production ``Hypervisor``."""
 
-    def __init__(self, connection: LibvirtConnection) -> None:
+    def __init__(self, connection: LibvirtConnection, *, name: str | None = None) -> None:
         self._conn = connection
         self._host_uuid: str | None = None
+        # The configured host's name (``[[hosts]]``), else the one ``LIBVIRT_URI`` implies.
+        self.name = name or host_name_from_uri(connection.uri)
 
     @property
     def uri(self) -> str:
         return self._conn.uri
+
+    async def host_of(self, vm: Vm) -> HostIdentity:
+        return HostIdentity(self.name, self.uri, await self.host_uuid())
+
+    async def hosts(self) -> list[HostIdentity]:
+        return [HostIdentity(self.name, self.uri, await self.host_uuid())]
 
     async def host_uuid(self) -> str:
         if self._host_uuid is None:
