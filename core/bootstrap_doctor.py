@@ -7,6 +7,7 @@ from core.adapters.backupstore.probe import DirectoryStoreProbe
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.adapters.libvirt.probe import LibvirtRightsProbe
+from core.adapters.offsite.probe import BucketProbe
 from core.adapters.slack_probe import SlackTokenProbe
 from core.catalogue.schema_probe import CatalogueSchemaProbe
 from core.catalogue.store import SystemClock
@@ -32,6 +33,7 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
         slack=SlackTokenProbe(api_url),
         clock=SystemClock(),
         backup=DirectoryStoreProbe(),
+        offsite=BucketProbe(),
     )
     try:
         doctor = Doctor(

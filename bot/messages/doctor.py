@@ -119,6 +119,11 @@ _PROBLEMS: Mapping[Problem, tuple[str, str]] = {
         "only {free} free in {dir}",
         "free space there or move the store (keep at least {need} free)",
     ),
+    Problem.OFFSITE_UNUSABLE: (
+        "the offsite copy at {where} cannot be used: {why}",
+        "check SNAPBOT_OFFSITE_URL and SNAPBOT_OFFSITE_BUCKET (the bucket must exist), and the "
+        "keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    ),
     Problem.BACKUP_TOOLS_MISSING: (
         "incremental snapshots need {tools}, which this host lacks",
         "install Debian's qemu-utils and python3-libnbd (make deps does)",
@@ -135,6 +140,7 @@ _OK: Mapping[Check, str] = {
     Check.SLACK_TRANSPORT: "Slack reaches snapbot by {mode}",
     Check.TIMEZONE: "{zone} (now {now})",
     Check.BACKUP_STORE: "{dir} is writable, {free} free, on another filesystem than the VMs",
+    Check.OFFSITE: "the bucket {where} answers and takes writes",
 }
 
 

@@ -59,6 +59,7 @@ class Problem(enum.Enum):
     BACKUP_STORE_SAME_DISK = "backup_store_same_disk"
     BACKUP_STORE_LOW = "backup_store_low"
     BACKUP_TOOLS_MISSING = "backup_tools_missing"
+    OFFSITE_UNUSABLE = "offsite_unusable"
 
 
 class Check(enum.Enum):
@@ -71,6 +72,7 @@ class Check(enum.Enum):
     SLACK_TRANSPORT = "Slack transport"
     TIMEZONE = "time zone"
     BACKUP_STORE = "backup store"
+    OFFSITE = "offsite copy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,12 @@ class BackupStoreProbe(Protocol):
         ...
 
 
+class OffsiteProbe(Protocol):
+    async def problem(self, url: str, bucket: str, region: str) -> str | None:
+        """None when the bucket answers and takes a write (removed at once), else why not."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class DoctorPorts:
     libvirt: LibvirtProbe
@@ -157,6 +165,7 @@ class DoctorPorts:
     slack: SlackProbe
     clock: Clock
     backup: BackupStoreProbe
+    offsite: OffsiteProbe | None = None
 
 
 class Doctor:
@@ -191,6 +200,8 @@ class Doctor:
         else:
             findings += await self._vms()
         findings.append(await self._backup_store())
+        if self._settings.offsite is not None and self._ports.offsite is not None:
+            findings.append(await self._offsite(self._ports.offsite))
         findings.append(await self._database())
         findings += await self._slack()
         findings.append(self._timezone())
@@ -314,6 +325,17 @@ class Doctor:
                 {**where, "free": free, "need": _gib(LOW_SPACE_BYTES)},
             )
         return Finding(Check.BACKUP_STORE, Status.OK, Problem.NONE, {**where, "free": free})
+
+    async def _offsite(self, probe: OffsiteProbe) -> Finding:
+        offsite = self._settings.offsite
+        assert offsite is not None
+        where = {"where": f"{offsite.url.rstrip('/')}/{offsite.bucket}"}
+        why = await probe.problem(offsite.url, offsite.bucket, offsite.region)
+        if why is not None:
+            return Finding(
+                Check.OFFSITE, Status.FAIL, Problem.OFFSITE_UNUSABLE, {**where, "why": why}
+            )
+        return Finding(Check.OFFSITE, Status.OK, Problem.NONE, where)
 
     async def _database(self) -> Finding:
         url = _without_password(self._settings.database_url)

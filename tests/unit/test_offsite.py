@@ -384,3 +384,41 @@ def test_settings_read_the_offsite_copy() -> None:
 
 
 CHUNK = 4 * MiB
+
+
+async def test_doctor_checks_the_bucket_answers_and_takes_writes(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    from bot.messages.doctor import finding_line
+    from core.adapters.offsite.probe import BucketProbe
+    from core.services.doctor import Check, Doctor, DoctorPorts, Status
+    from tests.fakes.hypervisor import FakeHypervisor
+    from tests.unit.test_doctor import Ports
+
+    ports = Ports()
+    name = new_bucket(s3_endpoint)
+
+    async def check(bucket: str) -> str:
+        settings = Settings(
+            libvirt_uri="qemu:///system",
+            libvirt_uri_explicit=True,
+            data_dir=tmp_path,
+            database_url=f"sqlite://{tmp_path / 'db.sqlite3'}",
+            offsite=OffsiteSettings(s3_endpoint, bucket),
+        )
+        found = await Doctor(
+            settings,
+            FakeHypervisor(),
+            DoctorPorts(ports, ports, ports, SystemClock(), ports, BucketProbe()),  # type: ignore[arg-type]
+            required_scopes=frozenset(),
+            public_url=None,
+        ).run()
+        (finding,) = [f for f in found if f.check is Check.OFFSITE]
+        assert (finding.status is Status.OK) == (bucket == name)
+        return finding_line(finding)
+
+    assert "answers and takes writes" in await check(name)
+    assert object_keys(s3_endpoint, name) == {}  # its probe object was removed
+    line = await check("no-such-bucket")
+    assert "NoSuchBucket" in line or "Not Found" in line or "404" in line, line
+    assert "AWS_ACCESS_KEY_ID" in line
