@@ -9,10 +9,14 @@ temporary directory on disk, and the original guest still running the same boot.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import libvirt
@@ -22,6 +26,7 @@ from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.backupstore.chunks import CHUNKS_DIR
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
+from core.adapters.libvirt.domain_copy import drill_domain
 from core.adapters.libvirt.drill import LibvirtDrillLab
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.bootstrap import wire
@@ -40,7 +45,9 @@ from core.domain.drills import (
 from core.domain.operation import OperationKind, OperationStatus
 from core.services.backups import BackupService
 from core.services.drills import DrillService
+from core.services.snapshots import SnapshotService
 from tests.conftest import ALICE
+from tests.system import daemon
 from tests.system.conftest import TEST_URI, Guest, new_workdir, remove_files
 from tests.system.guest.guest import read_counter_lines
 
@@ -147,6 +154,7 @@ async def test_a_signal_that_never_comes_fails_with_the_console_tail(
 @dataclass
 class Drills:
     service: DrillService
+    snapshots: SnapshotService
     backups: BackupService
     catalogue: TortoiseCatalogue
     store_root: Path
@@ -184,7 +192,7 @@ async def drills(catalogue: TortoiseCatalogue, workdir: Path) -> AsyncIterator[D
     assert core.drills is not None
     assert core.backups is not None
     try:
-        yield Drills(core.drills, core.backups, catalogue, root, temp_root)
+        yield Drills(core.drills, core.snapshots, core.backups, catalogue, root, temp_root)
     finally:
         await drill_lab.close()
         await disks.close()
@@ -261,3 +269,80 @@ async def test_a_drill_of_a_damaged_backup_fails_and_says_why(
     assert_nothing_left(drills, libvirt_conn)
     assert libvirt_conn.lookupByName(guest.name).isActive()
     assert boot_id(guest) == before
+
+
+async def test_a_drill_of_a_full_snapshot_boots_its_disk_state_without_memory(
+    drills: Drills, guest: Guest, libvirt_conn: libvirt.virConnect
+) -> None:
+    before = boot_id(guest)
+    await drills.snapshots.create_snapshot(guest.name, "full-1", actor=ALICE)
+
+    outcome = await drills.service.run(guest.name, "full-1", actor=ALICE)
+
+    assert outcome.passed, outcome.drill.error
+    assert outcome.drill.source is DrillSource.INTERNAL
+    assert outcome.memory_not_included
+    # The VM's lock was held for the copy only: a DRILL operation that succeeded, and the
+    # drill's own record.
+    ops = [o for o in await drills.catalogue.operations() if o.kind is OperationKind.DRILL]
+    assert sorted(o.status.value for o in ops) == ["succeeded", "succeeded"]
+    assert await drills.catalogue.running_operations() == []
+    assert_nothing_left(drills, libvirt_conn)
+    assert libvirt_conn.lookupByName(guest.name).isActive()
+    assert boot_id(guest) == before
+
+
+def leftover_domain(
+    conn: libvirt.virConnect, guest: Guest, root: Path, name: str, mark: bool
+) -> Path:
+    """A throwaway VM as a snapbot killed mid-drill leaves it: running, its files in its
+    directory (``mark``: with snapbot's drill mark, started in 2001)."""
+    directory = root / name
+    directory.mkdir()
+    daemon.give_to_test_user(directory)
+    dom = conn.lookupByName(guest.name)
+    made = drill_domain(
+        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+        ["vda"],
+        name=name,
+        uuid=str(uuid.uuid4()),
+        directory=str(directory),
+        started_at="2001-01-01T00:00:00+00:00",
+        owner="a snapbot that died",
+    )
+    disk = Path(made.disk_paths["vda"])
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    daemon.give_to_test_user(disk)
+    xml = made.xml
+    if not mark:
+        root_element = ET.fromstring(xml)
+        metadata = root_element.find("metadata")
+        assert metadata is not None
+        root_element.remove(metadata)
+        xml = ET.tostring(root_element, encoding="unicode")
+    conn.createXML(xml, 0)
+    old = datetime(2001, 1, 1, tzinfo=UTC).timestamp()
+    os.utime(directory, (old, old))
+    return directory
+
+
+async def test_the_sweep_removes_only_marked_leftovers_of_dead_drills(
+    lab: Lab, guest: Guest, libvirt_conn: libvirt.virConnect
+) -> None:
+    marked = leftover_domain(libvirt_conn, guest, lab.temp_root, f"{DRILL_VM_PREFIX}left", True)
+    unmarked_name = f"{DRILL_VM_PREFIX}not-ours"
+    unmarked = leftover_domain(libvirt_conn, guest, lab.temp_root, unmarked_name, False)
+    try:
+        assert drill_domains(libvirt_conn) == [f"{DRILL_VM_PREFIX}left", unmarked_name]
+        # Only what is older than ten years: a drill running now is never swept.
+        removed = await lab.lab.sweep_leftovers(timedelta(days=3650))
+        assert removed == [f"{DRILL_VM_PREFIX}left"]
+        assert drill_domains(libvirt_conn) == [unmarked_name]
+        assert not marked.exists()
+        # Without the mark it is not snapbot's: it stays, and so do the files it uses.
+        assert unmarked.exists()
+        assert await lab.lab.sweep_leftovers(timedelta(0)) == []
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            libvirt_conn.lookupByName(unmarked_name).destroy()
+    assert drill_domains(libvirt_conn) == []

@@ -496,41 +496,43 @@ class LibvirtDrillLab:
         limit = datetime.now(UTC) - older_than
         temp_root = self._temp_root
 
-        def sweep(conn: Any) -> tuple[list[str], set[str]]:
+        def sweep(conn: Any) -> tuple[list[str], set[str], set[str]]:
             removed: list[str] = []
             alive: set[str] = set()
+            gone: set[str] = set()
             for dom in conn.listAllDomains(0):
                 name = dom.name()
                 if not name.startswith(DRILL_VM_PREFIX):
                     continue
+                used = _directories_used(dom.XMLDesc(0))
                 try:
                     mark = ET.fromstring(
                         dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, DRILL_NAMESPACE, 0)
                     )
-                except (libvirt.libvirtError, ET.ParseError):
-                    continue  # not marked by snapbot: not ours to remove
-                directory = mark.get("directory", "")
-                try:
                     started = datetime.fromisoformat(mark.get("started", ""))
-                except ValueError:
+                except (libvirt.libvirtError, ET.ParseError, ValueError):
+                    # Not marked by snapbot: not ours to remove, nor the files it uses.
+                    alive.update(used)
                     continue
                 if started > limit:
-                    alive.add(directory)
+                    alive.update(used)
                     continue
                 _destroy_and_undefine(dom)
                 removed.append(name)
-            return removed, alive
+                gone.add(mark.get("directory", ""))
+            return removed, alive, gone
 
-        removed, alive = await self._conn.run(sweep, mutating=True)
+        removed, alive, gone = await self._conn.run(sweep, mutating=True)
 
         def sweep_directories() -> None:
-            # Directories of drills that died before their VM started or after it went.
+            # The removed VMs' directories, and those of drills that died before their VM
+            # started or after it went (old enough); only snapbot's own, in its temporary root.
             cutoff = time.time() - older_than.total_seconds()
             for path in temp_root.glob(f"{DRILL_VM_PREFIX}*"):
                 if str(path) in alive or not path.is_dir() or path.is_symlink():
                     continue
                 with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < cutoff:
+                    if str(path) in gone or path.stat().st_mtime < cutoff:
                         shutil.rmtree(path, ignore_errors=True)
                         logger.warning("removed a drill's leftover directory %s", path)
 
@@ -538,6 +540,14 @@ class LibvirtDrillLab:
         for name in removed:
             logger.warning("removed the leftover throwaway VM %s of a drill", name)
         return removed
+
+
+def _directories_used(domain_xml: str) -> set[str]:
+    """The directories of a domain's disk images, UEFI variables and file-backed devices."""
+    root = ET.fromstring(domain_xml)
+    paths = [s.get("file") or s.get("path") for s in root.iterfind("devices/*/source")]
+    paths.append(root.findtext("os/nvram"))
+    return {str(Path(p.strip()).parent) for p in paths if p and p.strip()}
 
 
 def _own_like(path: Path, reference: Path) -> None:
