@@ -102,6 +102,25 @@ async def build_core(
         uri, workers=settings.libvirt_workers, mutation_deadline=settings.libvirt_timeout
     )
     hypervisor = LibvirtHypervisor(connection)
+    # Several hosts: each its own connection (its own worker pool, reconnect and deadline).
+    # The first is ``connection`` above (``libvirt_uri`` is the first host's URI).
+    hosts: list[tuple[HostConfig, HostHypervisor]] = []
+    others: list[LibvirtHypervisor] = []
+    if settings.hosts:
+        hosts.append(
+            (settings.hosts[0], LibvirtHypervisor(connection, name=settings.hosts[0].name))
+        )
+        for config in settings.hosts[1:]:
+            other = LibvirtHypervisor(
+                LibvirtConnection(
+                    config.uri,
+                    workers=settings.libvirt_workers,
+                    mutation_deadline=settings.libvirt_timeout,
+                ),
+                name=config.name,
+            )
+            others.append(other)
+            hosts.append((config, other))
     # The demo hypervisor gets no backup store: its VMs are not real, their backups would be.
     store = (
         DirectoryBackupStore(settings.backup_dir)
@@ -131,10 +150,10 @@ async def build_core(
             clock = SystemClock()
             core = wire(
                 settings,
-                hypervisor,
+                hosts or hypervisor,
                 TortoiseCatalogue(clock),
                 clock,
-                libvirt_uri=uri,
+                libvirt_uri=uri if not hosts else ", ".join(c.uri for c, _ in hosts),
                 gated=True,
                 observer=observer,
                 store=readable,
@@ -168,6 +187,8 @@ async def build_core(
         if offsite is not None:
             offsite.close()
         await hypervisor.close()
+        for other in others:
+            await other.close()
 
 
 def wire(
