@@ -3,6 +3,8 @@ Slack, wired to ``core.services.doctor.Doctor``. Only ``bot.cli`` and tests impo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from core.adapters.backupstore.probe import DirectoryStoreProbe
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
@@ -12,7 +14,7 @@ from core.adapters.slack_probe import SlackTokenProbe
 from core.catalogue.schema_probe import CatalogueSchemaProbe
 from core.catalogue.store import SystemClock
 from core.config import Settings
-from core.services.doctor import Doctor, DoctorPorts, Finding
+from core.services.doctor import Doctor, DoctorPorts, Finding, Rights
 
 # The bot scopes manifest.yml asks for (tests/unit/test_doctor.py holds the two equal): the
 # installed package has no manifest to read.
@@ -27,8 +29,17 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
     connection = LibvirtConnection(settings.libvirt_uri, workers=2, read_deadline=30.0)
     hypervisor = LibvirtHypervisor(connection)
     api_url = settings.slack.api_url if settings.slack is not None else None
+    # Each configured host is asked on its own connection; disks and free space are read
+    # through the first host's.
+    probes = {settings.libvirt_uri: LibvirtRightsProbe(connection)}
+    extra = [
+        LibvirtConnection(host.uri, workers=1, read_deadline=30.0)
+        for host in settings.host_configs()
+        if host.uri not in probes
+    ]
+    probes.update({c.uri: LibvirtRightsProbe(c) for c in extra})
     ports = DoctorPorts(
-        libvirt=LibvirtRightsProbe(connection),
+        libvirt=_PerHost(probes),
         schema=CatalogueSchemaProbe(),
         slack=SlackTokenProbe(api_url),
         clock=SystemClock(),
@@ -42,3 +53,15 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
         return await doctor.run()
     finally:
         await hypervisor.close()
+        for other in extra:
+            await other.close()
+
+
+class _PerHost:
+    """The rights probe of each configured host's own connection."""
+
+    def __init__(self, probes: Mapping[str, LibvirtRightsProbe]) -> None:
+        self._probes = probes
+
+    async def rights(self, uri: str) -> Rights:
+        return await self._probes[uri].rights(uri)

@@ -16,6 +16,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.config import Settings
+from core.domain.hosts import HostConfig
 from core.domain.vm import DiskFormat
 from core.errors import CoreError
 from core.ports import Clock, Hypervisor
@@ -189,8 +190,8 @@ class Doctor:
         self._disk_paths: list[tuple[str, str]] = []
 
     async def run(self) -> list[Finding]:
-        findings = [await self._libvirt()]
-        if findings[0].status is Status.FAIL:
+        findings = [await self._libvirt(host) for host in self._settings.host_configs()]
+        if all(f.status is Status.FAIL for f in findings):
             # Disks and space are read through libvirt: nothing more can be known about them.
             reason = {"why": "libvirt is unreachable"}
             findings += [
@@ -207,8 +208,13 @@ class Doctor:
         findings.append(self._timezone())
         return findings
 
-    async def _libvirt(self) -> Finding:
-        uri = self._settings.libvirt_uri
+    async def _libvirt(self, host: HostConfig) -> Finding:
+        """One configured host: does libvirt answer there, and with which rights. Several
+        hosts give one finding each, ``host`` naming it."""
+        uri = host.uri
+        named: dict[str, str] = {"uri": uri}
+        if self._settings.hosts:
+            named["host"] = host.name
         try:
             rights = await self._ports.libvirt.rights(uri)
         except CoreError as exc:
@@ -216,11 +222,11 @@ class Doctor:
                 Check.LIBVIRT,
                 Status.FAIL,
                 Problem.LIBVIRT_UNREACHABLE,
-                {"uri": uri, "why": str(exc)},
+                {**named, "why": str(exc)},
             )
         if rights is Rights.READ_ONLY:
-            return Finding(Check.LIBVIRT, Status.FAIL, Problem.LIBVIRT_READ_ONLY, {"uri": uri})
-        return Finding(Check.LIBVIRT, Status.OK, Problem.NONE, {"uri": uri, "rights": rights.value})
+            return Finding(Check.LIBVIRT, Status.FAIL, Problem.LIBVIRT_READ_ONLY, named)
+        return Finding(Check.LIBVIRT, Status.OK, Problem.NONE, {**named, "rights": rights.value})
 
     async def _vms(self) -> list[Finding]:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -465,3 +466,26 @@ async def test_each_host_recovers_only_its_own_interrupted_operations_and_record
     await core.snapshots.list_snapshots("hv2/web-01")
     (row,) = await catalogue.snapshots(WEB_ON_2.uuid)
     assert row.status is CatalogueStatus.MISSING
+
+
+# -- snapbot doctor ----------------------------------------------------------------------------
+
+
+async def test_doctor_checks_libvirt_on_every_host_and_names_the_one_that_fails(
+    tmp_path: Path,
+) -> None:
+    from core.bootstrap_doctor import run_doctor
+    from core.services.doctor import Check, Status
+    from tests.unit.test_doctor import UNREACHABLE_URI, good_node, migrated, settings
+
+    db = await migrated(tmp_path / "catalogue.sqlite3")
+    good = good_node(tmp_path)
+    hosts = (HostConfig("hv1", good), HostConfig("hv2", UNREACHABLE_URI))
+    configured = replace(settings(good, db), hosts=hosts)
+    findings = await run_doctor(configured)
+    libvirt = [(f.facts["host"], f.status) for f in findings if f.check is Check.LIBVIRT]
+    assert libvirt == [("hv1", Status.OK), ("hv2", Status.FAIL)]
+    gone = next(f for f in findings if f.check is Check.LIBVIRT and f.status is Status.FAIL)
+    assert gone.facts["uri"] == UNREACHABLE_URI
+    # hv1 answers: its VMs' disks are still checked
+    assert next(f for f in findings if f.check is Check.DISKS).status is Status.OK
