@@ -75,6 +75,8 @@ class HostMember:
     running: int = 0
     order: int = 0
     vm_uuids: set[str] = field(default_factory=set)
+    # VM names as last seen here: a host that is down still makes a name it had ambiguous
+    vm_names: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -178,6 +180,7 @@ class Fleet:
     def _stamp(self, member: HostMember, vm: Vm) -> Vm:
         self._where[vm.uuid] = member.name
         member.vm_uuids.add(vm.uuid)
+        member.vm_names.add(vm.name)
         return replace(vm, host=member.name)
 
     async def _member_of(self, vm: Vm) -> HostMember:
@@ -223,7 +226,7 @@ class Fleet:
                 vms = await self._call(member, lambda hv: hv.list_vms())
             except HypervisorUnavailable:
                 return None
-            member.vm_uuids = set()
+            member.vm_uuids, member.vm_names = set(), set()
             return [self._stamp(member, vm) for vm in vms]
 
         listings = await asyncio.gather(*(one(m) for m in ready))
@@ -253,8 +256,19 @@ class Fleet:
                 return None
 
         found = [vm for vm in await asyncio.gather(*(one(m) for m in ready)) if vm is not None]
-        if len(found) > 1:
-            raise VmAmbiguous(name, [qualified(vm.host, vm.name) for vm in found])
+        # A host that does not answer now but had a VM of that name: acting on the one that
+        # answers could be acting on the wrong VM.
+        unseen = [
+            m.name
+            for m in self._members.values()
+            if m not in ready and m.watch.alias_of is None and name in m.vm_names
+        ]
+        if len(found) + len(unseen) > 1:
+            raise VmAmbiguous(
+                name,
+                sorted([qualified(vm.host, vm.name) for vm in found])
+                + [qualified(host, name) for host in unseen],
+            )
         if found:
             return found[0]
         down = unreachable(self.watch.health())

@@ -489,3 +489,20 @@ async def test_doctor_checks_libvirt_on_every_host_and_names_the_one_that_fails(
     assert gone.facts["uri"] == UNREACHABLE_URI
     # hv1 answers: its VMs' disks are still checked
     assert next(f for f in findings if f.check is Check.DISKS).status is Status.OK
+
+
+async def test_a_name_a_host_that_is_down_had_too_is_still_ambiguous(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    _hv1, hv2, hosts = two_hosts()
+    core = fleet_core(tmp_path, catalogue, hosts)
+    assert await fleet_watch(core).connect_once()
+    await core.snapshots.list_vms()
+    hv2.down = HypervisorUnavailable("Connection refused")
+    await core.snapshots.list_vms()  # hv2 found unreachable
+    with pytest.raises(VmAmbiguous) as raised:
+        await core.snapshots.vm("web-01")
+    assert raised.value.candidates == ("hv1/web-01", "hv2/web-01")
+    # a name only the host that answers has still works, and so does the host's own name
+    assert (await core.snapshots.vm("db-01")).host == "hv1"
+    assert (await core.snapshots.vm("hv1/web-01")).uuid == WEB_ON_1.uuid
