@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from core.errors import InvalidInput
@@ -59,6 +60,8 @@ class HostHealth:
     # Operations running on the host now, and its limit (None: not limited here).
     operations: int = 0
     max_operations: int | None = None
+    # When it was last found not answering (None: it answers, or was never reached yet).
+    down_since: datetime | None = None
 
 
 def host_name_from_uri(uri: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from core.domain.hosts import HostHealth, HostIdentity, host_name_from_uri, unreachable
 from core.domain.operation import Operation
@@ -52,6 +53,9 @@ class HypervisorWatch:
         self.ready = asyncio.Event()
         self.last_error: str | None = None
         self.attempts = 0
+        # When the host was first found not answering since it last answered (listings and
+        # reports say "unreachable since ...").
+        self.down_since: datetime | None = None
         # The configured host's name (several hosts), and who is told its UUID once it answers,
         # before it is reconciled: the fleet answers with the name of another host that has
         # the same UUID (the same hypervisor by another URI), and this one becomes its alias.
@@ -81,6 +85,7 @@ class HypervisorWatch:
             attempts=self.attempts,
             host_uuid=self.host_uuid,
             alias_of=self.alias_of,
+            down_since=None if self.ready.is_set() else self.down_since,
         )
 
     def health(self) -> list[HostHealth]:
@@ -98,6 +103,8 @@ class HypervisorWatch:
             logger.warning("hypervisor %s stopped answering: %s", self._hv.uri, detail)
         self.ready.clear()
         self.last_error = detail
+        if self.down_since is None:
+            self.down_since = datetime.now(UTC)
         self._lost.set()
 
     def check(self) -> None:
@@ -138,8 +145,11 @@ class HypervisorWatch:
             await self._reconciler.sync_all()
         except HypervisorError as exc:
             self.last_error = exc.detail
+            if self.down_since is None:
+                self.down_since = datetime.now(UTC)
             return False
         self.last_error = None
+        self.down_since = None
         self._lost.clear()
         self.ready.set()
         await self._tell(reconciled)
