@@ -162,10 +162,11 @@ class Metrics:
             for lock in readings.locks:
                 self.lock_seconds.labels(lock.vm_name, lock.kind).set(lock.seconds)
             for host in readings.hosts:
+                if host.alias_of is not None:
+                    continue  # the same hypervisor as another host, which is reported
                 self.reachable.labels(host.uri).set(1 if host.reachable else 0)
                 self.connect_attempts.labels(host.uri).set(host.attempts)
-                if host.alias_of is None:
-                    self.host_up.labels(host.name, host.uri).set(1 if host.reachable else 0)
+                self.host_up.labels(host.name, host.uri).set(1 if host.reachable else 0)
         return generate_latest(self.registry)
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -494,7 +494,19 @@ class FleetWatch:
         return all(results)
 
     async def run(self) -> None:
-        await asyncio.gather(*(m.watch.run() for m in self._fleet.members))
+        await asyncio.gather(*(self._keep_watching(m) for m in self._fleet.members))
+
+    @staticmethod
+    async def _keep_watching(member: HostMember) -> None:
+        """One host's watch, started again should it fail on something unforeseen: a host
+        that stops being watched would stay unreachable (or unchecked) for good."""
+        while True:
+            try:
+                await member.watch.run()
+                return  # an alias: nothing to watch
+            except CoreError:
+                logger.exception("watching host %s failed; starting again", member.name)
+            await asyncio.sleep(BACKOFF[-1])
 
     async def take_over_stale_locks(self) -> list[Operation]:
         finished: list[Operation] = []
