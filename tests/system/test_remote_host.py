@@ -20,6 +20,7 @@ from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.domain.operation import Stage
 from core.domain.snapshot import CapturedState
 from core.errors import HypervisorUnavailable
+from core.services import reconcile
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
@@ -159,7 +160,10 @@ async def test_free_space_and_allocation_come_from_the_hosts_libvirt(
 
 
 async def test_a_host_that_goes_away_is_unreachable_and_works_again_when_back(
-    remote: RealCore, second_host: RemoteHost, second_host_guest: HostGuest
+    remote: RealCore,
+    second_host: RemoteHost,
+    second_host_guest: HostGuest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     guest = second_host_guest
     await remote.service.list_vms()  # connected
@@ -175,15 +179,26 @@ async def test_a_host_that_goes_away_is_unreachable_and_works_again_when_back(
     second_host.ensure_up()
     assert [s.vm.name for s in await remote.service.list_vms()] == [guest.name]
 
+    # snapbot waits for a host that lost the answer to a change (LOST_CONTACT_WAIT): shorter
+    # here, the host staying away longer than that wait.
+    monkeypatch.setattr(reconcile, "LOST_CONTACT_WAIT", 3.0)
+    killed: list[asyncio.Task[None]] = []
+
+    async def go_away() -> None:
+        await asyncio.sleep(0.2)  # into the snapshot call, while QEMU saves
+        await asyncio.to_thread(second_host.stop_sshd)
+        await asyncio.to_thread(second_host.kill_daemon, signal.SIGKILL)
+
     async def progress(stage: Stage) -> None:
         if stage is Stage.SAVING_MEMORY_AND_DISK:
-            await asyncio.to_thread(second_host.stop_sshd)
-            await asyncio.to_thread(second_host.kill_daemon, signal.SIGKILL)
+            killed.append(asyncio.create_task(go_away()))
 
-    with pytest.raises(HypervisorUnavailable):
+    with pytest.raises(HypervisorUnavailable) as snapshotting:
         await remote.service.create_snapshot(
             guest.name, "remote-gone", actor=ALICE, progress=progress
         )
+    await killed[0]
+    assert messages.error_text(snapshotting.value).startswith("Lost contact with libvirt")
 
     # Back: the guest's QEMU outlived its daemon, the interrupted operation is reconciled,
     # and snapshots work again.
