@@ -59,9 +59,9 @@ def _pool_of(conn: Any, dom: Any, disk: Disk) -> Any | None:
         return conn.storagePoolLookupByTargetPath(directory)
     except libvirt.libvirtError:
         pass
-    # That lookup sees running pools only; a stopped one over the directory is worth naming,
-    # since starting it is all it takes.
-    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_INACTIVE):
+    # That lookup sees running pools only (and some drivers lack it); a stopped one over the
+    # directory is worth naming too, since starting it is all it takes.
+    for pool in conn.listAllStoragePools(0):
         target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
         if target is not None and posixpath.normpath(target) == directory:
             return pool
