@@ -422,3 +422,37 @@ async def test_doctor_checks_the_bucket_answers_and_takes_writes(
     line = await check("no-such-bucket")
     assert "NoSuchBucket" in line or "Not Found" in line or "404" in line, line
     assert "AWS_ACCESS_KEY_ID" in line
+
+
+async def test_build_core_wires_the_copy_and_reads_the_bucket_without_a_store(
+    core: Core,
+    backup_store: DirectoryBackupStore,
+    fake_disks: FakeDiskAccess,
+    s3_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    from core.bootstrap import build_core
+
+    fake_disks.write(WEB, 0, os.urandom(MiB))
+    await backups(core).create_backup("web-01", "kept", actor=ALICE)
+    name = new_bucket(s3_endpoint)
+    store = offsite_of(s3_endpoint, backup_store.root, bucket=name)
+    await store.copy_new()
+    store.close()
+    # A snapbot started with only the bucket (libvirt's test driver as its hypervisor).
+    settings = Settings(
+        libvirt_uri="test:///default",
+        libvirt_uri_explicit=True,
+        data_dir=tmp_path / "fresh",
+        database_url="sqlite://:memory:",
+        offsite=OffsiteSettings(s3_endpoint, name),
+    )
+    async with build_core(settings, allow_demo=False) as fresh:
+        assert fresh.offsite is not None
+        assert fresh.backups is not None
+        groups = {g.vm_name: g for g in await fresh.snapshots.list_snapshots()}
+        assert [s.label for s in groups["web-01"].snapshots] == ["kept"]
+        view = await fresh.offsite.view()
+        assert view.status.offsite_points == 1
+        with pytest.raises(InvalidInput, match="no local backup store"):
+            await fresh.offsite.copy_new()
