@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.slack.reports import SlackReporter
 from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.libvirt.drill import ppm_to_png
 from core.bootstrap import Core, wire
 from core.catalogue.store import SystemClock
 from core.config import Settings
 from core.domain.drills import DrillPolicies, DrillPolicy, ReadyKind, ReadySignal
+from scheduler.service import UsageJobs
 from tests.conftest import ALICE, Services
 from tests.fakes.disks import FakeDiskAccess
 from tests.fakes.drills import FakeDrillLab
@@ -25,6 +27,7 @@ from tests.fakes.slack import FakeMessage, FakeSlack
 from tests.slack.harness import ADMIN, CHANNEL, RESTORER, SlackBot, running_bot
 
 OWNER = "U0OWNER"
+DIGEST = "C_DIGEST"
 # A 2x1 picture as QEMU's screendump gives it (PPM), converted as the adapter converts it.
 PNG = ppm_to_png(b"P6\n2 1\n255\n\xff\x00\x00\x00\xff\x00")
 
@@ -145,3 +148,23 @@ async def test_a_vm_without_a_restore_point_is_told_how_to_make_one(
     replies = drill_bot.slack.responses(answer.response_url)
     assert any("no snapshot or restore point to drill" in (r.text or "") for r in replies)
     assert lab.made == []
+
+
+async def test_the_weekly_report_flags_vms_without_a_passing_drill_in_35_days(
+    drill_bot: SlackBot, lab: FakeDrillLab
+) -> None:
+    await drill_bot.command("/snapshot drill web-01", user=ADMIN)
+    await drill_bot.slack.wait_until(lambda: screenshot_message(drill_bot.slack))
+    await drill_bot.idle()
+    core = drill_bot.core
+    assert core.usage is not None
+    jobs = UsageJobs(
+        core.usage, SlackReporter(drill_bot.ctx.client), DIGEST, core.clock, drills=core.drills
+    )
+    await jobs.weekly()
+    flags = [m for m in drill_bot.slack.messages(DIGEST) if "restore drill" in m.text]
+    (flag,) = flags
+    assert "2 VM(s) without a passing restore drill in 35 days" in flag.text
+    assert "web-02: never" in flag.text
+    assert "db-01: never" in flag.text
+    assert "web-01" not in flag.text, "drilled just now"

@@ -14,7 +14,7 @@ import os
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from bot import messages
 from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.backupstore.chunks import CHUNKS_DIR
 from core.adapters.libvirt.connection import LibvirtConnection
@@ -53,7 +54,16 @@ from tests.system.guest.guest import read_counter_lines
 
 pytestmark = pytest.mark.system
 
+# Figures printed at the end of the run (pytest -s) for the report.
+FIGURES: list[str] = []
 COUNTER = ReadySignal(ReadyKind.CONSOLE, r"SNAPBOT-COUNTER mem=\d+")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_figures() -> Iterator[None]:
+    yield
+    if FIGURES:
+        print("\ndrill figures:\n  " + "\n  ".join(FIGURES))
 
 
 def drill_domains(conn: libvirt.virConnect) -> list[str]:
@@ -225,6 +235,14 @@ async def test_a_drill_of_a_backup_boots_its_copy_and_passes(
     assert outcome.owner == "U0OWNER"
     assert outcome.signal == COUNTER
     assert not outcome.memory_not_included
+    report = messages.drill_report(outcome)
+    assert "Drill passed" in report
+    assert f"`{point.label}`" in report
+    assert "<@U0OWNER>" not in report
+    FIGURES.append(
+        f"passing drill: ready {drill.ready_seconds:.1f} s after start, point "
+        f"{drill.point_age.total_seconds():.0f} s old"
+    )
     (recorded,) = await drills.catalogue.drills()
     assert recorded.result is DrillResult.PASSED
     last = await drills.catalogue.last_passed_drills()
@@ -260,6 +278,10 @@ async def test_a_drill_of_a_damaged_backup_fails_and_says_why(
     assert outcome.drill.result is DrillResult.FAILED
     assert outcome.drill.error is not None
     assert "damaged" in outcome.drill.error
+    report = messages.drill_report(outcome)
+    assert "Drill failed" in report
+    assert "<@U0OWNER>, please look" in report
+    assert "damaged" in report
     assert outcome.drill.ready_seconds is None
     (recorded,) = await drills.catalogue.drills()
     assert recorded.result is DrillResult.FAILED
@@ -281,6 +303,8 @@ async def test_a_drill_of_a_full_snapshot_boots_its_disk_state_without_memory(
 
     assert outcome.passed, outcome.drill.error
     assert outcome.drill.source is DrillSource.INTERNAL
+    assert "memory state is not part of a drill" in messages.drill_report(outcome)
+    FIGURES.append(f"full-snapshot drill: ready {outcome.drill.ready_seconds:.1f} s after start")
     assert outcome.memory_not_included
     # The VM's lock was held for the copy only: a DRILL operation that succeeded, and the
     # drill's own record.
