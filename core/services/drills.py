@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.domain.backups import DiskReader, DiskWriter, PointRef, RestorePointNotFound
-from core.domain.drills import Drill as DrillRecord
 from core.domain.drills import (
+    SCREENSHOT_MAX_BYTES,
     DrillFailed,
     DrillPolicies,
     DrillPolicy,
@@ -33,8 +33,10 @@ from core.domain.drills import (
     new_drill_id,
     throwaway_name,
 )
+from core.domain.drills import Drill as DrillRecord
 from core.domain.names import closest
 from core.domain.operation import (
+    SCHEDULER_VIA,
     Actor,
     OperationKind,
     ProgressCallback,
@@ -185,7 +187,7 @@ class DrillService:
                     f"a drill of {vm.name} is running already: wait for its report, one drill "
                     "of a VM at a time"
                 )
-        owner = policy.owner or (actor.user if actor.via != "scheduler" else None)
+        owner = policy.owner or (actor.user if actor.via != SCHEDULER_VIA else None)
         memory = target.kind is SnapshotKind.FULL and target.has_memory
         t0 = time.monotonic()
         try:
@@ -292,7 +294,7 @@ class DrillService:
         try:
             ready = await throwaway.wait_ready(signal, within)
         except DrillFailed as exc:
-            shot = await throwaway.screenshot()
+            shot = _kept(await throwaway.screenshot())
             return replace(
                 record,
                 result=DrillResult.FAILED,
@@ -300,7 +302,7 @@ class DrillService:
                 error=clip_error(exc.detail),
                 screenshot=shot,
             )
-        shot = await throwaway.screenshot()
+        shot = _kept(await throwaway.screenshot())
         return replace(
             record,
             result=DrillResult.PASSED,
@@ -358,13 +360,6 @@ class DrillService:
                 DrillStatus(vm.uuid, vm.name, drill, drill is None or drill.started_at < limit)
             )
         return found
-
-    async def history(self, vm_name: str | None = None, limit: int = 20) -> list[DrillRecord]:
-        vm_uuid = None if vm_name is None else (await self._vm(vm_name)).uuid
-        return await self._catalogue.drills(vm_uuid, limit)
-
-    async def screenshot(self, drill_id: str) -> bytes | None:
-        return await self._catalogue.drill_screenshot(drill_id)
 
     async def sweep(self) -> list[str]:
         """Remove what drills of a process that died left behind: throwaway VMs and their
@@ -442,6 +437,15 @@ async def _report(progress: ProgressCallback, stage: Stage) -> None:
         await progress(stage)
     except Exception:
         logger.exception("progress callback failed during a drill")
+
+
+def _kept(screenshot: bytes | None) -> bytes | None:
+    """The screenshot, unless it is too large to keep with the drill's record (a graphical
+    desktop at a high resolution): the drill is judged by its signal, not its picture."""
+    if screenshot is not None and len(screenshot) > SCREENSHOT_MAX_BYTES:
+        logger.warning("a drill's screenshot of %d bytes is not kept", len(screenshot))
+        return None
+    return screenshot
 
 
 def _copy(source: DiskReader, target: DiskWriter) -> None:

@@ -18,6 +18,7 @@ from core.catalogue.store import SystemClock
 from core.config import Settings
 from core.domain.drills import (
     DRILL_VM_PREFIX,
+    SCREENSHOT_MAX_BYTES,
     DrillPolicies,
     DrillPolicy,
     DrillResult,
@@ -333,3 +334,15 @@ async def test_a_drill_schedule_takes_no_retention(core: Core) -> None:
             ALICE,
             task=ScheduleTask.DRILL,
         )
+
+
+async def test_a_screenshot_too_large_to_keep_is_dropped_and_the_drill_still_passes(
+    core: Core, lab: FakeDrillLab, services: Services
+) -> None:
+    await backup(core, "night-1")
+    lab.script.screenshot = b"\x89PNG" + bytes(SCREENSHOT_MAX_BYTES)
+    outcome = await drills_of(core).run("web-01", actor=ALICE)
+    assert outcome.passed
+    assert outcome.drill.screenshot is None
+    (recorded,) = await services.catalogue.drills()
+    assert await services.catalogue.drill_screenshot(recorded.id) is None
