@@ -15,7 +15,7 @@ BUILD_PACKAGES := gcc pkg-config libvirt-dev python3-dev python3-venv qemu-utils
 # a private one on a loopback port, with its own config).
 TEST_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static cpio xz-utils zstd postgresql systemd openssh-server
 
-.PHONY: run console test reliability lint typecheck unit system bench deps test-deps clean
+.PHONY: run console test reliability lint typecheck unit system bench bench-smoke deps test-deps clean
 
 deps:
 	@bash scripts/ensure-packages.sh $(BUILD_PACKAGES)
@@ -77,10 +77,21 @@ reliability: test-deps $(VENV)/.installed
 	$(VENV)/bin/python scripts/reliability_table.py $(RELIABILITY_LOG) --write docs/reliability.md \
 		--pytest-status $$status --seconds $$(( $$(date +%s) - started ))
 
-# Figures, not pass/fail: snapbot against raw virsh, event-loop lag, Slack ack latency.
+# Figures, not pass/fail (bench/README.md): every benchmark in full, recorded with the machine and
+# the command in bench/results/<name>.json, and the table in bench/README.md regenerated. Run it
+# on a quiet machine: the load average is recorded with the figures. BENCH_ARGS="--only fleet".
+BENCH_ENV = SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot
 bench: test-deps $(VENV)/.installed
+	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
-	$(VENV)/bin/python bench/snapshot_latency.py $(GUEST_DIR)
+	$(BENCH_ENV) $(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# A short run of each benchmark (tests/system/test_bench_smoke.py runs it in `make test`): that
+# it runs and records, never how fast; results go to .build/bench-smoke, not bench/results.
+bench-smoke: test-deps $(VENV)/.installed
+	bash tests/system/host/start-postgres.sh
+	bash tests/system/guest/build.sh $(GUEST_DIR)
+	$(BENCH_ENV) $(VENV)/bin/python -m bench --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache
