@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.charts import MatplotlibCharts
 from core.adapters.libvirt.connection import LibvirtConnection
-from core.adapters.libvirt.disk_access import LibvirtDiskAccess
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess, is_local
 from core.adapters.libvirt.drill import LibvirtDrillLab
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.adapters.offsite import Bucket, S3OffsiteStore
@@ -41,7 +41,7 @@ from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
 from core.services.drills import DrillLab, DrillService
 from core.services.facade import Core
-from core.services.fleet import SLOT_WAIT, Fleet, FleetWatch, Owns
+from core.services.fleet import SLOT_WAIT, Fleet, FleetWatch, HostRoutedDisks, Owns
 from core.services.locks import LockService, OutcomeJudge
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner, process_owner
@@ -106,19 +106,18 @@ async def build_core(
     # The first is ``connection`` above (``libvirt_uri`` is the first host's URI).
     hosts: list[tuple[HostConfig, HostHypervisor]] = []
     others: list[LibvirtHypervisor] = []
+    connections = {settings.hosts[0].name: connection} if settings.hosts else {}
     if settings.hosts:
         hosts.append(
             (settings.hosts[0], LibvirtHypervisor(connection, name=settings.hosts[0].name))
         )
         for config in settings.hosts[1:]:
-            other = LibvirtHypervisor(
-                LibvirtConnection(
-                    config.uri,
-                    workers=settings.libvirt_workers,
-                    mutation_deadline=settings.libvirt_timeout,
-                ),
-                name=config.name,
+            connections[config.name] = LibvirtConnection(
+                config.uri,
+                workers=settings.libvirt_workers,
+                mutation_deadline=settings.libvirt_timeout,
             )
+            other = LibvirtHypervisor(connections[config.name], name=config.name)
             others.append(other)
             hosts.append((config, other))
     # The demo hypervisor gets no backup store: its VMs are not real, their backups would be.
@@ -139,7 +138,14 @@ async def build_core(
     # Without a store of its own, snapbot reads the offsite copy: a host whose store was lost
     # lists and restores every point kept there.
     readable: BackupStore | None = store if store is not None else offsite
-    disks = LibvirtDiskAccess(connection) if readable is not None else None
+    # Several hosts: each VM's disks through its own host's connection; VMs defined anew go to
+    # the first host on this machine (snapbot writes their images itself).
+    per_host = (
+        {name: LibvirtDiskAccess(conn) for name, conn in connections.items()}
+        if readable is not None and len(connections) > 1
+        else {}
+    )
+    disks = LibvirtDiskAccess(connection) if readable is not None and not per_host else None
     # Drills boot restore points beside the VMs: only where snapbot reads disks itself.
     lab = LibvirtDrillLab(connection) if disks is not None else None
     watcher: asyncio.Task[None] | None = None
@@ -158,6 +164,7 @@ async def build_core(
                 observer=observer,
                 store=readable,
                 disks=disks,
+                per_host_disks=per_host,
                 lab=lab,
                 offsite=offsite,
             )
@@ -180,6 +187,8 @@ async def build_core(
             await copies.close()
         if disks is not None:
             await disks.close()
+        for access in per_host.values():
+            await access.close()
         if lab is not None:
             await lab.close()
         if store is not None:
@@ -189,6 +198,14 @@ async def build_core(
         await hypervisor.close()
         for other in others:
             await other.close()
+
+
+def _home_host(hosts: Sequence[tuple[HostConfig, HostHypervisor]]) -> str:
+    """The host VMs restored anew are defined on: the first configured on this machine."""
+    for config, _ in hosts:
+        if is_local(config.uri):
+            return config.name
+    return hosts[0][0].name
 
 
 def wire(
@@ -202,6 +219,7 @@ def wire(
     observer: OperationObserver | None = None,
     store: BackupStore | None = None,
     disks: DiskAccess | None = None,
+    per_host_disks: Mapping[str, DiskAccess] | None = None,
     lab: DrillLab | None = None,
     offsite: OffsiteStore | None = None,
     slot_wait: float = SLOT_WAIT,
@@ -222,6 +240,8 @@ def wire(
     if isinstance(hypervisor, Sequence):
         fleet = Fleet(slot_wait=slot_wait)
         runner = OperationRunner(catalogue, clock, owner, observer, slots=fleet.slot)
+        if per_host_disks:
+            disks = HostRoutedDisks(fleet, per_host_disks, home=_home_host(hypervisor))
         for config, host in hypervisor:
 
             def reconciler_for(owns: Owns, host: HostHypervisor = host) -> Reconciler:

@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from core.domain.backups import DiskExport, RestoreTarget
 from core.domain.hosts import (
     HostConfig,
     HostHealth,
@@ -47,7 +48,7 @@ from core.errors import (
     VmAmbiguous,
     VmNotFound,
 )
-from core.ports import HostHypervisor
+from core.ports import DiskAccess, HostHypervisor
 from core.services.availability import BACKOFF, TAKEOVER_INTERVAL, HypervisorWatch
 from core.services.reconcile import Reconciler
 
@@ -514,3 +515,52 @@ class FleetWatch:
             if member.watch.alias_of is None and member.watch.ready.is_set():
                 finished.extend(await member.watch.take_over_stale_locks())
         return finished
+
+
+class HostRoutedDisks:
+    """``DiskAccess`` for several hosts: a VM's disks are read and written through its own
+    host's disk access (which says plainly when that host is not this machine); a VM defined
+    anew from the backup store goes to ``home``, the host snapbot runs on, the only one whose
+    images it can write."""
+
+    def __init__(self, fleet: Fleet, by_host: Mapping[str, DiskAccess], home: str) -> None:
+        self._fleet = fleet
+        self._by_host = dict(by_host)
+        self._home = home
+
+    async def _for(self, vm: Vm) -> DiskAccess:
+        identity = await self._fleet.host_of(vm)
+        return self._by_host[identity.name]
+
+    @asynccontextmanager
+    async def backup_view(self, vm: Vm) -> AsyncIterator[DiskExport]:
+        async with (await self._for(vm)).backup_view(vm) as export:
+            yield export
+
+    @asynccontextmanager
+    async def snapshot_view(self, vm: Vm, libvirt_name: str) -> AsyncIterator[DiskExport]:
+        async with (await self._for(vm)).snapshot_view(vm, libvirt_name) as export:
+            yield export
+
+    @asynccontextmanager
+    async def restore_in_place(
+        self, vm: Vm, sizes: Mapping[str, int]
+    ) -> AsyncIterator[RestoreTarget]:
+        async with (await self._for(vm)).restore_in_place(vm, sizes) as target:
+            yield target
+
+    @asynccontextmanager
+    async def restore_as_new(
+        self,
+        domain_xml: str,
+        sizes: Mapping[str, int],
+        *,
+        new_name: str | None,
+        blobs: Mapping[str, bytes],
+    ) -> AsyncIterator[RestoreTarget]:
+        home = self._by_host[self._home]
+        async with home.restore_as_new(domain_xml, sizes, new_name=new_name, blobs=blobs) as target:
+            yield target
+
+    async def end_leftover_job(self, vm: Vm) -> bool | None:
+        return await (await self._for(vm)).end_leftover_job(vm)
