@@ -221,7 +221,7 @@ async def run(rec: Recorder, smoke: bool) -> None:
     kinds = ["sqlite"] + (["postgres"] if os.environ.get(POSTGRES) else [])
     rec.details["limit_per_host"] = DEFAULT_MAX_OPERATIONS
     rec.details["databases"] = kinds
-    with tempfile.TemporaryDirectory() as tmp_name, Guests() as guests:
+    with tempfile.TemporaryDirectory() as tmp_name, Guests(share=smoke) as guests:
         tmp = Path(tmp_name)
         empty = tmp / "empty.xml"
         node_xml(empty, vms, 0)

@@ -34,6 +34,10 @@ from tests.system.guest.guest import COMMAND_SOCKET, domain_xml, wait_for_counte
 
 URI = daemon.URI
 GUEST_ENV = "SNAPBOT_GUEST_DIR"
+# Smoke runs share guests across groups (booting one under TCG is most of a short run's time):
+# booted on first use, removed when the run's libvirtd goes.
+_SHARED: list[Guest] = []
+SMOKE_MEMORY_MIB = 128
 
 
 @contextmanager
@@ -51,16 +55,23 @@ def test_libvirtd(needed: bool) -> Iterator[str | None]:
     try:
         yield URI
     finally:
+        for guest in _SHARED:
+            remove_guest(guest.name)
+            remove_files(guest.workdir)
+        _SHARED.clear()
         if not daemon.SHARED:
             daemon.run_script("stop-libvirtd.sh", "--purge")
         remove_files(SESSION_DIR)
 
 
 class Guests:
-    """Boots counter guests and removes them (domain and files) on exit."""
+    """Boots counter guests and removes them (domain and files) on exit. With ``share`` (smoke
+    runs), the n-th guest booted is the n-th guest of the run, whoever booted it first, and
+    stays until the run ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, share: bool = False) -> None:
         self.made: list[Guest] = []
+        self.share = share
         self.conn = open_test_conn()
 
     def boot(
@@ -68,6 +79,15 @@ class Guests:
     ) -> Guest:
         """A running counter guest with a command channel; ``disk``: a qcow2 image to boot
         from (moved into the guest's directory) instead of an empty one."""
+        if self.share and disk is None:
+            if len(self.made) < len(_SHARED):
+                guest = _SHARED[len(self.made)]
+            else:
+                # Half the RAM: a memory snapshot or restore saves or loads half as much.
+                guest = define_guest(self.conn, new_workdir(), memory_mib=SMOKE_MEMORY_MIB)
+                _SHARED.append(guest)
+            self.made.append(guest)
+            return guest
         workdir = new_workdir()
         if disk is None:
             guest = define_guest(
@@ -101,6 +121,8 @@ class Guests:
 
     def __exit__(self, *exc: object) -> None:
         for guest in reversed(self.made):
+            if guest in _SHARED:
+                continue
             remove_guest(guest.name)
             remove_files(guest.workdir)
         self.conn.close()

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import libvirt
 
-from bench.cores import TimedConnection, catalogue_at, snapbot_core
+from bench.cores import TimedCatalogue, TimedConnection, catalogue_at, snapbot_core
 from bench.guests import URI, Guests
 from bench.record import LagProbe, Recorder, percentile, spread
 from core.adapters.libvirt.xml import snapshot_xml
+from core.catalogue.store import TortoiseCatalogue
 from core.domain.operation import Actor
 
 NAME = "overhead"
@@ -48,16 +49,23 @@ async def run(rec: Recorder, smoke: bool) -> None:
     lags: list[float] = []
     # snapbot's time split: inside libvirt calls, in other blocking work, and its own.
     split: dict[str, dict[str, list[float]]] = {
-        op: {"libvirt": [], "blocking": [], "own": [], "calls": []} for op in ("create", "restore")
+        op: {k: [] for k in ("libvirt", "blocking", "own", "calls", "catalogue", "catalogue_calls")}
+        for op in ("create", "restore")
     }
     timed = TimedConnection(URI, workers=4)
-    with Guests() as guests, tempfile.TemporaryDirectory() as tmp:
+    recorded: list[TimedCatalogue] = []
+
+    def timed_catalogue(inner: TortoiseCatalogue) -> TimedCatalogue:
+        recorded.append(TimedCatalogue(inner))
+        return recorded[0]
+
+    with Guests(share=smoke) as guests, tempfile.TemporaryDirectory() as tmp:
         vm = guests.boot().name
         conn = libvirt.open(URI)
         dom = conn.lookupByName(vm)
         async with (
             catalogue_at(f"sqlite://{tmp}/bench.db") as catalogue,
-            snapbot_core(URI, Path(tmp), catalogue, connection=timed) as core,
+            snapbot_core(URI, Path(tmp), timed_catalogue(catalogue), connection=timed) as core,
         ):
             for n in range(rounds):
                 order = WAYS[n % 3 :] + WAYS[: n % 3]
@@ -66,15 +74,16 @@ async def run(rec: Recorder, smoke: bool) -> None:
                     if way == "snapbot":
                         with LagProbe() as probe:
                             timed.reset()
+                            recorded[0].reset()
                             start = time.perf_counter()
                             await core.snapshots.create_snapshot(vm, name, actor=ACTOR)
                             made = time.perf_counter()
-                            _account(split["create"], timed, made - start)
+                            _account(split["create"], timed, recorded[0], made - start)
                             await core.snapshots.restore(
                                 vm, name, actor=ACTOR, safety_snapshot=False
                             )
                             done = time.perf_counter()
-                            _account(split["restore"], timed, done - made)
+                            _account(split["restore"], timed, recorded[0], done - made)
                         lags += probe.lags
                     elif way == "direct":
                         start = time.perf_counter()
@@ -138,6 +147,12 @@ async def run(rec: Recorder, smoke: bool) -> None:
             target=f"≤ {TARGET_MS:.0f} ms",
             met=own <= TARGET_MS,
         )
+        rec.figure(
+            f"{op}: of which catalogue calls (SQLite, a commit per write), median",
+            statistics.median(split[op]["catalogue"]) * 1000,
+            "ms",
+            note=f"{statistics.median(split[op]['catalogue_calls']):.0f} calls",
+        )
         extra = (
             statistics.median(split[op]["libvirt"]) - statistics.median(times["direct"][op])
         ) * 1000
@@ -161,10 +176,15 @@ async def run(rec: Recorder, smoke: bool) -> None:
     rec.details["guest"] = "TCG counter guest, 256 MiB RAM, 64 MiB qcow2, 1 vCPU"
 
 
-def _account(into: dict[str, list[float]], timed: TimedConnection, total: float) -> None:
+def _account(
+    into: dict[str, list[float]], timed: TimedConnection, catalogue: TimedCatalogue, total: float
+) -> None:
     libvirt_s, blocking_s = timed.libvirt_seconds, timed.blocking_seconds
     into["libvirt"].append(libvirt_s)
     into["blocking"].append(blocking_s)
     into["calls"].append(float(timed.libvirt_calls))
     into["own"].append(total - libvirt_s - blocking_s)
+    into["catalogue"].append(catalogue.seconds)
+    into["catalogue_calls"].append(float(catalogue.calls))
     timed.reset()
+    catalogue.reset()

@@ -50,7 +50,7 @@ async def click(bot: SlackBot, value: str, response_url: str) -> tuple[int, floa
 async def run(rec: Recorder, smoke: bool) -> None:
     commands = clicks = 10 if smoke else 100
     in_flight = 10 if smoke else 50
-    with Guests() as guests, tempfile.TemporaryDirectory() as tmp:
+    with Guests(share=smoke) as guests, tempfile.TemporaryDirectory() as tmp:
         restored = guests.boot()
         snapped = [restored] if smoke else [guests.boot(), guests.boot()]
         async with (
