@@ -51,6 +51,7 @@ from core.domain.confirmation import (
     RestoreRequest,
     UnlockRequest,
 )
+from core.domain.hosts import HostHealth, qualified
 from core.domain.names import closest
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
@@ -285,12 +286,16 @@ class Dispatcher:
         snapshots = self._core.snapshots
         if isinstance(command, ListVms):
             vms = await snapshots.list_vms()
-            return Reply(messages.vms_table(await self._visible(actor, vms, lambda v: v.vm.name)))
+            mine = await self._visible(actor, vms, lambda v: qualified(v.vm.host, v.vm.name))
+            return Reply(messages.vms_table(mine, self.hosts()))
         if isinstance(command, ListSnapshots):
             if command.vm is not None:
                 await self._require(actor, Action.VIEW, command.vm)
             groups = await snapshots.list_snapshots(command.vm)
-            return Reply(messages.snapshots_table(await self.visible_groups(actor, groups)))
+            shown = await self.visible_groups(actor, groups)
+            return Reply(
+                messages.snapshots_table(shown, self.hosts() if command.vm is None else ())
+            )
         if isinstance(command, CreateSnapshot):
             return await self._create(command, actor, progress)
         if isinstance(command, ShowUsage):
@@ -778,7 +783,14 @@ class Dispatcher:
         self, actor: Actor, groups: Sequence[VmSnapshots]
     ) -> list[VmSnapshots]:
         """The VMs of ``groups`` that ``actor`` may see."""
-        return await self._visible(actor, groups, lambda g: g.vm_name)
+        return await self._visible(
+            actor, groups, lambda g: qualified(g.vm.host if g.vm else None, g.vm_name)
+        )
+
+    def hosts(self) -> list[HostHealth]:
+        """Every configured host and whether it answers (listings, Home and reports group by
+        host, and name those that are down, when there are several)."""
+        return self._core.watch.health()
 
     async def snapshot(self, vm: str, label: str) -> Snapshot:
         """A VM's snapshot by label (``SnapshotNotFound`` lists the closest)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -200,7 +201,11 @@ class Settings:
             digest_channel=get("SNAPBOT_DIGEST_CHANNEL", "digest_channel"),
             digest_at=digest_at,
             slack=_slack_settings(environ, file),
-            access=_access_policy(environ, file),
+            access=_access_policy(
+                environ,
+                file,
+                [h.name for h in hosts] or [host_name_from_uri(uri or DEFAULT_LIBVIRT_URI)],
+            ),
             libvirt_uri=uri or DEFAULT_LIBVIRT_URI,
             libvirt_uri_explicit=uri is not None,
             data_dir=data_dir,
@@ -349,9 +354,21 @@ def _slack_settings(environ: Mapping[str, str], file: Mapping[str, object]) -> S
     )
 
 
-def _access_policy(environ: Mapping[str, str], file: Mapping[str, object]) -> AccessPolicy:
+def _access_policy(
+    environ: Mapping[str, str], file: Mapping[str, object], host_names: Sequence[str]
+) -> AccessPolicy:
     grants = _table(file, "access").get("grants", [])
     if not isinstance(grants, list) or not all(isinstance(g, Mapping) for g in grants):
         raise InvalidInput("[[access.grants]] in SNAPBOT_CONFIG must be a list of tables")
     admins = environ.get("SNAPBOT_ADMINS", "").split(",")
-    return parse_grants(grants, admins)
+    policy = parse_grants(grants, admins)
+    # A host pattern that names no configured host grants nothing: a typo, said at start-up
+    # rather than found as a refusal.
+    for n, grant in enumerate(policy.grants, start=1):
+        for pattern in grant.hosts:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in host_names):
+                raise InvalidInput(
+                    f"access grant #{n}: hosts names {pattern!r}, which is no configured host "
+                    f"(the hosts are {', '.join(host_names)})"
+                )
+    return policy

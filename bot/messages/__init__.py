@@ -23,6 +23,7 @@ One module per topic; front ends call them through this package (``messages.erro
 - ``drills``: restore drills: their report, screenshot caption, Home tab lines, overdue VMs
 - ``startup``: the first line a front end prints
 - ``doctor``: ``snapbot doctor``'s checks and their fixes
+- ``hosts``: several hypervisor hosts: headings, a host that is down, shared VM names
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ from bot.messages.holds import (
     released,
     verified,
     verify_prompt,
+)
+from bot.messages.hosts import (
+    host_heading,
+    host_unreachable,
+    hosts_summary,
+    listed_hosts,
+    vm_ambiguous,
+    vm_on_host,
 )
 from bot.messages.offsite import (
     no_offsite,
@@ -218,8 +227,12 @@ __all__ = [
     "home_header",
     "home_nothing_visible",
     "home_vm",
+    "host_heading",
+    "host_unreachable",
+    "hosts_summary",
     "human_seconds",
     "internal_error",
+    "listed_hosts",
     "log_format_unknown",
     "modal_failed",
     "modal_refusal",
@@ -276,6 +289,8 @@ __all__ = [
     "verified",
     "verify_prompt",
     "verify_report",
+    "vm_ambiguous",
+    "vm_on_host",
     "vms_table",
     "weekly_usage_report",
     "when",

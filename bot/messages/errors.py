@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.messages.format import human_bytes, when
+from bot.messages.hosts import vm_ambiguous
 from bot.messages.usage import NAMING_ADVICE
 from bot.mrkdwn import literal
 from core.domain.backups import BackupDamaged, RestorePointNotFound
@@ -14,6 +15,7 @@ from core.errors import (
     CoreError,
     Forbidden,
     HoldForbidden,
+    HostBusy,
     HypervisorBusy,
     HypervisorError,
     HypervisorTimeout,
@@ -30,6 +32,7 @@ from core.errors import (
     SnapshotNotFound,
     SpaceUnknown,
     Unsupported,
+    VmAmbiguous,
     VmBusy,
     VmNotFound,
 )
@@ -126,8 +129,16 @@ def error_text(error: CoreError) -> str:
             f"`{literal(error.label)}` cannot be a snapshot name: {literal(error.rule)}.\n"
             + NAMING_ADVICE
         )
+    if isinstance(error, VmAmbiguous):
+        return vm_ambiguous(error.name, error.candidates)
     if isinstance(error, InvalidInput):
         return literal(error)
+    if isinstance(error, HostBusy):
+        return (
+            f"Host {literal(error.host)} is busy: it already runs {error.limit} snapbot "
+            f"operation(s), its limit, and none ended within {error.waited_seconds:.0f} s. "
+            f"Nothing was changed on {literal(error.vm)}; try again later."
+        )
     if isinstance(error, VmBusy):
         h = error.holder
         return (

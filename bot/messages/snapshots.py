@@ -3,13 +3,16 @@ and what a create, restore, delete or rename did."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from bot.messages.backups import KIND_WORDS, restore_store_warning, store_line, store_summary
 from bot.messages.format import human_bytes, human_seconds, when
+from bot.messages.hosts import host_heading, host_unreachable, listed_hosts
 from bot.messages.storage import reclaim_line
 from bot.mrkdwn import literal
 from bot.previews import StoreRestorePreview
+from core.domain.hosts import HostHealth
 from core.domain.snapshot import CatalogueStatus, Snapshot
 from core.domain.usage import ReclaimEstimate
 from core.services.snapshots import (
@@ -23,19 +26,50 @@ from core.services.snapshots import (
 )
 
 
-def vms_table(vms: Sequence[VmSummary]) -> str:
-    """``/snapshot vms``."""
+def vms_table(vms: Sequence[VmSummary], hosts: Sequence[HostHealth] = ()) -> str:
+    """``/snapshot vms``; grouped by host where ``hosts`` are several, naming those down."""
+    listed = listed_hosts(hosts)
+    if listed:
+        return _by_host(
+            listed,
+            vms,
+            lambda s: s.vm.host,
+            lambda some: "\n".join(_vm_line(s) for s in some) or "  no VMs",
+        )
     if not vms:
         return "No VMs on this host."
-    lines = ["VMs:"]
-    for s in vms:
-        busy = (
-            f"  busy: {s.busy.operation_kind} by {literal(s.busy.requested_by)}" if s.busy else ""
-        )
-        lines.append(
-            f"  {literal(s.vm.name):<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
-        )
-    return "\n".join(lines)
+    return "\n".join(["VMs:", *(_vm_line(s) for s in vms)])
+
+
+def _vm_line(s: VmSummary) -> str:
+    busy = f"  busy: {s.busy.operation_kind} by {literal(s.busy.requested_by)}" if s.busy else ""
+    return f"  {literal(s.vm.name):<24} {s.vm.state.value:<9} {s.snapshot_count} snapshot(s){busy}"
+
+
+T = TypeVar("T")
+
+
+def _by_host(
+    hosts: Sequence[HostHealth],
+    items: Sequence[T],
+    host_of: Callable[[T], str | None],
+    render: Callable[[Sequence[T]], str],
+) -> str:
+    """A listing per host, in configured order: each reachable host's heading and its items, a
+    line for each host that does not answer, then items of no host (if any)."""
+    out = []
+    names = {h.name for h in hosts}
+    for host in hosts:
+        mine = [i for i in items if host_of(i) == host.name]
+        if not host.reachable and not mine:
+            out.append(host_unreachable(host))
+            continue
+        out.append(host_heading(host, len(mine)) if host.reachable else host_unreachable(host))
+        out.append(render(mine))
+    rest = [i for i in items if host_of(i) not in names]
+    if rest:
+        out.append(render(rest))
+    return "\n".join(out)
 
 
 def _snapshot_line(s: Snapshot) -> str:
@@ -58,13 +92,40 @@ def _snapshot_line(s: Snapshot) -> str:
     )
 
 
-def snapshots_table(groups: Sequence[VmSnapshots]) -> str:
-    """``/snapshot list``: newest first per VM, with the honest size story."""
+def snapshots_table(groups: Sequence[VmSnapshots], hosts: Sequence[HostHealth] = ()) -> str:
+    """``/snapshot list``: newest first per VM, with the honest size story; grouped by host
+    where ``hosts`` are several, naming those down (records of a VM on a host that does not
+    answer are listed under it, not as gone)."""
+    listed = listed_hosts(hosts)
+    if listed:
+        return _by_host(
+            listed,
+            groups,
+            lambda g: _group_host(g, listed),
+            lambda some: _groups_text(some, listed),
+        )
     if not groups:
         return "No VMs on this host."
+    return _groups_text(groups, ())
+
+
+def _group_host(group: VmSnapshots, hosts: Sequence[HostHealth]) -> str | None:
+    """The host a group is listed under: its VM's, else the host its records were taken on."""
+    if group.vm is not None:
+        return group.vm.host
+    recorded = {s.host_uuid for s in group.snapshots if s.host_uuid}
+    return next(
+        (h.name for h in hosts if h.host_uuid is not None and h.host_uuid in recorded), None
+    )
+
+
+def _groups_text(groups: Sequence[VmSnapshots], hosts: Sequence[HostHealth]) -> str:
+    down = {h.name for h in hosts if not h.reachable}
     out = []
     for g in groups:
         gone = " (VM no longer exists)" if g.vm is None else f" ({g.vm.state.value})"
+        if g.vm is None and _group_host(g, hosts) in down:
+            gone = " (its host does not answer: state unknown)"
         busy = (
             f" — busy: {g.busy.operation_kind} by {literal(g.busy.requested_by)}" if g.busy else ""
         )

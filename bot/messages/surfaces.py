@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.messages.format import human_bytes, when
 from bot.mrkdwn import literal
+from core.domain.hosts import qualified
 from core.domain.snapshot import CatalogueStatus
 from core.services.snapshots import VmSnapshots
 
@@ -46,14 +47,20 @@ def home_header(vm_count: int, snapshot_count: int, disk_bytes: int, memory_byte
     )
 
 
-def home_vm(group: VmSnapshots) -> str:
+def home_vm(group: VmSnapshots, *, with_host: bool = False) -> str:
+    """One VM of the Home tab; ``with_host`` names it as ``hv1/web-01`` (several hosts)."""
     state = group.vm.state.value if group.vm else "no longer exists"
     busy = (
         f" · busy: {group.busy.operation_kind} by {literal(group.busy.requested_by)}"
         if group.busy
         else ""
     )
-    lines = [f"*{literal(group.vm_name)}* ({state}){busy}"]
+    name = group.vm_name
+    if with_host and group.vm is not None:
+        name = qualified(group.vm.host, group.vm_name)
+    elif with_host:
+        state = "not on any host that answers"
+    lines = [f"*{literal(name)}* ({state}){busy}"]
     newest = sorted(group.snapshots, key=lambda s: s.created_at, reverse=True)
     for s in newest[:10]:
         kind = "disk+memory" if s.has_memory else "disk"

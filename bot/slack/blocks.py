@@ -192,14 +192,14 @@ def confirm_message(text: str, confirmation_id: str, *, danger_label: str) -> li
     ]
 
 
-def home_view(header: str, groups: Sequence[VmSnapshots]) -> View:
+def home_view(header: str, groups: Sequence[VmSnapshots], *, with_host: bool = False) -> View:
     blocks: list[Block] = [
         {"type": "header", "text": _plain(messages.HOME_TITLE)},
         *sections(header),
     ]
     for group in groups:
         blocks.append({"type": "divider"})
-        blocks.extend(sections(messages.home_vm(group), limit=3))
+        blocks.extend(sections(messages.home_vm(group, with_host=with_host), limit=3))
         if len(blocks) > 95:
             blocks = blocks[:95]
             blocks.extend(sections("… more VMs: /snapshot list"))

@@ -7,6 +7,7 @@ it recently), so it never shows a snapshot that was just deleted.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -98,7 +99,15 @@ async def publish(
     drills = await _drills(ctx, actor)
     if drills is not None:
         header = f"{header}\n{drills}"
+    hosts = ctx.dispatcher.hosts()
+    several = bool(messages.listed_hosts(hosts))
+    if several:
+        # Which hosts the VMs below are on, and which cannot be shown because they are down.
+        counts = Counter(g.vm.host for g in mine if g.vm is not None and g.vm.host is not None)
+        header = f"{header}\n{messages.hosts_summary(hosts, dict(counts))}"
     try:
-        await ctx.client.views_publish(user_id=user, view=blocks.home_view(header, mine))
+        await ctx.client.views_publish(
+            user_id=user, view=blocks.home_view(header, mine, with_host=several)
+        )
     except SlackApiError as exc:
         logger.warning("views.publish for %s failed: %s", user, exc.response.get("error"))

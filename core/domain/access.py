@@ -9,7 +9,9 @@ trusted to snapshot it first:
     viewer     list and look
 
 A grant gives a role to Slack user ids and/or user groups, optionally limited to VM name
-patterns (globs such as ``web-*``) and channel ids. Nobody has any role without a grant.
+patterns (globs such as ``web-*``, or ``hv1/web-*`` naming the host too), to hypervisor hosts
+(configured host names or globs such as ``hv*``) and to channel ids. Nobody has any role
+without a grant.
 The decision is pure: the Slack layer resolves user-group membership and passes it in.
 """
 
@@ -20,6 +22,7 @@ import fnmatch
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from core.domain.hosts import SEPARATOR, qualified, split_vm_ref
 from core.errors import InvalidInput
 
 
@@ -63,24 +66,43 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """``role`` for ``users`` and members of ``usergroups``; limited to ``vms`` patterns and
-    ``channels`` when those are not empty."""
+    """``role`` for ``users`` and members of ``usergroups``; limited to ``vms`` patterns,
+    ``hosts`` patterns and ``channels`` when those are not empty."""
 
     role: Role
     users: frozenset[str] = frozenset()
     usergroups: frozenset[str] = frozenset()
     vms: tuple[str, ...] = ()
     channels: frozenset[str] = frozenset()
+    hosts: tuple[str, ...] = ()
 
     def applies_to(self, user: str, groups: Collection[str]) -> bool:
         return user in self.users or any(g in self.usergroups for g in groups)
 
-    def covers(self, vm: str | None, channel: str | None) -> bool:
+    def covers(
+        self, vm: str | None, channel: str | None, hosts: Collection[str] = frozenset()
+    ) -> bool:
         """Does the grant's scope include this VM and channel? ``vm`` None means "all VMs"
-        (a listing or ``/prune all``), which only an unlimited grant covers."""
-        if self.vms and (vm is None or not any(fnmatch.fnmatchcase(vm, p) for p in self.vms)):
+        (a listing or ``/prune all``), which only an unlimited grant covers. ``vm`` may be
+        ``hv1/web-01``; ``hosts`` are the names the VM's host is known by (its configured name
+        and its aliases; empty: not known, which no host-limited grant covers)."""
+        if self.vms and (vm is None or not any(_vm_matches(vm, p, hosts) for p in self.vms)):
+            return False
+        if self.hosts and (
+            vm is None or not any(fnmatch.fnmatchcase(h, p) for h in hosts for p in self.hosts)
+        ):
             return False
         return not self.channels or channel in self.channels
+
+
+def _vm_matches(vm: str, pattern: str, hosts: Collection[str]) -> bool:
+    """``web-*`` matches the VM's name on any host; ``hv1/web-*`` its name on that host (the
+    host typed before the name, or one the VM's host is known by)."""
+    ref = split_vm_ref(vm)
+    if SEPARATOR not in pattern:
+        return fnmatch.fnmatchcase(ref.name, pattern)
+    names = {ref.host} if ref.host is not None else set(hosts)
+    return any(fnmatch.fnmatchcase(qualified(h, ref.name), pattern) for h in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +112,28 @@ class AccessPolicy:
     grants: tuple[Grant, ...]
 
     @property
+    def limits_hosts(self) -> bool:
+        """Whether any grant names hosts (only then is a VM's host worth looking up)."""
+        return any(g.hosts for g in self.grants)
+
+    @property
     def usergroups(self) -> frozenset[str]:
         """The user groups any grant names: the only ones worth resolving."""
         return frozenset(g for grant in self.grants for g in grant.usergroups)
 
     def role_for(
-        self, user: str, groups: Collection[str], *, vm: str | None, channel: str | None
+        self,
+        user: str,
+        groups: Collection[str],
+        *,
+        vm: str | None,
+        channel: str | None,
+        hosts: Collection[str] = frozenset(),
     ) -> Role | None:
         roles = [
-            g.role for g in self.grants if g.applies_to(user, groups) and g.covers(vm, channel)
+            g.role
+            for g in self.grants
+            if g.applies_to(user, groups) and g.covers(vm, channel, hosts)
         ]
         return max(roles, default=None)
 
@@ -110,13 +145,21 @@ class AccessPolicy:
         *,
         vm: str | None,
         channel: str | None,
+        hosts: Collection[str] = frozenset(),
     ) -> bool:
-        role = self.role_for(user, groups, vm=vm, channel=channel)
+        role = self.role_for(user, groups, vm=vm, channel=channel, hosts=hosts)
         return role is not None and role >= action.role
 
-    def visible(self, user: str, groups: Collection[str], vm: str, channel: str | None) -> bool:
+    def visible(
+        self,
+        user: str,
+        groups: Collection[str],
+        vm: str,
+        channel: str | None,
+        hosts: Collection[str] = frozenset(),
+    ) -> bool:
         """May the user see this VM at all (the App Home and listings show only those)?"""
-        return self.allows(user, groups, Action.VIEW, vm=vm, channel=channel)
+        return self.allows(user, groups, Action.VIEW, vm=vm, channel=channel, hosts=hosts)
 
 
 def parse_grants(raw: Iterable[Mapping[str, object]], admins: Iterable[str] = ()) -> AccessPolicy:
@@ -134,7 +177,7 @@ def parse_grants(raw: Iterable[Mapping[str, object]], admins: Iterable[str] = ()
 
     grants: list[Grant] = []
     for n, entry in enumerate(raw, start=1):
-        unknown = set(entry) - {"role", "users", "usergroups", "vms", "channels"}
+        unknown = set(entry) - {"role", "users", "usergroups", "vms", "channels", "hosts"}
         if unknown:
             raise InvalidInput(f"access grant #{n}: unknown key(s) {', '.join(sorted(unknown))}")
         if "role" not in entry:
@@ -149,6 +192,7 @@ def parse_grants(raw: Iterable[Mapping[str, object]], admins: Iterable[str] = ()
                 usergroups=frozenset(groups),
                 vms=tuple(strings(entry, "vms", n)),
                 channels=frozenset(strings(entry, "channels", n)),
+                hosts=tuple(strings(entry, "hosts", n)),
             )
         )
     admin_ids = frozenset(a.strip() for a in admins if a.strip())

@@ -8,7 +8,8 @@ capabilities report, so two URIs reaching the same hypervisor are one host.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -157,3 +158,15 @@ def qualified(host: str | None, name: str) -> str:
 def unreachable(health: Sequence[HostHealth]) -> list[HostHealth]:
     """The hosts that do not answer now (aliases follow their host and are left out)."""
     return [h for h in health if not h.reachable and h.alias_of is None]
+
+
+def suggestable_names(typed: str, located: Iterable[tuple[str | None, str]]) -> list[str]:
+    """The names of VMs (``(host, name)`` each) to suggest for ``typed``, as a person would
+    type them: with their host where ``typed`` named one or where several hosts share the
+    name, else the name alone."""
+    pairs = list(located)
+    shared = Counter(name for _, name in pairs)
+    with_host = split_vm_ref(typed).host is not None
+    return [
+        qualified(host, name) if with_host or shared[name] > 1 else name for host, name in pairs
+    ]

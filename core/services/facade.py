@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from core.config import Settings
 from core.ports import Clock, Directory, ScheduleStore
-from core.services.access import AccessService
+from core.services.access import AccessService, host_lookup
 from core.services.availability import HypervisorWatch
 from core.services.backups import BackupService
 from core.services.confirmations import ConfirmationService
@@ -71,4 +71,9 @@ class Core:
     def access_for(self, directory: Directory) -> AccessService:
         """Role checks for a front end that serves many people, with refusals audited like
         every other request."""
-        return AccessService(self.settings.access, directory, self._operations)
+        return AccessService(
+            self.settings.access,
+            directory,
+            self._operations,
+            hosts=host_lookup(self.snapshots.vm, self.watch.health),
+        )

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 from core.domain.backups import PointRef, RestorePointNotFound
+from core.domain.hosts import suggestable_names
 from core.domain.names import closest, lookalike
 from core.domain.operation import (
     Actor,
@@ -450,7 +451,7 @@ class SnapshotService:
         try:
             return await self._hv.get_vm(name)
         except VmNotFound:
-            names = [v.name for v in await self._hv.list_vms()]
+            names = suggestable_names(name, ((v.host, v.name) for v in await self._hv.list_vms()))
             raise VmNotFound(name, closest(name, names)) from None
 
     @asynccontextmanager
