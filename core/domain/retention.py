@@ -447,18 +447,23 @@ def _plan(
                 return f"{rules.rule}: {rules.noun} {label} already kept"
         return beyond
 
-    decisions_list: list[Decision] = []
-    append = decisions_list.append
+    # Keep flag and reason per snapshot, then the decisions built in one map: the loop
+    # allocates nothing but the reasons it looks up.
+    keeps: list[bool] = []
+    whys: list[str] = []
+    keep_append, why_append = keeps.append, whys.append
     index = 0  # of the next candidate among ``candidates``
     for item in ordered:
-        key, at = item.key, item.created_at
         if item.held:
-            append(Decision(key, at, True, "held"))
+            keep_append(True)
+            why_append("held")
         elif item.safety:
-            reason, keep = safety_reasons[key]
-            append(Decision(key, at, keep, reason))
+            reason, keep = safety_reasons[item.key]
+            keep_append(keep)
+            why_append(reason)
         elif not (item.scheduled or include_manual):
-            append(Decision(key, at, True, "manual"))
+            keep_append(True)
+            why_append("manual")
         else:
             kept = reasons.get(index)
             if kept is None:
@@ -466,11 +471,13 @@ def _plan(
                 why = said.get(hour)
                 if why is None:
                     why = said[hour] = delete_reason(index)
-                append(Decision(key, at, False, why))
+                keep_append(False)
+                why_append(why)
             else:
-                append(Decision(key, at, True, kept))
+                keep_append(True)
+                why_append(kept)
             index += 1
-    decisions = tuple(decisions_list)
+    decisions = tuple(map(Decision, keys, [i.created_at for i in ordered], keeps, whys))
     if decisions and not any(d.keep for d in decisions):
         refusal = (
             f"this plan would delete all {len(decisions)} snapshots of the VM; "
