@@ -329,6 +329,7 @@ def wire(
             safety_keep=(settings.safety_keep_last, settings.safety_keep_days),
             backups=backups,
             drills=drills,
+            hosts=watch.health,
         ),
         watch=watch,
         schedule_store=catalogue,

@@ -9,12 +9,13 @@ from bot.messages.backups import consistency_text, transfer_text
 from bot.messages.drills import DRILL_SCHEDULE_WORDS, drill_outcome_line
 from bot.messages.errors import error_text
 from bot.messages.format import human_bytes, human_seconds, mention, when
+from bot.messages.hosts import host_unreachable
 from bot.messages.retention import held_during_prune
 from bot.mrkdwn import literal
 from core.domain.schedule import Schedule, ScheduleTask
 from core.domain.vm import FreeSpace
 from core.services.backups import VerifyResult
-from core.services.reports import Digest, RunReport
+from core.services.reports import Digest, RunReport, VmOutcome
 
 
 def schedule_line(s: Schedule) -> str:
@@ -78,7 +79,7 @@ def _missed_text(report: RunReport) -> str:
 def run_report(report: RunReport) -> str:
     """The message a scheduled run posts in its channel."""
     s = report.schedule
-    owner = f" {mention(s.owner)}" if report.failed or report.stale else ""
+    owner = f" {mention(s.owner)}" if report.failed or report.stale or report.unreachable else ""
     if report.fire_time is None:
         return (
             f"*Schedule {literal(s.name)}*: {_missed_text(report)} It ran no catch-up: the "
@@ -86,7 +87,7 @@ def run_report(report: RunReport) -> str:
             f"window.{owner}"
         )
     kind = "catch-up run" if report.catch_up else "run"
-    icon = "❌" if report.failed else "✅"
+    icon = "❌" if report.failed or report.unreachable else "✅"
     lines = [
         f"{icon} *Schedule {literal(s.name)}* {kind} for {when(report.fire_time)} finished in "
         f"{human_seconds(report.seconds)}{owner}"
@@ -95,7 +96,25 @@ def run_report(report: RunReport) -> str:
         lines.append(_missed_text(report))
     if report.no_vms:
         lines.append(f"No VM matches `{literal(s.vms)}`.")
-    for o in report.outcomes:
+    for host, outcomes in report.by_host():
+        if host is not None:
+            lines.append(f"Host *{literal(host)}*:")
+        lines.extend(_outcome_lines(outcomes))
+    for down in report.unreachable:
+        lines.append(f"❌ {host_unreachable(down)} This run could not reach its VMs there.")
+    lines.append(_storage(report.disk_bytes, report.free))
+    for f in report.stale:
+        level = "CRITICAL" if f.critical else "warning"
+        age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
+        lines.append(
+            f"{level}: {literal(f.vm)} {age} (this schedule promises {literal(s.when.describe())})."
+        )
+    return "\n".join(lines)
+
+
+def _outcome_lines(outcomes: Sequence[VmOutcome]) -> list[str]:
+    lines: list[str] = []
+    for o in outcomes:
         if o.drill is not None:
             lines.append(f"• {literal(o.vm)}: {drill_outcome_line(o.drill)}")
             continue
@@ -140,14 +159,7 @@ def run_report(report: RunReport) -> str:
             lines.extend(held_during_prune(h) for h in o.prune.held)
         if o.prune_error is not None:
             lines.append(f"    prune failed: {error_text(o.prune_error)}")
-    lines.append(_storage(report.disk_bytes, report.free))
-    for f in report.stale:
-        level = "CRITICAL" if f.critical else "warning"
-        age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"
-        lines.append(
-            f"{level}: {literal(f.vm)} {age} (this schedule promises {literal(s.when.describe())})."
-        )
-    return "\n".join(lines)
+    return lines
 
 
 def _verified(result: VerifyResult) -> str:
@@ -196,6 +208,7 @@ def digest_text(digest: Digest) -> str:
             f"• {literal(line.vm)}: {line.snapshots} snapshot(s){held}, {newest}, disk images "
             f"{human_bytes(line.disk_bytes)}{flag}"
         )
+    lines.extend(f"• {host_unreachable(down)}" for down in digest.unreachable)
     for schedule, status in digest.schedules:
         lines.append(f"Schedule {literal(schedule.name)}: last run {status or 'not yet'}")
     total = sum(line.disk_bytes or 0 for line in digest.lines)

@@ -7,6 +7,7 @@ capabilities report, so two URIs reaching the same hypervisor are one host.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -170,3 +171,17 @@ def suggestable_names(typed: str, located: Iterable[tuple[str | None, str]]) -> 
     return [
         qualified(host, name) if with_host or shared[name] > 1 else name for host, name in pairs
     ]
+
+
+def several(health: Sequence[HostHealth]) -> list[HostHealth]:
+    """The configured hosts that are not aliases, when there are several (else none): what
+    listings and reports group by."""
+    primaries = [h for h in health if h.alias_of is None]
+    return primaries if len(primaries) > 1 else []
+
+
+def covers_host(pattern: str, host: str) -> bool:
+    """Whether a schedule's or grant's VM pattern can match VMs on ``host``: a pattern without
+    a host (``all``, ``web-*``) matches on every host; ``hv1/web-*`` on ``hv1`` only."""
+    ref = split_vm_ref(pattern)
+    return ref.host is None or fnmatch.fnmatchcase(host, ref.host)

@@ -138,10 +138,24 @@ def parse_when(words: list[str], timezone: str) -> When:
     raise InvalidInput(f"cannot read {' '.join(words)!r} as a time; use {WHEN_USAGE}")
 
 
+# A host name (or a glob over host names) before the "/" of a VM selector.
+_HOST_PATTERN = re.compile(r"^[a-z0-9*?\[\]-]{1,32}$")
+
+
 def validate_vm_selector(selector: str) -> str:
-    """A VM name, a glob such as ``web-*``, or ``all``."""
-    if not selector or any(c.isspace() for c in selector) or "/" in selector:
-        raise InvalidInput(f"{selector!r} is not a VM name, a pattern such as web-*, or all")
+    """A VM name, a glob such as ``web-*``, or ``all``; either may name its host first
+    (``hv1/web-*``, ``hv*/db-01``) where snapbot serves several hosts."""
+    host, slash, name = selector.partition("/")
+    if (
+        not selector
+        or any(c.isspace() for c in selector)
+        or "/" in name
+        or (slash and not (name and _HOST_PATTERN.match(host)))
+    ):
+        raise InvalidInput(
+            f"{selector!r} is not a VM name, a pattern such as web-*, or all (a host may come "
+            "first, as hv1/web-*)"
+        )
     if len(selector) > SELECTOR_MAX_LENGTH:
         raise InvalidInput(
             f"the VM pattern is {len(selector)} characters long; the limit is "

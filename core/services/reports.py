@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from core.domain.hosts import HostHealth
 from core.domain.schedule import Schedule
 from core.domain.vm import FreeSpace
 from core.errors import CoreError
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class VmOutcome:
-    """What a run did to one VM. ``error`` is set for failures and skips."""
+    """What a run did to one VM. ``error`` is set for failures and skips. ``vm`` is its name
+    as typed (``hv1/web-01`` where snapbot serves several hosts), ``host`` its host's name."""
 
     vm: str
     label: str | None = None
@@ -40,6 +42,7 @@ class VmOutcome:
     verify: VerifyResult | None = None
     # A drill schedule's drill of this VM (passed or failed; ``error`` is set when it failed).
     drill: DrillOutcome | None = None
+    host: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,11 @@ class RunReport:
     free: FreeSpace | None = None
     stale: list[Freshness] = field(default_factory=list)
     no_vms: bool = False
+    # Where snapbot serves several hosts: their names in configured order (outcomes are
+    # grouped by them), and those the schedule may cover that could not be reached (their VMs
+    # were not worked on; empty with one host).
+    hosts: tuple[str, ...] = ()
+    unreachable: list[HostHealth] = field(default_factory=list)
 
     @property
     def failed(self) -> list[VmOutcome]:
@@ -74,7 +82,17 @@ class RunReport:
     def status(self) -> str:
         if self.fire_time is None:
             return "missed"
-        return "failed" if self.failed else "succeeded"
+        # A host that could not be reached left its VMs without their snapshots.
+        return "failed" if self.failed or self.unreachable else "succeeded"
+
+    def by_host(self) -> list[tuple[str | None, list[VmOutcome]]]:
+        """The outcomes per host, hosts in configured order (a host without outcomes is left
+        out); with one host, one group of every outcome."""
+        if not self.hosts:
+            return [(None, list(self.outcomes))]
+        groups = [(h, [o for o in self.outcomes if o.host == h]) for h in self.hosts]
+        rest = [o for o in self.outcomes if o.host not in self.hosts]
+        return [(h, g) for h, g in groups if g] + ([(None, rest)] if rest else [])
 
     def summary(self) -> dict[str, object]:
         """What the run row keeps (the audit of scheduled work)."""
@@ -98,6 +116,11 @@ class RunReport:
                 }
                 for o in self.outcomes
             },
+            **(
+                {"unreachable_hosts": {h.name: h.last_error for h in self.unreachable}}
+                if self.unreachable
+                else {}
+            ),
         }
 
 
@@ -120,3 +143,5 @@ class Digest:
     lines: tuple[DigestLine, ...]
     schedules: tuple[tuple[Schedule, str | None], ...]  # (schedule, status of its latest run)
     free: FreeSpace | None
+    # Several hosts: those that could not be reached (their VMs are not in ``lines``).
+    unreachable: tuple[HostHealth, ...] = ()

@@ -10,16 +10,20 @@ processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from core.domain.drills import DRILL_EVERY_DAYS, DrillFailed
+from core.domain.hosts import HostHealth, covers_host, qualified, several, unreachable
 from core.domain.operation import SCHEDULER_VIA, Actor
 from core.domain.retention import DEFAULT_SAFETY_KEEP_DAYS, DEFAULT_SAFETY_KEEP_LAST
 from core.domain.schedule import Schedule, ScheduleTask
 from core.domain.snapshot import CatalogueStatus, Origin, SnapshotKind
-from core.errors import CoreError, HypervisorError, InvalidInput
+from core.domain.vm import Vm
+from core.errors import CoreError, HypervisorError, HypervisorUnavailable, InvalidInput
 from core.ports import Clock, RunStore
 from core.services.backups import BackupService
 from core.services.drills import DrillService
@@ -42,8 +46,12 @@ class ScheduleRunner:
         safety_keep: tuple[int, int] = (DEFAULT_SAFETY_KEEP_LAST, DEFAULT_SAFETY_KEEP_DAYS),
         backups: BackupService | None = None,
         drills: DrillService | None = None,
+        hosts: Callable[[], Sequence[HostHealth]] | None = None,
     ) -> None:
         self._snapshots = snapshots
+        # Each configured host and whether it answers (reports group by host and name those
+        # that are down, where there are several).
+        self._hosts = hosts
         self._backups = backups
         self._drills = drills
         self._pruning = pruning
@@ -51,6 +59,9 @@ class ScheduleRunner:
         self._clock = clock
         self._owner = owner
         self._safety_keep = safety_keep  # (newest kept, days kept): Settings.safety_keep_*
+
+    def _health(self) -> Sequence[HostHealth]:
+        return () if self._hosts is None else self._hosts()
 
     def actor(self, schedule: Schedule) -> Actor:
         return Actor(user=f"schedule:{schedule.name}", via=SCHEDULER_VIA, channel=schedule.channel)
@@ -70,21 +81,63 @@ class ScheduleRunner:
             return None
         started = time.monotonic()
         report = RunReport(schedule, fire_time, catch_up, missed)
+        fleet = several(self._health())
+        report.hosts = tuple(h.name for h in fleet)
         try:
-            vms = [v for v in await self._snapshots.list_vms() if schedule.covers(v.vm.name)]
+            try:
+                listed = await self._snapshots.list_vms()
+            except HypervisorUnavailable:
+                if not fleet:
+                    raise
+                listed = []  # no host answers: the report names each
+            vms = [v for v in listed if covers(schedule, v.vm)]
             report.no_vms = not vms
             if schedule.task is ScheduleTask.DRILL and self._drills is not None:
                 # Only those without a passing drill lately, one after the other.
                 names = [s.vm.name for s in vms]
                 due = set(await self._drills.due(names, days=DRILL_EVERY_DAYS))
                 vms = [s for s in vms if s.vm.name in due]
-            for summary in vms:
-                report.outcomes.append(await self._one_vm(schedule, fire_time, summary.vm.name))
+            await self._work(schedule, fire_time, report, [s.vm for s in vms])
+            # A host down from the start, or lost during the run, is named in the report.
+            report.unreachable = [
+                h
+                for h in unreachable(self._health())
+                if h.name in report.hosts and covers_host(schedule.vms, h.name)
+            ]
+            report.no_vms = report.no_vms and not report.unreachable
             await self._measure(schedule, report)
         finally:
             report.seconds = time.monotonic() - started
             await self._store.finish_run(run_id, report.status, report.summary())
         return report
+
+    async def _work(
+        self, schedule: Schedule, fire_time: datetime, report: RunReport, vms: list[Vm]
+    ) -> None:
+        """Each VM's work, one VM after the other on each host and the hosts in parallel: a
+        run over several hosts lasts about as long as its slowest host, and a host that is
+        slow or goes away holds up no other. Drills stay one after the other (they share the
+        lab). Outcomes keep the listing's order."""
+        if schedule.task is ScheduleTask.DRILL or not report.hosts:
+            for vm in vms:
+                report.outcomes.append(await self._one_vm_on(schedule, fire_time, vm))
+            return
+        per_host: dict[str | None, list[Vm]] = {}
+        for vm in vms:
+            per_host.setdefault(vm.host, []).append(vm)
+        done: dict[str, VmOutcome] = {}
+
+        async def host_run(host_vms: list[Vm]) -> None:
+            for vm in host_vms:
+                done[vm.uuid] = await self._one_vm_on(schedule, fire_time, vm)
+
+        await asyncio.gather(*(host_run(host_vms) for host_vms in per_host.values()))
+        report.outcomes.extend(done[vm.uuid] for vm in vms)
+
+    async def _one_vm_on(self, schedule: Schedule, fire_time: datetime, vm: Vm) -> VmOutcome:
+        outcome = await self._one_vm(schedule, fire_time, qualified(vm.host, vm.name))
+        outcome.host = vm.host
+        return outcome
 
     async def _one_vm(self, schedule: Schedule, fire_time: datetime, vm: str) -> VmOutcome:
         if schedule.task is ScheduleTask.DRILL:
@@ -191,8 +244,9 @@ class ScheduleRunner:
         warn, critical = schedule.freshness_limits
         now = self._clock.now()
         for group in await self._snapshots.list_snapshots():
-            if group.vm is None or not schedule.covers(group.vm_name):
+            if group.vm is None or not covers(schedule, group.vm):
                 continue
+            name = qualified(group.vm.host, group.vm_name)
             report.disk_bytes += group.disk_bytes or 0
             if report.free is None:
                 try:
@@ -203,7 +257,7 @@ class ScheduleRunner:
             newest = max((s.created_at for s in present), default=None)
             age = None if newest is None else now - newest
             if age is None or age > warn:
-                report.stale.append(Freshness(group.vm_name, age, age is None or age > critical))
+                report.stale.append(Freshness(name, age, age is None or age > critical))
 
     async def digest(self, channel: str, now: datetime) -> Digest:
         """The daily overview: every VM's snapshots, freshness and holds, each schedule's
@@ -212,8 +266,21 @@ class ScheduleRunner:
         for schedule_id, _fire, status in await self._store.runs():
             latest[schedule_id] = status  # runs come oldest first: the last one wins
         return await build_digest(
-            self._snapshots, await self._store.schedules(), latest, now, channel
+            self._snapshots,
+            await self._store.schedules(),
+            latest,
+            now,
+            channel,
+            unreachable=tuple(h for h in unreachable(self._health()) if several(self._health())),
         )
+
+
+def covers(schedule: Schedule, vm: Vm) -> bool:
+    """Whether the schedule's VMs (``all``, a name or glob, or ``hv1/web-*`` with its host)
+    include ``vm``."""
+    return schedule.covers(vm.name) or (
+        vm.host is not None and schedule.covers(qualified(vm.host, vm.name))
+    )
 
 
 async def build_digest(
@@ -222,21 +289,24 @@ async def build_digest(
     latest_status: dict[int, str],
     now: datetime,
     channel: str,
+    *,
+    unreachable: tuple[HostHealth, ...] = (),
 ) -> Digest:
     lines = []
     free = None
     for group in await snapshots.list_snapshots():
         if group.vm is None:
             continue
+        name = qualified(group.vm.host, group.vm_name)
         present = [s for s in group.snapshots if s.status is CatalogueStatus.PRESENT]
         newest = max((s.created_at for s in present), default=None)
         age = None if newest is None else now - newest
         stale = None
         for schedule in schedules:
-            if schedule.covers(group.vm_name):
+            if covers(schedule, group.vm):
                 warn, critical = schedule.freshness_limits
                 if age is None or age > warn:
-                    stale = Freshness(group.vm_name, age, age is None or age > critical)
+                    stale = Freshness(name, age, age is None or age > critical)
         if free is None:
             try:
                 _, free = await snapshots.storage(group.vm)
@@ -244,7 +314,7 @@ async def build_digest(
                 free = None
         lines.append(
             DigestLine(
-                group.vm_name,
+                name,
                 len(present),
                 sum(1 for s in present if s.hold is not None),
                 age,
@@ -253,5 +323,9 @@ async def build_digest(
             )
         )
     return Digest(
-        channel, tuple(lines), tuple((s, latest_status.get(s.id)) for s in schedules), free
+        channel,
+        tuple(lines),
+        tuple((s, latest_status.get(s.id)) for s in schedules),
+        free,
+        unreachable,
     )
