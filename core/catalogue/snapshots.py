@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tortoise.expressions import Q
+from tortoise.functions import Count
 
 from core.catalogue.models import SnapshotRow
 from core.domain.snapshot import (
@@ -50,6 +51,15 @@ class TortoiseSnapshots:
         query = SnapshotRow.all() if vm_uuid is None else SnapshotRow.filter(vm_uuid=vm_uuid)
         rows = await query.order_by("created_at", "id")
         return [_snapshot(r) for r in rows]
+
+    async def snapshot_counts(self) -> dict[str, int]:
+        rows = (
+            await SnapshotRow.filter(status=CatalogueStatus.PRESENT.value)
+            .annotate(count=Count("id"))
+            .group_by("vm_uuid")
+            .values_list("vm_uuid", "count")
+        )
+        return {str(vm_uuid): int(count) for vm_uuid, count in rows}
 
     async def add_snapshot(self, snapshot: Snapshot) -> None:
         await SnapshotRow.create(

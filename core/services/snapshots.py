@@ -158,10 +158,7 @@ class SnapshotService:
         """Every VM with its state, snapshot count and lock holder."""
         vms = await self._hv.list_vms()
         busy = await self._busy()
-        counts: dict[str, int] = {}
-        for snap in await self._catalogue.snapshots():
-            if snap.status is CatalogueStatus.PRESENT:
-                counts[snap.vm_uuid] = counts.get(snap.vm_uuid, 0) + 1
+        counts = await self._catalogue.snapshot_counts()
         return [VmSummary(vm, counts.get(vm.uuid, 0), busy.get(vm.uuid)) for vm in vms]
 
     async def list_snapshots(self, vm_name: str | None = None) -> list[VmSnapshots]:

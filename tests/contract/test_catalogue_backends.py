@@ -252,6 +252,19 @@ async def test_snapshots_round_trip_in_creation_order(catalogue: AnyCatalogue) -
     assert listed.created_at.utcoffset() == timedelta(0)
 
 
+async def test_snapshot_counts_are_the_present_records_of_each_vm(
+    catalogue: AnyCatalogue,
+) -> None:
+    assert await catalogue.snapshot_counts() == {}
+    for n in range(3):
+        await catalogue.add_snapshot(snapshot(f"a-{n}", T0 + timedelta(minutes=n)))
+    await catalogue.add_snapshot(snapshot("b-0", T0, vm_uuid=VM_B))
+    await catalogue.set_snapshot_status(VM_A, "sb-a-1", CatalogueStatus.MISSING)
+    await catalogue.set_snapshot_status(VM_B, "sb-b-0", CatalogueStatus.MISSING)
+    # What /snapshot vms shows: the same as counting the records one by one.
+    assert await catalogue.snapshot_counts() == {VM_A: 2}
+
+
 async def test_snapshots_with_equal_times_keep_insertion_order(
     catalogue: AnyCatalogue,
 ) -> None:

@@ -105,6 +105,14 @@ class MemoryCatalogue(MemoryDrills):
         chosen = [s for s in self._snapshots if vm_uuid is None or s.vm_uuid == vm_uuid]
         return sorted(chosen, key=lambda s: s.created_at)  # stable: equal times keep their order
 
+    async def snapshot_counts(self) -> dict[str, int]:
+        await _round_trip()
+        counts: dict[str, int] = {}
+        for s in self._snapshots:
+            if s.status is CatalogueStatus.PRESENT:
+                counts[s.vm_uuid] = counts.get(s.vm_uuid, 0) + 1
+        return counts
+
     async def add_snapshot(self, snapshot: Snapshot) -> None:
         await _round_trip()
         for s in self._snapshots:
