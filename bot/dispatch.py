@@ -504,7 +504,8 @@ class Dispatcher:
         chart when it shows nothing else."""
         report = await self._usage().report(target)
         if report.vm is not None:
-            await self._require(actor, Action.VIEW, report.vm)
+            # The VM as typed: hv1/web-01 names its host, where web-01 alone may be another's.
+            await self._require(actor, Action.VIEW, target or report.vm)
             return await self._with_chart(report, report.vm)
         cut = await self.visible_usage(actor, report)
         if len(cut.vms) == len(report.vms):

@@ -16,14 +16,19 @@ from core.ports import Authority, Catalogue
 
 
 async def require_hold_right(
-    snapshot: Snapshot, actor: Actor, authority: Authority | None, verb: str
+    snapshot: Snapshot,
+    actor: Actor,
+    authority: Authority | None,
+    verb: str,
+    vm: str | None = None,
 ) -> None:
     """Return if ``actor`` may ``verb`` (``hold``, ``release the hold on``) ``snapshot``;
     otherwise raise ``HoldForbidden``. ``authority`` None is the local operator (the console),
-    who has every right, like virsh."""
+    who has every right, like virsh. ``vm`` names the VM with its host (``hv1/web-01``) where
+    its name alone may be another host's."""
     if authority is None or snapshot.created_by == actor.user:
         return
-    if await authority.allows(actor, Action.DELETE, snapshot.vm_name):
+    if await authority.allows(actor, Action.DELETE, vm or snapshot.vm_name):
         return
     raise HoldForbidden(
         actor.user, verb, snapshot.vm_name, snapshot.label, snapshot.created_by, actor.channel

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from core.domain.hosts import qualified
 from core.domain.operation import SCHEDULER_VIA, Actor, OperationKind, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import (
@@ -168,7 +169,7 @@ class HoldService:
         kind = OperationKind.RELEASE
         async with self._runner.run(kind, vm, actor, no_progress, label=snapshot.label) as op:
             await op.record(libvirt_name=snapshot.libvirt_name)
-            hold = (await self._current(vm.uuid, vm.name, snapshot)).hold
+            hold = (await self._current(vm.uuid, qualified(vm.host, vm.name), snapshot)).hold
             if (
                 hold is None
                 or hold.kind is not HoldKind.UNTIL
@@ -239,15 +240,16 @@ class HoldService:
                 raise problem
             vm = await self._snapshots.vm(vm_name)
             refusal.vm_uuid = vm.uuid
-            snap = await self._snapshots.find(vm.name, label)
-            await require_hold_right(snap, actor, authority, verb)
+            named = qualified(vm.host, vm.name)  # this VM, whatever other hosts have
+            snap = await self._snapshots.find(named, label)
+            await require_hold_right(snap, actor, authority, verb, named)
         async with self._runner.run(kind, vm, actor, no_progress, label=snap.label) as op:
             await op.record(libvirt_name=snap.libvirt_name)
             # Looked up again under the lock: it may have been deleted while we waited.
-            await self._current(vm.uuid, vm.name, snap)
+            await self._current(vm.uuid, named, snap)
             await self._catalogue.set_hold(vm.uuid, snap.libvirt_name, hold)
             op.outcome = f"{snap.label}: {hold.describe() if hold else 'hold released'}"
-        return await self._current(vm.uuid, vm.name, snap)
+        return await self._current(vm.uuid, named, snap)
 
     async def _current(self, vm_uuid: str, vm_name: str, snap: Snapshot) -> Snapshot:
         for row in await self._catalogue.snapshots(vm_uuid):

@@ -16,7 +16,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from core.domain.backups import PointRef
-from core.domain.hosts import HostIdentity
+from core.domain.hosts import HostIdentity, qualified
 from core.domain.names import closest
 from core.domain.snapshot import CatalogueStatus, Snapshot, SnapshotKind
 from core.domain.usage import (
@@ -168,7 +168,8 @@ class UsageService:
             usages.append(
                 VmUsage(
                     vm_uuid=vm.uuid,
-                    vm_name=vm.name,
+                    # with its host where snapbot serves several: names may be shared
+                    vm_name=qualified(vm.host, vm.name),
                     disk_bytes=disk,
                     memory_state_bytes=sum(s.memory_bytes or 0 for s in full),
                     full_snapshots=len(full),

@@ -13,7 +13,9 @@ from core.config import Settings
 from core.domain.access import AccessPolicy
 from core.domain.hosts import HostConfig
 from core.domain.vm import Vm, VmState
+from core.ports import BackupStore
 from core.services.fleet import FleetWatch
+from tests.fakes.disks import FakeDiskAccess
 from tests.fakes.hypervisor import FakeHypervisor
 
 HV1_UUID = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -34,6 +36,7 @@ class TwoHosts:
         *,
         access: AccessPolicy | None = None,
         limits: tuple[int, int] = (2, 2),
+        store: BackupStore | None = None,
     ) -> None:
         self.hv1 = FakeHypervisor(
             WEB_ON_1, DB_ON_1, host_uuid=HV1_UUID, uri="qemu+ssh://root@hv1/system", name="hv1"
@@ -55,6 +58,15 @@ class TwoHosts:
         if access is not None:
             settings = replace(settings, access=access)
         self.catalogue = catalogue
+        # With a backup store: each host's VMs' disks as files of their own directory.
+        disks = (
+            None
+            if store is None
+            else {
+                "hv1": FakeDiskAccess(self.hv1, tmp_path / "disks-hv1"),
+                "hv2": FakeDiskAccess(self.hv2, tmp_path / "disks-hv2"),
+            }
+        )
         self.core: Core = wire(
             settings,
             hosts,
@@ -62,6 +74,8 @@ class TwoHosts:
             SystemClock(),
             libvirt_uri=", ".join(c.uri for c, _ in hosts),
             backoff=(0.05,),
+            store=store,
+            per_host_disks=disks,
         )
 
     @property

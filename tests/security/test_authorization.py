@@ -20,8 +20,9 @@ import asyncio
 import importlib
 import json
 import typing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,15 +33,19 @@ import bot.slack as slack_package
 from bot import grammar, messages
 from bot.dispatch import required_action
 from bot.slack import blocks, holds
+from core.adapters.backupstore import DirectoryBackupStore
 from core.bootstrap import Core
 from core.catalogue.models import OperationRow
-from core.domain.access import Action, parse_grants
+from core.catalogue.store import TortoiseCatalogue
+from core.domain.access import AccessPolicy, Action, parse_grants
 from core.domain.operation import OperationKind, OperationStatus
 from core.domain.schedule import parse_when
 from core.domain.snapshot import Hold, HoldKind
 from core.errors import ConfirmationSpent
+from core.services.snapshots import SnapshotService
 from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
+from tests.fakes.fleet import TwoHosts
 from tests.fakes.slack import FakeSlack
 from tests.reliability.figures import record
 from tests.slack.harness import ADMIN, SlackBot, running_bot
@@ -124,6 +129,38 @@ def test_every_command_has_a_case() -> None:
             assert isinstance(parsed, cls), (form, parsed)
 
 
+@dataclass(frozen=True)
+class Matrix:
+    """Who is asked about which VMs under which grants. ``hosts_of`` says which host names a
+    VM (as typed) is on, for grants limited to hosts (the single-host matrix has none)."""
+
+    vms: tuple[str, ...]
+    policy: AccessPolicy
+    groups: dict[str, frozenset[str]]
+    principals: tuple[str, ...]
+    hosts_of: Callable[[str], frozenset[str]] = lambda vm: frozenset()
+    # How the host's usage report names a VM (with its host where there are several).
+    shown_as: Callable[[str], str] = lambda vm: vm
+    forms: frozenset[str] | None = None  # the commands asked (None: every one)
+
+
+SINGLE = Matrix(VMS, POLICY, GROUPS, PRINCIPALS)
+
+
+def tag(vm: str) -> str:
+    """``vm`` as part of a snapshot label (``hv1/web-01`` -> ``hv1-web-01``)."""
+    return vm.replace("/", "-")
+
+
+def listed(text: str, vm: str) -> bool:
+    """Does a listing show ``vm``? ``hv1/web-01`` is web-01 under host hv1's heading."""
+    host, slash, name = vm.partition("/")
+    if not slash:
+        return vm in text
+    sections = text.split("Host *")
+    return any(section.startswith(f"{host}*") and name in section for section in sections)
+
+
 @dataclass
 class Case:
     n: int
@@ -142,13 +179,16 @@ class Case:
     views: list[dict[str, Any]] = field(default_factory=list)
 
 
-def allowed(case: Case) -> dict[str, bool]:
+def allowed(case: Case, matrix: Matrix = SINGLE) -> dict[str, bool]:
     """What the access rules allow: per VM for listings, else one answer under the key ``""``."""
     assert case.command is not None
-    groups = GROUPS.get(case.user, frozenset())
+    groups = matrix.groups.get(case.user, frozenset())
 
     def may(action: Action, vm: str | None) -> bool:
-        return POLICY.allows(case.user, groups, action, vm=vm, channel=case.channel)
+        hosts = frozenset() if vm is None else matrix.hosts_of(vm)
+        return matrix.policy.allows(
+            case.user, groups, action, vm=vm, channel=case.channel, hosts=hosts
+        )
 
     command = case.command
     if (
@@ -156,7 +196,7 @@ def allowed(case: Case) -> dict[str, bool]:
         or (isinstance(command, grammar.ListSnapshots) and command.vm is None)
         or (isinstance(command, grammar.ShowUsage) and command.target is None)
     ):
-        return {vm: may(Action.VIEW, vm) for vm in VMS}
+        return {vm: may(Action.VIEW, vm) for vm in matrix.vms}
     action, vm = required_action(command)
     ok = may(action, vm)
     if isinstance(command, (grammar.HoldSnapshot, grammar.ReleaseHold)):
@@ -178,19 +218,22 @@ def _has_confirm_button(blocks_: list[dict[str, Any]]) -> bool:
 REFUSALS = ("You may not", "needs the *", "Only the snapshot's creator")
 
 
-async def ran(case: Case, core: Core, services: Services) -> dict[str, bool]:
+async def ran(
+    case: Case, core: Core, services: Services | HostServices, matrix: Matrix = SINGLE
+) -> dict[str, bool]:
     """Did the request run? Judged by its effect, in the shape ``allowed`` answers."""
     command = case.command
     text = case.reply
+    vms = matrix.vms
     if isinstance(command, grammar.ListVms):
-        return {vm: vm in text for vm in VMS}
+        return {vm: listed(text, vm) for vm in vms}
     if isinstance(command, grammar.ListSnapshots):
         if command.vm is None:
-            return {vm: f"base-{vm}" in text for vm in VMS}
-        return {"": f"base-{case.vm}" in text}
+            return {vm: f"base-{tag(vm)}" in text for vm in vms}
+        return {"": f"base-{tag(case.vm)}" in text}
     if isinstance(command, grammar.ShowUsage) and command.target is None:
         # The host's usage lists each VM the person may see (in bold).
-        return {vm: f"*{vm}*" in text for vm in VMS}
+        return {vm: f"*{matrix.shown_as(vm)}*" in text for vm in vms}
     labels = {s.label: s for s in await services.catalogue.snapshots()}
     if isinstance(command, (grammar.CreateSnapshot, grammar.RenameSnapshot)):
         return {"": case.new in labels}
@@ -237,7 +280,15 @@ async def authz_bot(core: Core, slack: FakeSlack) -> AsyncIterator[SlackBot]:
         yield running
 
 
-async def _prepare(case: Case, core: Core, services: Services) -> None:
+@dataclass
+class HostServices:
+    """What the matrix uses of a core over several hosts (``Services`` has one host's)."""
+
+    service: SnapshotService
+    catalogue: TortoiseCatalogue
+
+
+async def _prepare(case: Case, core: Core, services: Services | HostServices) -> None:
     n = case.n
     case.new = f"new-{n}"
     if "{snap}" in case.form or case.form.startswith("/restore"):
@@ -246,7 +297,7 @@ async def _prepare(case: Case, core: Core, services: Services) -> None:
     if "{held}" in case.form:
         case.held = f"held-{n}"
         created = await services.service.create_snapshot(case.vm, case.held, actor=ALICE)
-        vm = await services.hv.get_vm(case.vm)
+        vm = await services.service.vm(case.vm)
         await services.catalogue.set_hold(
             vm.uuid, created.snapshot.libvirt_name, Hold(HoldKind.INDEFINITE)
         )
@@ -317,30 +368,31 @@ async def _send(bot: SlackBot, case: Case) -> None:
 async def run_matrix(
     bot: SlackBot,
     core: Core,
-    services: Services,
+    services: Services | HostServices,
     *,
     channels: tuple[str, ...],
-    principals: tuple[str, ...] = PRINCIPALS,
+    matrix: Matrix = SINGLE,
 ) -> Tally:
     tally = Tally()
-    for vm in VMS:
-        await services.service.create_snapshot(vm, f"base-{vm}", actor=ALICE)
-        await services.service.create_snapshot(vm, f"extra-{vm}", actor=ALICE)
+    vms = matrix.vms
+    for vm in vms:
+        await services.service.create_snapshot(vm, f"base-{tag(vm)}", actor=ALICE)
+        await services.service.create_snapshot(vm, f"extra-{tag(vm)}", actor=ALICE)
     known = command_classes()
     n = 0
     for name, forms in FORMS.items():
-        if name not in known:
+        if name not in known or (matrix.forms is not None and name not in matrix.forms):
             continue
         for form in forms:
-            for user in principals:
-                for vm in VMS if "{vm}" in form else VMS[:1]:
+            for user in matrix.principals:
+                for vm in vms if "{vm}" in form else vms[:1]:
                     for channel in channels:
                         n += 1
                         case = Case(n, form, user, vm, channel)
                         await _prepare(case, core, services)
                         rejected_before = await _rejections(user)
                         await _send(bot, case)
-                        await _judge(case, core, services, tally, rejected_before)
+                        await _judge(case, core, services, tally, rejected_before, matrix)
                         tally.forms.add(name)
     return tally
 
@@ -352,11 +404,16 @@ async def _rejections(user: str) -> int:
 
 
 async def _judge(
-    case: Case, core: Core, services: Services, tally: Tally, rejected_before: int
+    case: Case,
+    core: Core,
+    services: Services | HostServices,
+    tally: Tally,
+    rejected_before: int,
+    matrix: Matrix = SINGLE,
 ) -> None:
     tally.cases += 1
-    expected = allowed(case)
-    actual = await ran(case, core, services)
+    expected = allowed(case, matrix)
+    actual = await ran(case, core, services, matrix)
     who = f"#{case.n} {case.user} in {case.channel}: {case.line}"
     for key, may in expected.items():
         tally.decisions += 1
@@ -387,6 +444,67 @@ async def test_authorization_matrix_every_channel(
     """The same across the public channel, the channel-limited grant's channel and a DM."""
     tally = await run_matrix(authz_bot, core, services, channels=CHANNELS)
     _report("Authorization matrix (every channel)", tally, channels=len(CHANNELS))
+
+
+# Grants limited to hosts, over two hosts that both have a web-01 (tests/fakes/fleet.py).
+HV1_OPERATOR = "U_HV1_OPS"  # operator on every VM of hv1
+HV2_WEB_RESTORER = "U_HV2_WEB"  # restorer on web-* of hv2
+HV2_ADMIN = "U_HV2_ADMIN"  # admin, but only of hv2
+HOST_GRANTS: list[dict[str, object]] = [
+    {"role": "operator", "users": [HV1_OPERATOR], "hosts": ["hv1"]},
+    {"role": "restorer", "users": [HV2_WEB_RESTORER], "hosts": ["hv2"], "vms": ["web-*"]},
+    {"role": "admin", "users": [HV2_ADMIN], "hosts": ["hv*2"]},
+]
+HOST_VMS = {
+    "hv1/web-01": frozenset({"hv1"}),
+    "hv2/web-01": frozenset({"hv2"}),
+    "db-01": frozenset({"hv1"}),  # named alone: its host is looked up
+    "app-01": frozenset({"hv2"}),
+}
+HOSTS_MATRIX = Matrix(
+    tuple(HOST_VMS),
+    parse_grants(HOST_GRANTS, [ADMIN]),
+    {},
+    (ADMIN, HV1_OPERATOR, HV2_WEB_RESTORER, HV2_ADMIN, NOBODY),
+    hosts_of=lambda vm: HOST_VMS.get(vm, frozenset()),
+    shown_as=lambda vm: vm if "/" in vm else f"{min(HOST_VMS[vm])}/{vm}",
+    # what needs no offsite copy (the fake hosts have no bucket)
+    forms=frozenset(FORMS) - {"Offsite"},
+)
+
+
+async def test_authorization_matrix_with_grants_limited_to_hosts(
+    tmp_path: Path, catalogue: TortoiseCatalogue, slack: FakeSlack
+) -> None:
+    """Every command form × principals whose grants are limited to a host (alone, with a VM
+    pattern, an admin of one host) × VMs of both hosts, named with their host or alone."""
+    store = DirectoryBackupStore(tmp_path / "backups", gc_safety_margin=timedelta(0))
+    try:
+        hosts = TwoHosts(tmp_path, catalogue, store=store)
+        assert await hosts.connect()
+        slack.trigger_ttl = 30.0
+        async with running_bot(hosts.core, slack, grants=HOST_GRANTS) as running:
+            tally = await run_matrix(
+                running,
+                hosts.core,
+                HostServices(hosts.core.snapshots, catalogue),
+                channels=(GENERAL,),
+                matrix=HOSTS_MATRIX,
+            )
+    finally:
+        store.close()
+    record(
+        "Authorization matrix (grants limited to hosts)",
+        f"{len(tally.forms)} commands × {len(HOSTS_MATRIX.principals)} principals (host, host "
+        f"and VM pattern, admin of one host, nobody) × {len(HOST_VMS)} VMs on two hosts",
+        f"{tally.cases} cases ({tally.decisions} decisions), {len(tally.unauthorized)} "
+        f"unauthorized executions, {len(tally.not_run)} allowed requests that did not run",
+        passed=not tally.unauthorized and not tally.not_run,
+    )
+    assert not tally.unauthorized, "\n".join(tally.unauthorized)
+    assert not tally.not_run, "\n".join(tally.not_run)
+    assert not tally.unaudited, "\n".join(tally.unaudited)
+    assert tally.forms == HOSTS_MATRIX.forms & set(command_classes())
 
 
 def _report(check: str, tally: Tally, *, channels: int) -> None:
