@@ -29,8 +29,7 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
     connection = LibvirtConnection(settings.libvirt_uri, workers=2, read_deadline=30.0)
     hypervisor = LibvirtHypervisor(connection)
     api_url = settings.slack.api_url if settings.slack is not None else None
-    # Each configured host is asked on its own connection; disks and free space are read
-    # through the first host's.
+    # Each configured host is asked on its own connection.
     probes = {settings.libvirt_uri: LibvirtRightsProbe(connection)}
     extra = [
         LibvirtConnection(host.uri, workers=1, read_deadline=30.0)
@@ -38,6 +37,12 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
         if host.uri not in probes
     ]
     probes.update({c.uri: LibvirtRightsProbe(c) for c in extra})
+    # Several hosts: disks and free space are read on each host through its own connection.
+    connections = {connection.uri: connection, **{c.uri: c for c in extra}}
+    per_host = {
+        host.name: LibvirtHypervisor(connections[host.uri], name=host.name)
+        for host in settings.host_configs()
+    }
     ports = DoctorPorts(
         libvirt=_PerHost(probes),
         schema=CatalogueSchemaProbe(),
@@ -48,7 +53,12 @@ async def run_doctor(settings: Settings, *, public_url: str | None = None) -> li
     )
     try:
         doctor = Doctor(
-            settings, hypervisor, ports, required_scopes=BOT_SCOPES, public_url=public_url
+            settings,
+            hypervisor,
+            ports,
+            required_scopes=BOT_SCOPES,
+            public_url=public_url,
+            hosts=per_host if len(per_host) > 1 else None,
         )
         return await doctor.run()
     finally:

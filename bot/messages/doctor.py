@@ -154,7 +154,9 @@ def finding_line(finding: Finding) -> str:
         text = what.format_map(facts)
         if fix:
             text += f". Fix: {fix.format_map(facts)}"
-    return f"{finding.status.value:<4}  {finding.check.value}: {text}"
+    # Several hosts: each host's libvirt, disks and space are a line of their own.
+    on = f" on {facts['host']}" if "host" in facts else ""
+    return f"{finding.status.value:<4}  {finding.check.value}{on}: {text}"
 
 
 def doctor_report(findings: list[Finding]) -> str:

@@ -8,8 +8,8 @@ the catalogue database and Slack through the ports below, so a test can break ea
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -180,9 +180,13 @@ class Doctor:
         *,
         required_scopes: frozenset[str],
         public_url: str | None,
+        hosts: Mapping[str, Hypervisor] | None = None,
     ) -> None:
         self._settings = settings
         self._hv = hypervisor
+        # Each configured host's own hypervisor by name, where there are several: disks and
+        # free space are checked on each (None: on ``hypervisor`` alone).
+        self._hosts = hosts
         self._ports = ports
         self._required_scopes = required_scopes
         self._public_url = public_url
@@ -190,8 +194,11 @@ class Doctor:
         self._disk_paths: list[tuple[str, str]] = []
 
     async def run(self) -> list[Finding]:
-        findings = [await self._libvirt(host) for host in self._settings.host_configs()]
-        if all(f.status is Status.FAIL for f in findings):
+        configs = self._settings.host_configs()
+        findings = [await self._libvirt(host) for host in configs]
+        if self._hosts is not None and len(configs) > 1:
+            findings += await self._each_host(configs, list(findings))
+        elif all(f.status is Status.FAIL for f in findings):
             # Disks and space are read through libvirt: nothing more can be known about them.
             reason = {"why": "libvirt is unreachable"}
             findings += [
@@ -228,9 +235,43 @@ class Doctor:
             return Finding(Check.LIBVIRT, Status.FAIL, Problem.LIBVIRT_READ_ONLY, named)
         return Finding(Check.LIBVIRT, Status.OK, Problem.NONE, {**named, "rights": rights.value})
 
-    async def _vms(self) -> list[Finding]:
+    async def _each_host(
+        self, configs: Sequence[HostConfig], libvirt: list[Finding]
+    ) -> list[Finding]:
+        """Disk formats and free space of each host's VMs, through that host's connection;
+        a host whose libvirt check failed is named as not checked. Only the first host's disk
+        paths are compared with the backup store's filesystem (the others' are not this
+        machine's)."""
+        assert self._hosts is not None
+        findings: list[Finding] = []
+        for index, (host, reached) in enumerate(zip(configs, libvirt, strict=True)):
+            named = {"host": host.name}
+            hv = self._hosts.get(host.name)
+            if reached.status is Status.FAIL or hv is None:
+                reason = {**named, "why": f"libvirt on host {host.name} did not answer"}
+                findings += [
+                    Finding(Check.DISKS, Status.WARN, Problem.NOT_CHECKED, reason),
+                    Finding(Check.SPACE, Status.WARN, Problem.NOT_CHECKED, reason),
+                ]
+                continue
+            findings += await self._vms(hv, named, local=index == 0)
+        return findings
+
+    async def _vms(
+        self,
+        hv: Hypervisor | None = None,
+        named: Mapping[str, str] | None = None,
+        *,
+        local: bool = True,
+    ) -> list[Finding]:
+        hv = self._hv if hv is None else hv
+        named = {} if named is None else dict(named)
+        found = await self._vm_findings(hv, local=local)
+        return [replace(f, facts={**named, **f.facts}) for f in found] if named else found
+
+    async def _vm_findings(self, hv: Hypervisor, *, local: bool) -> list[Finding]:
         try:
-            vms = await self._hv.list_vms()
+            vms = await hv.list_vms()
         except CoreError as exc:
             reason = {"why": str(exc)}
             return [
@@ -248,12 +289,15 @@ class Doctor:
         tightest: int | None = None
         for vm in sorted(vms, key=lambda v: v.name):
             try:
-                facts = await self._hv.vm_facts(vm)
-                places = await self._hv.snapshot_places(facts)
+                facts = await hv.vm_facts(vm)
+                places = await hv.snapshot_places(facts)
             except CoreError as exc:
                 unknown.append(f"{vm.name} ({exc})")
                 continue
-            self._disk_paths += [(f"{vm.name}:{d.target}", d.path) for d in facts.disks if d.path]
+            if local:
+                self._disk_paths += [
+                    (f"{vm.name}:{d.target}", d.path) for d in facts.disks if d.path
+                ]
             bad_disks += [
                 f"{vm.name}:{d.target} ({d.format_name})"
                 for d in facts.disks

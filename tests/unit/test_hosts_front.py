@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,13 +16,27 @@ from bot import grammar, messages
 from bot.dispatch import Dispatcher, Reply
 from bot.grammar import UsageError
 from bot.mrkdwn import plain
-from core.catalogue.store import TortoiseCatalogue
+from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.config import Settings
 from core.domain.access import Action, parse_grants
 from core.domain.hosts import HostHealth, suggestable_names
 from core.domain.operation import Actor, OperationStatus
 from core.domain.schedule import ScheduleTask, parse_when, validate_vm_selector
+from core.domain.vm import Disk, DiskFormat
 from core.errors import Forbidden, HypervisorUnavailable, InvalidInput, VmAmbiguous, VmNotFound
+from core.services.doctor import (
+    Check,
+    Doctor,
+    DoctorPorts,
+    Finding,
+    Problem,
+    Rights,
+    Schema,
+    SchemaState,
+    SlackAuth,
+    Status,
+    StoreFacts,
+)
 from core.services.reports import RunReport
 from tests.fakes.fleet import APP_ON_2, DB_ON_1, WEB_ON_1, WEB_ON_2, TwoHosts
 
@@ -393,3 +408,84 @@ async def test_the_digest_names_vms_with_their_host_and_a_host_that_is_down(
     text = flat(messages.digest_text(digest))
     assert "Host hv2 (qemu+tls://hv2/system) is unreachable since" in text
     assert ScheduleTask.SNAPSHOT  # the digest is built for every task kind alike
+
+
+# -- snapbot doctor over several hosts ----------------------------------------------------------
+
+
+class HostProbes:
+    """The doctor's probes: libvirt rights per URI (a URI in ``down`` does not answer)."""
+
+    def __init__(self, down: set[str]) -> None:
+        self.down = down
+
+    async def rights(self, uri: str) -> Rights:
+        if uri in self.down:
+            raise HypervisorUnavailable("Connection refused")
+        return Rights.READ_WRITE
+
+    async def facts(self, directory: Path) -> StoreFacts:
+        return StoreFacts(True, 500 * 2**30, 1, ())
+
+    async def device_of(self, path: str) -> int | None:
+        return 2
+
+    async def schema(self, database_url: str) -> Schema:
+        return Schema(SchemaState.UP_TO_DATE)
+
+    async def auth_test(self, token: str) -> SlackAuth:
+        return SlackAuth(error=None, team="T", scopes=None)
+
+    async def open_socket(self, app_token: str) -> str | None:
+        return None
+
+
+async def run_doctor_over(hosts: TwoHosts, down: set[str]) -> list[Finding]:
+    probes = HostProbes(down)
+    return await Doctor(
+        hosts.core.settings,
+        hosts.hv1,
+        DoctorPorts(
+            libvirt=probes, schema=probes, slack=probes, clock=SystemClock(), backup=probes
+        ),
+        required_scopes=frozenset(),
+        public_url=None,
+        hosts={"hv1": hosts.hv1, "hv2": hosts.hv2},
+    ).run()
+
+
+async def test_doctor_checks_disks_and_space_on_each_host(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    hosts = TwoHosts(tmp_path, catalogue)
+    raw = Disk("vda", "/srv/images/app.img", DiskFormat.RAW, "raw", False)
+    hosts.hv2.vms[APP_ON_2.uuid] = replace(hosts.hv2.vms[APP_ON_2.uuid], disks=(raw,))
+    hosts.hv2.free_bytes = 2**30  # 1 GiB: too little for a snapshot with memory
+    findings = await run_doctor_over(hosts, set())
+    per_host = {
+        (f.check, f.facts.get("host")): f
+        for f in findings
+        if f.check in (Check.LIBVIRT, Check.DISKS, Check.SPACE)
+    }
+    assert per_host[Check.DISKS, "hv1"].status is Status.OK
+    assert per_host[Check.SPACE, "hv1"].status is Status.OK
+    assert per_host[Check.DISKS, "hv2"].status is Status.FAIL
+    assert "app-01:vda (raw)" in per_host[Check.DISKS, "hv2"].facts["disks"]
+    assert per_host[Check.SPACE, "hv2"].problem is Problem.SPACE_LOW
+    report = messages.doctor_report(findings)
+    assert "FAIL  disk formats on hv2: writable disks not in qcow2" in report
+    assert "OK    disk formats on hv1:" in report
+    assert "WARN  free space on hv2: less than 2.0 GiB free" in report
+
+
+async def test_doctor_names_the_host_it_cannot_reach_and_checks_the_other(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    hosts = TwoHosts(tmp_path, catalogue)
+    findings = await run_doctor_over(hosts, {hosts.hv2.uri})
+    report = messages.doctor_report(findings)
+    assert "FAIL  libvirt on hv2: cannot reach libvirt at qemu+tls://hv2/system" in report
+    assert "OK    libvirt on hv1:" in report
+    assert "OK    disk formats on hv1:" in report
+    assert "WARN  disk formats on hv2: not checked: libvirt on host hv2 did not answer" in report
+    assert "WARN  free space on hv2: not checked" in report
