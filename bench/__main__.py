@@ -20,7 +20,9 @@ from bench.guests import test_libvirtd
 from bench.record import RESULTS, SMOKE_RESULTS, Recorder
 
 GROUPS: dict[str, ModuleType] = {
-    m.NAME: m for m in (overhead, backups, responsiveness, fleet, retention)
+    # fleet last: the longest, and the one most likely to be cut short
+    m.NAME: m
+    for m in (overhead, backups, responsiveness, retention, fleet)
 }
 
 
