@@ -371,6 +371,7 @@ async def run_matrix(
     services: Services | HostServices,
     *,
     channels: tuple[str, ...],
+    principals: tuple[str, ...] | None = None,
     matrix: Matrix = SINGLE,
 ) -> Tally:
     tally = Tally()
@@ -384,7 +385,7 @@ async def run_matrix(
         if name not in known or (matrix.forms is not None and name not in matrix.forms):
             continue
         for form in forms:
-            for user in matrix.principals:
+            for user in principals or matrix.principals:
                 for vm in vms if "{vm}" in form else vms[:1]:
                     for channel in channels:
                         n += 1
