@@ -94,7 +94,7 @@ class ConfirmRestore:
     def typed_name(self) -> str:
         if isinstance(self.preview, StoreRestorePreview):
             return self.preview.typed_name
-        return self.preview.vm.name
+        return qualified(self.preview.vm.host, self.preview.vm.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +394,11 @@ class Dispatcher:
             return await self._request_store_restore(deleted, actor)
         if preview.snapshot.kind.in_backup_store:
             store = StoreRestorePreview(
-                preview.vm.name, preview.vm, preview.snapshot, preview.newer, command.as_name
+                qualified(preview.vm.host, preview.vm.name),
+                preview.vm,
+                preview.snapshot,
+                preview.newer,
+                command.as_name,
             )
             return await self._request_store_restore(store, actor, command.safety_snapshot)
         if command.as_name is not None:
@@ -406,8 +410,12 @@ class Dispatcher:
             )
         # The exact snapshot shown: its libvirt name never changes, even if it is renamed.
         shown = preview.snapshot
+        # The VM with its host where there are several: confirmed later, it must be this one.
         request = RestoreRequest(
-            preview.vm.name, shown.label, shown.libvirt_name, command.safety_snapshot
+            qualified(preview.vm.host, preview.vm.name),
+            shown.label,
+            shown.libvirt_name,
+            command.safety_snapshot,
         )
         confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmRestore(confirmation, preview, command.safety_snapshot)
@@ -472,14 +480,18 @@ class Dispatcher:
                 f"`{shown.label}` of {preview.vm.name} is already in the backup store "
                 f"({shown.kind.value}); only full snapshots can be archived"
             )
-        request = ArchiveRequest(preview.vm.name, shown.label, shown.libvirt_name)
+        request = ArchiveRequest(
+            qualified(preview.vm.host, preview.vm.name), shown.label, shown.libvirt_name
+        )
         confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmArchive(confirmation, shown)
 
     async def _request_delete(self, command: DeleteSnapshot, actor: Actor) -> Outcome:
         preview = await self._core.snapshots.delete_preview(command.vm, command.label)
         shown = preview.snapshot
-        request = DeleteRequest(preview.vm.name, shown.label, shown.libvirt_name)
+        request = DeleteRequest(
+            qualified(preview.vm.host, preview.vm.name), shown.label, shown.libvirt_name
+        )
         confirmation = await self._core.confirmations.create(request, actor)
         return ConfirmDelete(confirmation, shown, await self._reclaim([shown]))
 
@@ -554,7 +566,7 @@ class Dispatcher:
     async def _request_unlock(self, command: Unlock, actor: Actor) -> Outcome:
         preview = await self._core.locks.preview(command.vm)
         confirmation = await self._core.confirmations.create(
-            UnlockRequest(preview.vm.name, preview.operation.id), actor
+            UnlockRequest(qualified(preview.vm.host, preview.vm.name), preview.operation.id), actor
         )
         return ConfirmUnlock(confirmation, preview)
 

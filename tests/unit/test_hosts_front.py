@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot import grammar, messages
-from bot.dispatch import Dispatcher, Reply
+from bot.dispatch import ConfirmDelete, ConfirmRestore, Dispatcher, Reply
 from bot.grammar import UsageError
 from bot.mrkdwn import plain
 from core.catalogue.store import SystemClock, TortoiseCatalogue
@@ -489,3 +489,31 @@ async def test_doctor_names_the_host_it_cannot_reach_and_checks_the_other(
     assert "OK    disk formats on hv1:" in report
     assert "WARN  disk formats on hv2: not checked: libvirt on host hv2 did not answer" in report
     assert "WARN  free space on hv2: not checked" in report
+
+
+# -- confirmations name the VM with its host ----------------------------------------------------
+
+
+async def test_a_restore_and_a_delete_confirmed_later_act_on_the_vm_of_the_host_named(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    hosts = TwoHosts(tmp_path, catalogue)
+    assert await hosts.connect()
+    await hosts.core.snapshots.create_snapshot("hv2/web-01", "good", actor=ALICE)
+    await hosts.core.snapshots.create_snapshot("hv2/web-01", "old", actor=ALICE)
+    dispatcher = Dispatcher(hosts.core, None)
+
+    restore = await dispatcher.handle(grammar.parse_line("/restore hv2/web-01 good"), ALICE)
+    assert isinstance(restore, ConfirmRestore)
+    # typed to confirm: the name that says which web-01 will be changed
+    assert restore.typed_name == "hv2/web-01"
+    await dispatcher.confirm(restore.confirmation.id, ALICE, safety_snapshot=False)
+    assert ("revert_snapshot", WEB_ON_2.uuid) in hosts.hv2.calls
+    assert all(uuid != WEB_ON_1.uuid for _, uuid in hosts.hv1.calls)
+
+    delete = await dispatcher.handle(grammar.parse_line("/snapshot delete hv2/web-01 old"), ALICE)
+    assert isinstance(delete, ConfirmDelete)
+    await dispatcher.confirm(delete.confirmation.id, ALICE)
+    left = {s.label for s in await catalogue.snapshots(WEB_ON_2.uuid)}
+    assert "old" not in left
+    assert "good" in left
