@@ -165,7 +165,7 @@ class HoldService:
     async def expire(self, snapshot: Snapshot, now: datetime, actor: Actor) -> bool:
         """End ``snapshot``'s ``--until`` hold if its date has passed; False when the hold was
         changed meanwhile (checked under the VM's lock). Audited as a release by ``actor``."""
-        vm = await self._snapshots.vm(snapshot.vm_name)
+        vm = await self._snapshots.vm_by_uuid(snapshot.vm_uuid)
         kind = OperationKind.RELEASE
         async with self._runner.run(kind, vm, actor, no_progress, label=snapshot.label) as op:
             await op.record(libvirt_name=snapshot.libvirt_name)

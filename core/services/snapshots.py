@@ -419,6 +419,10 @@ class SnapshotService:
         """The VM named ``name``; ``VmNotFound`` lists the closest names."""
         return await self._vm(name)
 
+    async def vm_by_uuid(self, uuid: str) -> Vm:
+        """The VM whose UUID a record keeps: the same one whichever hosts share its name."""
+        return await self._hv.get_vm_by_uuid(uuid)
+
     # -- internals ---------------------------------------------------------------------------
 
     async def lookup(

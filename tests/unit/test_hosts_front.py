@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from core.domain.access import Action, parse_grants
 from core.domain.hosts import HostHealth, suggestable_names
 from core.domain.operation import Actor, OperationStatus
 from core.domain.schedule import ScheduleTask, parse_when, validate_vm_selector
+from core.domain.snapshot import HoldKind
 from core.domain.vm import Disk, DiskFormat
 from core.errors import Forbidden, HypervisorUnavailable, InvalidInput, VmAmbiguous, VmNotFound
 from core.services.doctor import (
@@ -517,3 +518,21 @@ async def test_a_restore_and_a_delete_confirmed_later_act_on_the_vm_of_the_host_
     left = {s.label for s in await catalogue.snapshots(WEB_ON_2.uuid)}
     assert "old" not in left
     assert "good" in left
+
+
+async def test_holds_on_a_shared_name_are_placed_and_expired_on_their_own_vm(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    hosts = TwoHosts(tmp_path, catalogue)
+    assert await hosts.connect()
+    core = hosts.core
+    await core.snapshots.create_snapshot("hv1/web-01", "until", actor=ALICE)
+    now = core.clock.now()
+    soon = now + timedelta(seconds=30)
+    held = await core.holds.hold("hv1/web-01", "until", HoldKind.UNTIL, soon, ALICE)
+    assert held.vm_uuid == WEB_ON_1.uuid
+    assert held.hold is not None
+    # the scheduler's expiry finds the VM by its record, not by the name hv2 has too
+    assert await core.holds.expire(held, now + timedelta(minutes=1), ALICE)
+    (row,) = await catalogue.snapshots(WEB_ON_1.uuid)
+    assert row.hold is None
