@@ -478,7 +478,7 @@ def _plan(
                 why_append(kept)
             index += 1
     decisions = tuple(map(Decision, keys, [i.created_at for i in ordered], keeps, whys))
-    if decisions and not any(d.keep for d in decisions):
+    if decisions and not any(keeps):
         refusal = (
             f"this plan would delete all {len(decisions)} snapshots of the VM; "
             "nothing was deleted, because a VM always keeps at least one snapshot"

@@ -66,3 +66,24 @@ def test_duplicate_keys_are_named_as_before() -> None:
         plan_retention(items, policy, UTC)
     with pytest.raises(ValueError, match=r"duplicate snapshot keys: a, b$"):
         reference.plan_retention(items, policy, UTC)
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu", "America/St_Johns"]
+)
+def test_hours_around_offset_changes_and_hour_edges_match_the_reference(zone: str) -> None:
+    # Local hours are worked out once per UTC hour where the zone allows it: times a
+    # microsecond either side of each hour, through both of the year's offset changes (Lord
+    # Howe's is half an hour; Kathmandu and St John's are never whole hours off UTC).
+    items = []
+    for day in (datetime(2025, 3, 29, tzinfo=UTC), datetime(2025, 10, 25, tzinfo=UTC)):
+        for hour in range(72):
+            edge = day + timedelta(hours=hour)
+            for n, delta in enumerate((-1, 0, 1, 1_000, 1_799_000_000)):
+                when = edge + timedelta(microseconds=delta)
+                items.append(RetentionItem(f"{when.isoformat()}-{n}", when))
+    policy = RetentionPolicy(keep_hourly=50, keep_daily=2, keep_oldest=False)
+    tz = ZoneInfo(zone)
+    fast = plan_retention(items, policy, tz)
+    assert fast == reference.plan_retention(items, policy, tz)
+    assert any("hourly: hour" in d.reason for d in fast.delete)
