@@ -39,7 +39,8 @@ USAGE = {
         "      when: daily HH:MM | weekly <mon..sun> HH:MM | monthly <1-28> HH:MM\n"
         "            | cron '<min> <hour> <day> <month> <weekday>'\n"
         "  /snapshot schedule list | remove <id|name> | run <id|name>\n"
-        "  /snapshot help                            this text"
+        "  /snapshot help                            this text\n"
+        "  <vm> may name its host first, as hv1/web-01 (needed where several hosts have web-01)"
     ),
     RESTORE: (
         "Usage:\n"
