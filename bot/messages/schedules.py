@@ -102,7 +102,15 @@ def run_report(report: RunReport) -> str:
         lines.extend(_outcome_lines(outcomes))
     for down in report.unreachable:
         lines.append(f"❌ {host_unreachable(down)} This run could not reach its VMs there.")
-    lines.append(_storage(report.disk_bytes, report.free))
+    if report.disk_by_host:
+        lines.extend(
+            f"Host *{literal(host)}*: "
+            + _storage(report.disk_by_host[host], report.free_by_host.get(host))
+            for host in report.hosts
+            if host in report.disk_by_host
+        )
+    else:
+        lines.append(_storage(report.disk_bytes, report.free))
     for f in report.stale:
         level = "CRITICAL" if f.critical else "warning"
         age = "has no snapshot" if f.age is None else f"newest snapshot is {_age(f.age)} old"

@@ -73,6 +73,9 @@ class RunReport:
     # were not worked on; empty with one host).
     hosts: tuple[str, ...] = ()
     unreachable: list[HostHealth] = field(default_factory=list)
+    # Several hosts: each host's disk images and free space (one reading per host).
+    disk_by_host: dict[str, int] = field(default_factory=dict)
+    free_by_host: dict[str, FreeSpace] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[VmOutcome]:

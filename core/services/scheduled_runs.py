@@ -248,11 +248,21 @@ class ScheduleRunner:
                 continue
             name = qualified(group.vm.host, group.vm_name)
             report.disk_bytes += group.disk_bytes or 0
-            if report.free is None:
+            host = group.vm.host
+            if report.hosts and host is not None:
+                report.disk_by_host[host] = report.disk_by_host.get(host, 0) + (
+                    group.disk_bytes or 0
+                )
+            # One reading per host where there are several (each has its own disks).
+            if (report.free if not report.hosts else report.free_by_host.get(host or "")) is None:
                 try:
-                    _, report.free = await self._snapshots.storage(group.vm)
+                    _, free = await self._snapshots.storage(group.vm)
                 except CoreError as exc:
-                    logger.info("free space of %s unknown: %s", group.vm_name, exc)
+                    logger.info("free space of %s unknown: %s", name, exc)
+                else:
+                    report.free = report.free or free
+                    if report.hosts and host is not None and free is not None:
+                        report.free_by_host[host] = free
             present = [s for s in group.snapshots if s.status is CatalogueStatus.PRESENT]
             newest = max((s.created_at for s in present), default=None)
             age = None if newest is None else now - newest

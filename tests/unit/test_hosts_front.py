@@ -317,6 +317,7 @@ async def test_a_schedule_over_all_runs_the_hosts_in_parallel_and_reports_per_ho
 
     counting("hv1")
     counting("hv2")
+    hosts.hv2.free_bytes = 5 * 2**30
     schedule = await add_schedule(hosts)
     report = await hosts.core.runs.run(schedule, FIRE)  # type: ignore[arg-type]
     assert report is not None
@@ -331,6 +332,9 @@ async def test_a_schedule_over_all_runs_the_hosts_in_parallel_and_reports_per_ho
     text = flat(messages.run_report(report))
     assert text.index("Host hv1:") < text.index("hv1/db-01") < text.index("Host hv2:")
     assert text.index("Host hv2:") < text.index("hv2/web-01: nightly-20261126-0200")
+    # each host's storage is its own
+    hv1_storage = text.index("Host hv1: Storage: disk images 22.0 MiB; 100.0 GiB free")
+    assert hv1_storage < text.index("Host hv2: Storage: disk images 22.0 MiB; 5.0 GiB free")
     assert {uuid for _, uuid in hosts.hv1.calls} == {WEB_ON_1.uuid, DB_ON_1.uuid}
     assert {uuid for _, uuid in hosts.hv2.calls} == {WEB_ON_2.uuid, APP_ON_2.uuid}
 
