@@ -51,14 +51,21 @@ from core.domain.confirmation import (
     RestoreRequest,
     UnlockRequest,
 )
-from core.domain.hosts import HostHealth, qualified
+from core.domain.hosts import HostHealth, qualified, several
 from core.domain.names import closest
 from core.domain.operation import Actor, ProgressCallback, no_progress
 from core.domain.retention import RetentionPolicy
 from core.domain.schedule import ScheduleTask, parse_when
 from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
 from core.domain.usage import ReclaimEstimate, UsageReport
-from core.errors import CoreError, InvalidInput, SnapshotMissing, SnapshotNotFound, VmNotFound
+from core.errors import (
+    CoreError,
+    HypervisorUnavailable,
+    InvalidInput,
+    SnapshotMissing,
+    SnapshotNotFound,
+    VmNotFound,
+)
 from core.ports import ScheduleRunNow
 from core.services.access import AccessService
 from core.services.backups import BackupService
@@ -285,13 +292,23 @@ class Dispatcher:
             await self._require(actor, action, vm)
         snapshots = self._core.snapshots
         if isinstance(command, ListVms):
-            vms = await snapshots.list_vms()
+            try:
+                vms = await snapshots.list_vms()
+            except HypervisorUnavailable:
+                if not self._every_host_down():
+                    raise
+                vms = []  # each host is named below with what it last said
             mine = await self._visible(actor, vms, lambda v: qualified(v.vm.host, v.vm.name))
             return Reply(messages.vms_table(mine, self.hosts()))
         if isinstance(command, ListSnapshots):
             if command.vm is not None:
                 await self._require(actor, Action.VIEW, command.vm)
-            groups = await snapshots.list_snapshots(command.vm)
+            try:
+                groups = await snapshots.list_snapshots(command.vm)
+            except HypervisorUnavailable:
+                if command.vm is not None or not self._every_host_down():
+                    raise
+                groups = []
             shown = await self.visible_groups(actor, groups)
             return Reply(
                 messages.snapshots_table(shown, self.hosts() if command.vm is None else ())
@@ -789,8 +806,14 @@ class Dispatcher:
 
     async def listing(self) -> list[VmSnapshots]:
         """Every VM's snapshots (synced), for views that show them to several people: pass
-        it through ``visible_groups`` per person."""
-        return await self._core.snapshots.list_snapshots()
+        it through ``visible_groups`` per person. Empty when no host of several answers (the
+        views then name each host)."""
+        try:
+            return await self._core.snapshots.list_snapshots()
+        except HypervisorUnavailable:
+            if not self._every_host_down():
+                raise
+            return []
 
     async def visible_groups(
         self, actor: Actor, groups: Sequence[VmSnapshots]
@@ -799,6 +822,11 @@ class Dispatcher:
         return await self._visible(
             actor, groups, lambda g: qualified(g.vm.host if g.vm else None, g.vm_name)
         )
+
+    def _every_host_down(self) -> bool:
+        """Several hosts, and none answers: listings then name each one instead of failing."""
+        fleet = several(self.hosts())
+        return bool(fleet) and not any(h.reachable for h in fleet)
 
     def hosts(self) -> list[HostHealth]:
         """Every configured host and whether it answers (listings, Home and reports group by

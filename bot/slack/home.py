@@ -101,10 +101,12 @@ async def publish(
         header = f"{header}\n{drills}"
     hosts = ctx.dispatcher.hosts()
     several = bool(messages.listed_hosts(hosts))
+    if several and not mine and not any(h.reachable for h in hosts):
+        header = ""  # no host answers: what is known is which, since when and why
     if several:
         # Which hosts the VMs below are on, and which cannot be shown because they are down.
         counts = Counter(g.vm.host for g in mine if g.vm is not None and g.vm.host is not None)
-        header = f"{header}\n{messages.hosts_summary(hosts, dict(counts))}"
+        header = f"{header}\n{messages.hosts_summary(hosts, dict(counts))}".strip()
     try:
         await ctx.client.views_publish(
             user_id=user, view=blocks.home_view(header, mine, with_host=several)

@@ -83,3 +83,19 @@ async def test_a_shared_name_is_answered_with_the_candidates_and_host_slash_vm_w
     vms = await said(fleet_bot, "/snapshot vms")
     assert "Host *hv1* (qemu+ssh://root@hv1/system): 2 VM(s)" in vms
     assert "Host *hv2* (qemu+tls://hv2/system) is unreachable since" in vms
+
+
+async def test_the_home_tab_with_every_host_down_names_each_host(
+    fleet_bot: SlackBot, hosts: TwoHosts
+) -> None:
+    for hv in (hosts.hv1, hosts.hv2):
+        hv.down = HypervisorUnavailable("Connection refused")
+    # a call finds both gone: each is marked unreachable
+    with pytest.raises(HypervisorUnavailable, match="no hypervisor host answers"):
+        await hosts.core.snapshots.list_vms()
+    await fleet_bot.signed(req.app_home_opened_event_body(ADMIN))
+    home = await fleet_bot.slack.wait_until(lambda: fleet_bot.slack.home_views.get(ADMIN))
+    text = str(home["blocks"])
+    assert "Host *hv1* (qemu+ssh://root@hv1/system) is unreachable since" in text
+    assert "Host *hv2* (qemu+tls://hv2/system) is unreachable since" in text
+    assert "You have no role" not in text

@@ -540,3 +540,21 @@ async def test_holds_on_a_shared_name_are_placed_and_expired_on_their_own_vm(
     assert await core.holds.expire(held, now + timedelta(minutes=1), ALICE)
     (row,) = await catalogue.snapshots(WEB_ON_1.uuid)
     assert row.hold is None
+
+
+async def test_with_every_host_down_the_listings_name_each_host(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    hosts = TwoHosts(tmp_path, catalogue)
+    hosts.hv1.down = HypervisorUnavailable("Connection refused")
+    hosts.hv2.down = DOWN
+    assert not await hosts.connect()
+    dispatcher = Dispatcher(hosts.core, None)
+    for line in ("snapshot vms", "snapshot list"):
+        text = await reply(dispatcher, line)
+        assert "Host hv1 (qemu+ssh://root@hv1/system) is unreachable since" in text
+        assert "Connection refused" in text
+        assert "Host hv2 (qemu+tls://hv2/system) is unreachable since" in text
+    # one VM named: the host's own answer
+    with pytest.raises(HypervisorUnavailable, match="host hv2"):
+        await dispatcher.handle(grammar.parse_line("/snapshot list hv2/app-01"), ALICE)
