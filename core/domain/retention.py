@@ -58,7 +58,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
-from operator import attrgetter
+from itertools import islice
+from operator import attrgetter, eq
 
 from core.domain.snapshot import Origin, Snapshot
 from core.errors import InvalidInput
@@ -280,53 +281,65 @@ class RetentionPlan:
 
 
 def _newest_first(items: Iterable[RetentionItem]) -> list[RetentionItem]:
-    # attrgetter builds the (time, key) tuple in C: a third faster than a lambda at 10^6.
-    return sorted(items, key=_BY_TIME_THEN_KEY, reverse=True)
+    """Newest first, equal times by key (descending), as a sort on (time, key) gives. Sorted by
+    time alone (no tuple per snapshot), and again on (time, key) only when two times are
+    equal, which a scan of neighbours finds in C."""
+    ordered = sorted(items, key=_CREATED_AT, reverse=True)
+    times = [i.created_at for i in ordered]
+    if any(map(eq, times, islice(times, 1, None))):
+        ordered.sort(key=_BY_TIME_THEN_KEY, reverse=True)
+    return ordered
 
 
+_CREATED_AT = attrgetter("created_at")
 _BY_TIME_THEN_KEY = attrgetter("created_at", "key")
 
 
 def _hour_keys(local: list[datetime]) -> list[int]:
     """One integer per local time, equal exactly when the hour label (``%Y-%m-%d %H:00``) is
-    equal. Every other period is a function of the hour, so it is derived from these per
-    distinct hour (``_derive``): comparing ints is what makes 10^6 snapshots cheap, where a
+    equal. Every other period is a function of the hour, so it is derived from these
+    (``_Periods.key``): comparing ints is what makes 10^6 snapshots cheap, where a
     strftime per snapshot per rule cost seconds. Labels are formatted only for reasons."""
     return [t.year * 1_000_000 + t.month * 10_000 + t.day * 100 + t.hour for t in local]
 
 
-def _derive(rule: str, hours: list[int]) -> list[int]:
-    """The period key of ``rule`` for each hour key: equal exactly when its label is."""
-    if rule == "hourly":
-        return hours
-    if rule == "daily":
-        return [h // 100 for h in hours]
-    if rule == "monthly":
-        return [h // 10_000 for h in hours]
-    if rule == "yearly":
-        return [h // 1_000_000 for h in hours]
-    # ISO year and week (``%G-W%V``), computed once per day.
-    weeks: dict[int, int] = {}
-    for day in {h // 100 for h in hours}:
-        iso = date(day // 10_000, day // 100 % 100, day % 100).isocalendar()
-        weeks[day] = iso.year * 100 + iso.week
-    return [weeks[h // 100] for h in hours]
+def _iso_week(day: int) -> int:
+    """ISO year and week (``%G-W%V``) of a day key, as one integer."""
+    iso = date(day // 10_000, day // 100 % 100, day % 100).isocalendar()
+    return iso.year * 100 + iso.week
+
+
+# The hour key divided by this is the rule's period key (weekly: by ISO week of the day).
+_DIVISOR = {"hourly": 1, "daily": 100, "monthly": 10_000, "yearly": 1_000_000}
 
 
 @dataclass(frozen=True, slots=True)
 class _Periods:
-    """A periodic rule in use, with the period key of every candidate (newest first)."""
+    """A periodic rule in use. Its period key of a candidate is derived from the candidate's
+    hour key when asked (``key``), never for all 10^6: rules stop early, and a delete reason is
+    worked out once per hour."""
 
     rule: str
     noun: str
     fmt: str
     wanted: int
-    keys: list[int]
+    weeks: dict[int, int] | None  # day key -> ISO week key, filled as asked; None: not weekly
+
+    def key(self, hour: int) -> int:
+        """The period key for an hour key: equal exactly when the rule's label is."""
+        if self.weeks is None:
+            return hour // _DIVISOR[self.rule]
+        day = hour // 100
+        week = self.weeks.get(day)
+        if week is None:
+            week = self.weeks[day] = _iso_week(day)
+        return week
 
 
-def _select(count: int, policy: RetentionPolicy, periods: list[_Periods]) -> dict[int, str]:
-    """Keep reasons of the candidates kept, by their index among the ``count`` candidates
-    (newest first); ``periods``: the rules in use, in application order."""
+def _select(hours: list[int], policy: RetentionPolicy, periods: list[_Periods]) -> dict[int, str]:
+    """Keep reasons of the candidates kept, by their index among the candidates (newest first,
+    ``hours`` their hour keys); ``periods``: the rules in use, in application order."""
+    count = len(hours)
     reasons: dict[int, str] = {}
     removed: set[int] = set()
 
@@ -334,13 +347,13 @@ def _select(count: int, policy: RetentionPolicy, periods: list[_Periods]) -> dic
         reasons[rank] = f"last #{rank + 1}"
 
     for rules in periods:
-        rule, wanted, period = rules.rule, rules.wanted, rules.keys
-        covered = {period[i] for i in reasons}
+        rule, wanted, key = rules.rule, rules.wanted, rules.key
+        covered = {key(hours[i]) for i in reasons}
         included: set[int] = set()
         for i in range(count):
             if i in reasons or i in removed:
                 continue
-            p = period[i]
+            p = key(hours[i])
             if p in covered:
                 continue
             if p in included:
@@ -427,22 +440,22 @@ def _plan(
     local = [c.created_at.astimezone(tz) for c in candidates]
     hours = _hour_keys(local)
     periods = [
-        _Periods(rule, noun, fmt, policy.count(rule), _derive(rule, hours))
+        _Periods(rule, noun, fmt, policy.count(rule), {} if rule == "weekly" else None)
         for rule, noun, fmt in _PERIODIC_RULES
         if policy.count(rule) > 0
     ]
-    reasons = _select(len(candidates), policy, periods)
+    reasons = _select(hours, policy, periods)
     anchor = now if now is not None else (ordered[0].created_at if ordered else None)
     safety_reasons = _select_safety(ordered, policy, anchor)
     # Per rule: the periods holding a kept candidate. A delete reason depends only on the
     # candidate's periods, so on its hour: it is worked out once per hour.
-    covered = [(p, {p.keys[i] for i in reasons}) for p in periods]
+    covered = [(p, {p.key(hours[i]) for i in reasons}) for p in periods]
     beyond = f"beyond {policy.describe()}"
     said: dict[int, str] = {}
 
     def delete_reason(index: int) -> str:
         for rules, kept in covered:
-            if rules.keys[index] in kept:
+            if rules.key(hours[index]) in kept:
                 label = local[index].strftime(rules.fmt)
                 return f"{rules.rule}: {rules.noun} {label} already kept"
         return beyond
