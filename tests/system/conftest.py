@@ -26,6 +26,7 @@ import libvirt
 import pytest
 
 from core.adapters.libvirt.connection import LibvirtConnection
+from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.services.operations import OperationRunner, process_owner
@@ -494,3 +495,22 @@ def second_host_guest(
         second_host.remove_all_guests()
         for path in (guest.disk, guest.serial_log):
             path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def temp_root() -> Iterator[Path]:
+    """Where disk-access views make their temporary directories: /var/tmp in production, the
+    test's own here, so a parallel run's views are not counted as ours, and removed after."""
+    path = new_workdir()
+    yield path
+    remove_files(path)
+
+
+@pytest.fixture
+async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
+    """The production disk access on the tests' own libvirtd."""
+    connection = LibvirtConnection(TEST_URI, workers=4)
+    disk_access = LibvirtDiskAccess(connection, temp_root=temp_root)
+    yield disk_access
+    await disk_access.close()
+    await connection.close()

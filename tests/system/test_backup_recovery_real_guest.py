@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import libvirt
@@ -15,27 +14,9 @@ import pytest
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.domain.vm import Vm, VmState
-from tests.system.conftest import TEST_URI, Guest, new_workdir, remove_files
+from tests.system.conftest import TEST_URI, Guest
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture
-def temp_root() -> Iterator[Path]:
-    """Where the views make their temporary directories: /var/tmp in production, this test's
-    own here (removed with it)."""
-    path = new_workdir()
-    yield path
-    remove_files(path)
-
-
-@pytest.fixture
-async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
-    connection = LibvirtConnection(TEST_URI, workers=4)
-    disk_access = LibvirtDiskAccess(connection, temp_root=temp_root)
-    yield disk_access
-    await disk_access.close()
-    await connection.close()
 
 
 def vm_of(conn: libvirt.virConnect, guest: Guest) -> Vm:

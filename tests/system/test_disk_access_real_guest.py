@@ -15,13 +15,12 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.errors import DiskAccessFailed
 from core.domain.backups import CHUNK_SIZE, Consistency, DiskReader, DiskWriter
@@ -30,11 +29,8 @@ from core.errors import Conflict, InvalidInput
 from tests.system import daemon
 from tests.system.conftest import (
     SESSION_PREFIX,
-    TEST_URI,
     Guest,
     Guests,
-    new_workdir,
-    remove_files,
     remove_guest,
 )
 from tests.system.guest.guest import (
@@ -47,24 +43,6 @@ from tests.system.guest.guest import (
 pytestmark = pytest.mark.system
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def temp_root() -> Iterator[Path]:
-    """Where the views make their temporary directories: like /var/tmp (the default), but this
-    test's own, so a parallel run's views are not counted as ours."""
-    path = new_workdir()
-    yield path
-    remove_files(path)
-
-
-@pytest.fixture
-async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
-    connection = LibvirtConnection(TEST_URI, workers=4)
-    disk_access = LibvirtDiskAccess(connection, temp_root=temp_root)
-    yield disk_access
-    await disk_access.close()
-    await connection.close()
 
 
 def vm_of(conn: libvirt.virConnect, name: str) -> Vm:
