@@ -20,15 +20,19 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import libvirt
 import pytest
 
+from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.libvirt.connection import LibvirtConnection
 from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.adapters.libvirt.hypervisor import LibvirtHypervisor
+from core.bootstrap import Core, wire
 from core.catalogue.store import SystemClock, TortoiseCatalogue
+from core.config import Settings
 from core.services.operations import OperationRunner, process_owner
 from core.services.reconcile import Reconciler
 from core.services.snapshots import SnapshotService
@@ -514,3 +518,40 @@ async def access(temp_root: Path) -> AsyncIterator[LibvirtDiskAccess]:
     yield disk_access
     await disk_access.close()
     await connection.close()
+
+
+@dataclass
+class StoreCore:
+    """A wired core over the tests' own libvirtd with a backup store in the test's workdir."""
+
+    core: Core
+    store: DirectoryBackupStore
+    root: Path
+
+
+@pytest.fixture
+async def store_core(
+    catalogue: TortoiseCatalogue, workdir: Path, temp_root: Path
+) -> AsyncIterator[StoreCore]:
+    root = workdir / "store"
+    connection = LibvirtConnection(TEST_URI, workers=4)
+    hv = LibvirtHypervisor(connection)
+    # No safety margin: tests judge garbage collection right after a delete.
+    store = DirectoryBackupStore(root, gc_safety_margin=timedelta(0))
+    disks = LibvirtDiskAccess(connection, temp_root=temp_root)
+    settings = Settings(
+        libvirt_uri=TEST_URI,
+        libvirt_uri_explicit=True,
+        data_dir=workdir,
+        database_url="sqlite://:memory:",
+        backup_dir=root,
+    )
+    core = wire(
+        settings, hv, catalogue, SystemClock(), libvirt_uri=TEST_URI, store=store, disks=disks
+    )
+    try:
+        yield StoreCore(core, store, root)
+    finally:
+        await disks.close()
+        store.close()
+        await hv.close()

@@ -18,9 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import libvirt
@@ -28,19 +27,14 @@ import pytest
 
 from core.adapters.backupstore import DirectoryBackupStore
 from core.adapters.backupstore.chunks import CHUNKS_DIR
-from core.adapters.libvirt.connection import LibvirtConnection
-from core.adapters.libvirt.disk_access import LibvirtDiskAccess
-from core.adapters.libvirt.hypervisor import LibvirtHypervisor
-from core.bootstrap import wire
-from core.catalogue.store import SystemClock, TortoiseCatalogue
-from core.config import Settings
+from core.catalogue.store import TortoiseCatalogue
 from core.domain.backups import CHUNK_SIZE, Consistency, PointRef, TransferFigures
 from core.domain.snapshot import Snapshot, SnapshotKind
 from core.domain.vm import VmState
 from core.services.backups import BackupResult, BackupService
 from core.services.facade import Core
 from tests.conftest import ALICE
-from tests.system.conftest import TEST_URI, Guest, Guests, remove_guest
+from tests.system.conftest import TEST_URI, Guest, Guests, StoreCore, remove_guest
 from tests.system.guest.guest import (
     MIB,
     CounterLine,
@@ -84,29 +78,11 @@ def describe(figures: TransferFigures) -> str:
 
 
 @pytest.fixture
-async def bk(catalogue: TortoiseCatalogue, workdir: Path) -> AsyncIterator[Backups]:
-    root = workdir / "store"
-    connection = LibvirtConnection(TEST_URI, workers=4)
-    hv = LibvirtHypervisor(connection)
-    store = DirectoryBackupStore(root, gc_safety_margin=timedelta(0))
-    disks = LibvirtDiskAccess(connection)
-    settings = Settings(
-        libvirt_uri=TEST_URI,
-        libvirt_uri_explicit=True,
-        data_dir=workdir,
-        database_url="sqlite://:memory:",
-        backup_dir=root,
+def bk(store_core: StoreCore, catalogue: TortoiseCatalogue) -> Backups:
+    assert store_core.core.backups is not None
+    return Backups(
+        store_core.core, store_core.core.backups, store_core.store, store_core.root, catalogue
     )
-    core = wire(
-        settings, hv, catalogue, SystemClock(), libvirt_uri=TEST_URI, store=store, disks=disks
-    )
-    assert core.backups is not None
-    try:
-        yield Backups(core, core.backups, store, root, catalogue)
-    finally:
-        await disks.close()
-        store.close()
-        await hv.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
