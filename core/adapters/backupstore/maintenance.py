@@ -11,8 +11,9 @@ server's) spares all of them.
 from __future__ import annotations
 
 import contextlib
+import enum
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -125,6 +126,33 @@ def verify(files: PointFiles, only: PointRef | None = None) -> VerifyReport:
         files.manifest(only)  # raises RestorePointNotFound
     checked = [only] if only is not None else sorted(indexes)
 
+    def check(digest: str) -> int | ChunkFault:
+        try:
+            return len(files.chunks.read(digest))
+        except BackupDamaged:
+            if not files.chunks.path(digest).exists():
+                return ChunkFault.MISSING
+            files.chunks.quarantine(digest)
+            return ChunkFault.DAMAGED
+
+    return verify_chunks(indexes, checked, damaged_files, damaged_refs, check)
+
+
+class ChunkFault(enum.Enum):
+    MISSING = "missing"
+    DAMAGED = "damaged"
+
+
+def verify_chunks(
+    indexes: Mapping[PointRef, Sequence[DiskIndex]],
+    checked: Sequence[PointRef],
+    damaged_files: Sequence[str],
+    damaged_refs: set[PointRef],
+    check: Callable[[str], int | ChunkFault],
+) -> VerifyReport:
+    """The chunk half of a verification, wherever the chunks are (this store, its offsite
+    copy): ``check`` re-reads one chunk and returns its length, or what is wrong with it
+    (having set a damaged one aside). Every point needing a bad chunk is reported."""
     needed: set[str] = set()
     for ref in checked:
         for index in indexes[ref]:
@@ -133,14 +161,13 @@ def verify(files: PointFiles, only: PointRef | None = None) -> VerifyReport:
     missing: list[str] = []
     bytes_checked = 0
     for digest in sorted(needed):
-        try:
-            bytes_checked += len(files.chunks.read(digest))
-        except BackupDamaged:
-            if files.chunks.path(digest).exists():
-                files.chunks.quarantine(digest)
-                damaged.append(digest)
-            else:
-                missing.append(digest)
+        result = check(digest)
+        if result is ChunkFault.MISSING:
+            missing.append(digest)
+        elif result is ChunkFault.DAMAGED:
+            damaged.append(digest)
+        else:
+            bytes_checked += result
     affected = set(points_needing(indexes, damaged + missing)) | (damaged_refs & set(checked))
     return VerifyReport(
         points_checked=tuple(checked),

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from core.adapters.backupstore.chunks import decode_chunk
 from core.adapters.backupstore.files import write_atomically
 from core.adapters.backupstore.index import INDEX_SUFFIX, decode_index, encode_index
+from core.adapters.backupstore.maintenance import ChunkFault, verify_chunks
 from core.adapters.backupstore.manifest import MANIFEST_NAME, decode_manifest
 from core.adapters.backupstore.points import BLOB_SUFFIX, PointFiles
 from core.adapters.backupstore.writers import registered_writer
@@ -38,7 +39,6 @@ from core.domain.backups import (
     PointRef,
     RestorePointNotFound,
     VerifyReport,
-    points_needing,
 )
 from core.domain.offsite import (
     CopyReport,
@@ -329,33 +329,18 @@ def verify(bucket: Bucket, only: PointRef | None = None) -> VerifyReport:
     if only is not None and only not in indexes:
         raise RestorePointNotFound(only.vm_uuid, only.point_id)
     checked = [only] if only is not None else sorted(indexes)
-    needed: set[str] = set()
-    for ref in checked:
-        for index in indexes[ref]:
-            needed |= index.stored_digests()
-    damaged: list[str] = []
-    missing: list[str] = []
-    bytes_checked = 0
-    for digest in sorted(needed):
+
+    def check(digest: str) -> int | ChunkFault:
         stored = bucket.get(chunk_key(digest))
         if stored is None:
-            missing.append(digest)
-            continue
+            return ChunkFault.MISSING
         try:
-            bytes_checked += len(decode_chunk(stored, digest))
+            return len(decode_chunk(stored, digest))
         except BackupDamaged:
             bucket.move(chunk_key(digest), f"{DAMAGED}{digest}")
-            damaged.append(digest)
-    affected = set(points_needing(indexes, damaged + missing)) | (damaged_refs & set(checked))
-    return VerifyReport(
-        points_checked=tuple(checked),
-        chunks_checked=len(needed),
-        bytes_checked=bytes_checked,
-        damaged_chunks=tuple(damaged),
-        missing_chunks=tuple(missing),
-        damaged_points=tuple(sorted(affected)),
-        damaged_files=tuple(damaged_files),
-    )
+            return ChunkFault.DAMAGED
+
+    return verify_chunks(indexes, checked, damaged_files, damaged_refs, check)
 
 
 # --- delayed deletion --------------------------------------------------------------------------
