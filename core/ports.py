@@ -402,6 +402,11 @@ class BackupStore(Protocol):
         """Finished points, newest first (of one VM, or all)."""
         ...
 
+    async def point_ids(self, vm_uuid: str) -> set[str]:
+        """Ids of the VM's finished points (cheap: no manifest is read), so a sync reads only
+        the manifests of points it does not know yet."""
+        ...
+
     async def stored_vms(self) -> list[str]:
         """UUIDs of the VMs the store holds points of (cheap: no manifest is read)."""
         ...

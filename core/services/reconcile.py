@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from core.domain.backups import BackupKind, Consistency, Manifest, PointRef
+from core.domain.backups import (
+    BackupDamaged,
+    BackupKind,
+    Consistency,
+    Manifest,
+    PointRef,
+    RestorePointNotFound,
+)
 from core.domain.names import lookalike
 from core.domain.operation import Operation, OperationKind, OperationStatus, Recovery, Stage
 from core.domain.snapshot import (
@@ -34,7 +41,7 @@ from core.domain.snapshot import (
     validate_label,
 )
 from core.domain.vm import StateCause, Vm, VmState
-from core.errors import CoreError, HypervisorUnavailable, InvalidLabel, VmNotFound
+from core.errors import CoreError, HypervisorUnavailable, InvalidInput, InvalidLabel, VmNotFound
 from core.ports import (
     BackupStore,
     Catalogue,
@@ -182,13 +189,19 @@ async def sync_points(store: BackupStore, catalogue: Catalogue, vm_uuid: str, vm
     points it lacks (a new catalogue over an old store: the manifest carries the label, the
     creator and the consistency), mark records whose point is gone, and back. Call it only
     while no operation changes the VM, as ``sync_vm``."""
-    points = {m.ref.point_id: m for m in await store.list_points(vm_uuid)}
+    # Listing ids is cheap; manifests are read only for points the catalogue lacks (a listing
+    # runs this for every VM, and a VM may have hundreds of points).
+    points = await store.point_ids(vm_uuid)
     every = await catalogue.snapshots(vm_uuid)
     rows = [r for r in every if r.kind.in_backup_store]
     known = {r.point_id for r in rows}
     taken = {r.label for r in every}
-    for point_id, manifest in sorted(points.items()):
-        if point_id in known:
+    for point_id in sorted(points - {p for p in known if p is not None}):
+        try:
+            manifest = await store.manifest(PointRef(vm_uuid, point_id))
+        except (RestorePointNotFound, BackupDamaged, InvalidInput) as error:
+            # Deleted meanwhile, or damaged (verify names it): nothing to adopt now.
+            logger.warning("not adopting restore point %s of %s: %s", point_id, vm_name, error)
             continue
         record = record_of_point(manifest, vm_name)
         label = record.label

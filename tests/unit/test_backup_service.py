@@ -18,6 +18,7 @@ from core.domain.backups import (
     BackupKind,
     BackupSource,
     Consistency,
+    Manifest,
     PointRef,
 )
 from core.domain.operation import OperationKind, OperationStatus, Stage
@@ -605,3 +606,21 @@ async def test_verify_of_an_unknown_vm_suggests_the_vms_there_are(core: Core) ->
     with pytest.raises(VmNotFound) as missing:
         await backups_of(core).verify("web-1", None, actor=ALICE)
     assert "web-01" in missing.value.suggestions
+
+
+async def test_a_listing_reads_no_manifest_of_points_it_already_knows(
+    core: Core, backup_store: DirectoryBackupStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        await backups_of(core).create_backup("web-01", f"p{n}", actor=ALICE)
+    read: list[PointRef] = []
+    files = backup_store._files  # the store's file reader: every manifest read goes through it
+    original = files.manifest
+
+    def counting(ref: PointRef) -> Manifest:
+        read.append(ref)
+        return original(ref)
+
+    monkeypatch.setattr(files, "manifest", counting)
+    await core.snapshots.list_snapshots("web-01")
+    assert read == []  # the three points are known: only their ids were listed

@@ -65,6 +65,12 @@ class PointFiles:
     def point_dir(self, ref: PointRef) -> Path:
         return self.points_dir / ref.vm_uuid / ref.point_id
 
+    def point_ids(self, vm_uuid: str) -> set[str]:
+        vm_dir = self.points_dir / vm_uuid
+        if not vm_dir.is_dir():
+            return set()
+        return {p.name for p in vm_dir.iterdir() if (p / MANIFEST_NAME).exists()}
+
     def stored_vms(self) -> list[str]:
         """The VMs with a directory of points (possibly empty: it is never removed)."""
         return sorted(p.name for p in self.points_dir.iterdir() if p.is_dir())

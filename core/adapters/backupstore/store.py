@@ -74,6 +74,9 @@ class DirectoryBackupStore:
     async def list_points(self, vm_uuid: str | None = None) -> list[Manifest]:
         return await self._run(functools.partial(self._files.list_points, vm_uuid))
 
+    async def point_ids(self, vm_uuid: str) -> set[str]:
+        return await self._run(functools.partial(self._files.point_ids, vm_uuid))
+
     async def stored_vms(self) -> list[str]:
         return await self._run(self._files.stored_vms)
 

@@ -122,6 +122,13 @@ class S3OffsiteStore:
                 continue  # damaged (verify names it) or deleted meanwhile
         return sorted(found, key=lambda m: (m.created_at, m.ref.point_id), reverse=True)
 
+    async def point_ids(self, vm_uuid: str) -> set[str]:
+        return await self._run(functools.partial(self._point_ids, vm_uuid))
+
+    def _point_ids(self, vm_uuid: str) -> set[str]:
+        listing = mirror.Listing.read(self.bucket, chunks=False)
+        return {ref.point_id for ref in listing.finished() if ref.vm_uuid == vm_uuid}
+
     async def stored_vms(self) -> list[str]:
         return await self._run(self._stored_vms)
 
