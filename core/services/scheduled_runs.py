@@ -2,6 +2,8 @@
 
 A VM that is busy (a restore is running) is skipped with the reason; a VM whose snapshot failed
 is not pruned (its old snapshots are the fallback); one VM's failure never stops the others.
+Hosts run in parallel, and each host's VMs run as many at once as its operation limit allows
+(``schedule_width``); the report keeps the listing's order.
 A schedule's policy that sets no safety-snapshot rule of its own uses the configured one, as it
 is when the run happens.
 The slot is claimed in the database first, so a slot runs once whatever the number of bot
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from core.domain.drills import DRILL_EVERY_DAYS, DrillFailed
@@ -114,25 +116,52 @@ class ScheduleRunner:
     async def _work(
         self, schedule: Schedule, fire_time: datetime, report: RunReport, vms: list[Vm]
     ) -> None:
-        """Each VM's work, one VM after the other on each host and the hosts in parallel: a
-        run over several hosts lasts about as long as its slowest host, and a host that is
-        slow or goes away holds up no other. Drills stay one after the other (they share the
-        lab). Outcomes keep the listing's order."""
-        if schedule.task is ScheduleTask.DRILL or not report.hosts:
+        """Each VM's work: the hosts in parallel, and on each host as many VMs at once as
+        that host's ``max_operations`` (``schedule_width``). A run lasts about as long as its
+        slowest host, each host's share about the sum of its operations over its limit, and
+        a host that is slow or goes away holds up no other. Drills stay one after the other
+        (they share the lab).
+
+        Outcomes keep the listing's order (by name, then host) whatever order the VMs finish
+        in, so reports read the same from one run to the next; those finished before the run
+        is cancelled (the scheduler stopping) are reported, and an operation cancelled midway
+        stays RUNNING for the reconciler, as any cancelled operation does. One VM's failure is
+        its outcome and stops no other; an unforeseen error (a bug) lets the VMs already
+        started finish, starts no other, and is raised."""
+        if schedule.task is ScheduleTask.DRILL:
             for vm in vms:
                 report.outcomes.append(await self._one_vm_on(schedule, fire_time, vm))
             return
         per_host: dict[str | None, list[Vm]] = {}
         for vm in vms:
             per_host.setdefault(vm.host, []).append(vm)
+        limits = {h.name: h.max_operations for h in self._health()}
         done: dict[str, VmOutcome] = {}
+        broken: list[Exception] = []
 
-        async def host_run(host_vms: list[Vm]) -> None:
-            for vm in host_vms:
-                done[vm.uuid] = await self._one_vm_on(schedule, fire_time, vm)
+        async def worker(queue: Iterator[Vm]) -> None:
+            # The host's workers share its queue: each takes the next VM not yet started.
+            for vm in queue:
+                if broken:
+                    return
+                try:
+                    done[vm.uuid] = await self._one_vm_on(schedule, fire_time, vm)
+                except Exception as exc:
+                    broken.append(exc)
+                    raise
 
-        await asyncio.gather(*(host_run(host_vms) for host_vms in per_host.values()))
-        report.outcomes.extend(done[vm.uuid] for vm in vms)
+        workers = []
+        for host, host_vms in per_host.items():
+            queue = iter(host_vms)
+            limit = None if host is None else limits.get(host)
+            workers += [worker(queue) for _ in range(min(schedule_width(limit), len(host_vms)))]
+        try:
+            # Waits for every worker, also when cancelled: no operation outlives the run.
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            report.outcomes.extend(done[vm.uuid] for vm in vms if vm.uuid in done)
+        if broken:
+            raise broken[0]
 
     async def _one_vm_on(self, schedule: Schedule, fire_time: datetime, vm: Vm) -> VmOutcome:
         outcome = await self._one_vm(schedule, fire_time, qualified(vm.host, vm.name))
@@ -283,6 +312,27 @@ class ScheduleRunner:
             channel,
             unreachable=tuple(h for h in unreachable(self._health()) if several(self._health())),
         )
+
+
+def schedule_width(limit: int | None) -> int:
+    """How many of one host's VMs a schedule works on at once, given the host's
+    ``max_operations`` (None: the host sets no limit).
+
+    Every slot of the host, not one fewer: a person's request (a ``/snapshot``, a restore)
+    that finds them all taken waits only until the first of the schedule's operations ends,
+    seconds, not the run: ``Fleet.slot``'s semaphore hands a freed slot to whoever has
+    waited longest, and the schedule's next operation asks after the person did. Keeping
+    one slot back would leave the default limit of 2 running one VM at a time, the very
+    thing the limit is meant to allow. Never more than the limit: the schedule has at most
+    that many VMs in progress on the host, each with one operation at a time, so when its
+    operations hold every slot none of them is waiting; one waits only behind people's
+    operations, as a lone scheduled snapshot did before (one waiting longer than
+    ``slot_wait`` is refused as busy, and the schedule never brings that on itself).
+
+    A host without a limit (``LIBVIRT_URI`` alone: its operations take no slot) gets one
+    VM at a time, as nothing says how much more it can take; ``[[hosts]]`` with
+    ``max_operations`` sets it."""
+    return 1 if limit is None else max(1, limit)
 
 
 def covers(schedule: Schedule, vm: Vm) -> bool:
