@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -72,6 +72,7 @@ from core.services.backups import BackupService
 from core.services.drills import DrillOutcome, DrillService, DrillStatus
 from core.services.facade import Core
 from core.services.locks import LockPreview
+from core.services.overview import VmOverview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
 from core.services.usage import UsageService
@@ -545,13 +546,6 @@ class Dispatcher:
             await self._require(actor, Action.VIEW, None)
         return UsageView(cut, None, messages.chart_withheld())
 
-    async def usage_report(self) -> UsageReport | None:
-        """The whole host's usage, for views that show it to several people (pass it through
-        ``visible_usage`` per person); None where usage is not measured."""
-        if self._core.usage is None:
-            return None
-        return await self._core.usage.report(None)
-
     async def visible_usage(self, actor: Actor, report: UsageReport) -> UsageReport:
         """``report`` without the VMs ``actor`` may not see, nor the filesystems holding only
         their disks (and those filesystems' forecasts)."""
@@ -804,16 +798,36 @@ class Dispatcher:
 
     # -- what surfaces other than commands need (Home, the Verified button, the modal) -------
 
-    async def listing(self) -> list[VmSnapshots]:
-        """Every VM's snapshots (synced), for views that show them to several people: pass
-        it through ``visible_groups`` per person. Empty when no host of several answers (the
-        views then name each host)."""
+    async def overview(self) -> list[VmOverview]:
+        """Every VM with its snapshots counted, from the catalogue (no sync with libvirt), for
+        views that show them to several people: pass it through ``visible_overview`` per
+        person, then ``with_newest`` for the VMs shown. Empty when no host of several answers
+        (the views then name each host)."""
         try:
-            return await self._core.snapshots.list_snapshots()
+            return await self._core.overview.vms()
         except HypervisorUnavailable:
             if not self._every_host_down():
                 raise
             return []
+
+    async def visible_overview(self, actor: Actor, vms: Sequence[VmOverview]) -> list[VmOverview]:
+        """The VMs of ``vms`` that ``actor`` may see."""
+        return await self._visible(
+            actor, vms, lambda v: qualified(v.vm.host if v.vm else None, v.vm_name)
+        )
+
+    async def with_newest(self, vms: Sequence[VmOverview]) -> list[VmOverview]:
+        """``vms`` with their newest snapshots (one catalogue query for all of them)."""
+        return await self._core.overview.with_newest(vms)
+
+    def measured_usage(self) -> UsageReport | None:
+        """The host's storage as last measured (pass it through ``visible_usage`` per
+        person); None until a first measurement, started in the background, is done."""
+        return self._core.overview.usage()
+
+    def after_usage_measured(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after each storage measurement ``measured_usage`` started."""
+        self._core.overview.on_measured.append(hook)
 
     async def visible_groups(
         self, actor: Actor, groups: Sequence[VmSnapshots]

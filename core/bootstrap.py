@@ -45,6 +45,7 @@ from core.services.fleet import SLOT_WAIT, Fleet, FleetWatch, HostRoutedDisks, O
 from core.services.locks import LockService, OutcomeJudge
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner, process_owner
+from core.services.overview import OverviewService
 from core.services.pruning import PruneService
 from core.services.reconcile import Reconciler
 from core.services.scheduled_runs import ScheduleRunner
@@ -151,6 +152,7 @@ async def build_core(
     watcher: asyncio.Task[None] | None = None
     copier: asyncio.Task[None] | None = None
     copies: OffsiteService | None = None
+    overview: OverviewService | None = None
     try:
         async with open_database(database_url):
             clock = SystemClock()
@@ -174,6 +176,7 @@ async def build_core(
                 # Throwaway VMs of drills a snapbot that died left behind, and their records.
                 await core.drills.sweep()
             copies = core.offsite
+            overview = core.overview
             if core.offsite is not None and store is not None:
                 copier = asyncio.create_task(core.offsite.run_periodically(), name="offsite")
             yield replace(core, fallback_reason=fallback_reason)
@@ -183,6 +186,8 @@ async def build_core(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if overview is not None:
+            await overview.close()
         if copies is not None:
             await copies.close()
         if disks is not None:
@@ -311,6 +316,7 @@ def wire(
     pruning = PruneService(
         services_hv, catalogue, snapshots, clock, ZoneInfo(settings.timezone), runner, backups
     )
+    usage = UsageService(services_hv, catalogue, clock, MatplotlibCharts(), store)
     return Core(
         settings=settings,
         snapshots=snapshots,
@@ -341,5 +347,6 @@ def wire(
         _operations=runner,
         drills=drills,
         offsite=copies,
-        usage=UsageService(services_hv, catalogue, clock, MatplotlibCharts(), store),
+        usage=usage,
+        overview=OverviewService(services_hv, catalogue, clock, usage),
     )

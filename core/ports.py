@@ -152,6 +152,26 @@ class DatabaseClock(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotTally:
+    """One VM's snapshot records, counted: ``present`` and ``missing`` by catalogue status,
+    ``damaged`` restore points, ``held`` snapshots, its ``full`` snapshots present and
+    ``memory_bytes`` of their memory states. ``vm_name`` is a name its records carry (for a
+    VM libvirt no longer has)."""
+
+    vm_name: str
+    present: int
+    missing: int
+    damaged: int
+    held: int
+    full: int
+    memory_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.present + self.missing
+
+
 class SnapshotStore(Protocol):
     """The catalogue's snapshot records (what libvirt keeps, plus who, why and holds)."""
 
@@ -160,6 +180,18 @@ class SnapshotStore(Protocol):
     async def snapshot_counts(self) -> dict[str, int]:
         """How many ``PRESENT`` records each VM (by UUID) has; VMs with none are left out.
         Counted by the database: a listing of VMs must not load every record (issue 12)."""
+        ...
+
+    async def snapshot_tallies(self) -> dict[str, SnapshotTally]:
+        """Each VM's (by UUID) records summed up by the database (the Home tab's overview);
+        VMs without records are left out."""
+        ...
+
+    async def newest_snapshots(
+        self, vm_uuids: Collection[str], per_vm: int
+    ) -> dict[str, list[Snapshot]]:
+        """The ``per_vm`` newest records of each of ``vm_uuids``, newest first (equal times:
+        the one recorded later first); VMs without records are left out."""
         ...
 
     async def add_snapshot(self, snapshot: Snapshot) -> None: ...

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bot.messages.format import human_bytes, when
 from bot.mrkdwn import literal
 from core.domain.hosts import qualified
 from core.domain.snapshot import CatalogueStatus
-from core.services.snapshots import VmSnapshots
+from core.services.overview import VmOverview
 
 # Slack surfaces: modal and button wording (Slack limits titles and buttons to 24 characters).
 RESTORE_MODAL_TITLE = "Restore VM"
@@ -40,29 +42,40 @@ def restore_request_unknown() -> str:
     return "This restore request is no longer known; close this and run /restore again."
 
 
-def home_header(vm_count: int, snapshot_count: int, disk_bytes: int, memory_bytes: int) -> str:
+def home_header(
+    vm_count: int, snapshot_count: int, disk_bytes: int | None, memory_bytes: int
+) -> str:
+    """The Home tab's first line; ``disk_bytes`` None: storage not measured yet."""
+    disk = "" if disk_bytes is None else f" · disk images {human_bytes(disk_bytes)}"
     return (
-        f"{vm_count} VM(s) you may act on · {snapshot_count} snapshot(s) · disk images "
-        f"{human_bytes(disk_bytes)} · saved memory {human_bytes(memory_bytes)}"
+        f"{vm_count} VM(s) you may act on · {snapshot_count} snapshot(s){disk} · "
+        f"saved memory {human_bytes(memory_bytes)}"
     )
 
 
-def home_vm(group: VmSnapshots, *, with_host: bool = False) -> str:
-    """One VM of the Home tab; ``with_host`` names it as ``hv1/web-01`` (several hosts)."""
-    state = group.vm.state.value if group.vm else "no longer exists"
+def home_measured(taken_at: datetime) -> str:
+    """Under the Home tab's storage summary: its figures are a measurement, not live."""
+    return f"_Storage as measured {when(taken_at)}; measured again every few minutes._"
+
+
+def home_not_measured() -> str:
+    return "_Storage is being measured; this tab shows it once it is done._"
+
+
+def home_vm(vm: VmOverview, *, with_host: bool = False) -> str:
+    """One VM of the Home tab with its newest snapshots (``vm.newest``); ``with_host`` names it
+    as ``hv1/web-01`` (several hosts)."""
+    state = vm.vm.state.value if vm.vm else "no longer exists"
     busy = (
-        f" · busy: {group.busy.operation_kind} by {literal(group.busy.requested_by)}"
-        if group.busy
-        else ""
+        f" · busy: {vm.busy.operation_kind} by {literal(vm.busy.requested_by)}" if vm.busy else ""
     )
-    name = group.vm_name
-    if with_host and group.vm is not None:
-        name = qualified(group.vm.host, group.vm_name)
+    name = vm.vm_name
+    if with_host and vm.vm is not None:
+        name = qualified(vm.vm.host, vm.vm_name)
     elif with_host:
         state = "not on any host that answers"
     lines = [f"*{literal(name)}* ({state}){busy}"]
-    newest = sorted(group.snapshots, key=lambda s: s.created_at, reverse=True)
-    for s in newest[:10]:
+    for s in vm.newest:
         kind = "disk+memory" if s.has_memory else "disk"
         hold = " · held" if s.held else ""
         size = f" · {human_bytes(s.memory_bytes)} memory" if s.has_memory else ""
@@ -72,9 +85,9 @@ def home_vm(group: VmSnapshots, *, with_host: bool = False) -> str:
         missing = " · MISSING" if s.status is CatalogueStatus.MISSING else ""
         missing += " · DAMAGED" if s.damage else ""
         lines.append(f"• `{literal(s.label)}` {when(s.created_at)} · {kind}{size}{hold}{missing}")
-    if len(newest) > 10:
-        lines.append(f"… and {len(newest) - 10} older (/snapshot list {literal(group.vm_name)})")
-    if not newest:
+    if vm.older:
+        lines.append(f"… and {vm.older} older (/snapshot list {literal(vm.vm_name)})")
+    if not vm.tally.total:
         lines.append("no snapshots")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from bot import messages
 from bot.mrkdwn import literal
 from bot.previews import StoreRestorePreview
 from core.domain.snapshot import Snapshot
+from core.services.overview import VmOverview
 from core.services.snapshots import RestorePreview, VmSnapshots
 
 Block = dict[str, Any]
@@ -30,6 +31,7 @@ CONFIRM_ACTION = "snapbot_confirm"
 CANCEL_ACTION = "snapbot_cancel"
 _SECTION_LIMIT = 2900
 _MESSAGE_BLOCKS = 45
+_HOME_BLOCKS = 95
 
 
 def _plain(text: str) -> dict[str, Any]:
@@ -192,16 +194,28 @@ def confirm_message(text: str, confirmation_id: str, *, danger_label: str) -> li
     ]
 
 
-def home_view(header: str, groups: Sequence[VmSnapshots], *, with_host: bool = False) -> View:
+def home_capacity(header: str) -> int:
+    """How many VMs ``home_view`` shows under ``header``: a view holds 100 blocks, a VM takes
+    two (a divider and its section), and one is kept for the line saying there are more."""
+    return max(0, (_HOME_BLOCKS - 1 - len(sections(header)) - 1) // 2)
+
+
+def home_view(
+    header: str, vms: Sequence[VmOverview], *, with_host: bool = False, more: int = 0
+) -> View:
+    """The Home tab: ``header``, then ``vms`` (at most ``home_capacity(header)`` of them) and,
+    when ``more`` VMs were left out, where to see them."""
     blocks: list[Block] = [
         {"type": "header", "text": _plain(messages.HOME_TITLE)},
         *sections(header),
     ]
-    for group in groups:
+    for vm in vms:
         blocks.append({"type": "divider"})
-        blocks.extend(sections(messages.home_vm(group, with_host=with_host), limit=3))
-        if len(blocks) > 95:
-            blocks = blocks[:95]
-            blocks.extend(sections("… more VMs: /snapshot list"))
+        blocks.extend(sections(messages.home_vm(vm, with_host=with_host), limit=3))
+        if len(blocks) > _HOME_BLOCKS:
+            blocks = blocks[:_HOME_BLOCKS]
+            more = max(more, 1)
             break
+    if more:
+        blocks.extend(sections("… more VMs: /snapshot list"))
     return {"type": "home", "blocks": blocks}

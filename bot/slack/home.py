@@ -1,14 +1,24 @@
-"""The App Home tab: the VMs the user may act on, their snapshots, storage totals.
+"""The App Home tab: the VMs the user may act on, their newest snapshots, storage totals.
 
 Published when the user opens the tab and again after every operation (for everyone who opened
-it recently), so it never shows a snapshot that was just deleted.
+it recently), so it never shows a snapshot that was just deleted. It is built from the core's
+read model (``Dispatcher.overview``, ``core.services.overview``): the catalogue's counts, the
+newest snapshots of only the VMs shown, and the last storage measurement with its time. So
+an opening costs a few catalogue queries and one VM listing however big the fleet, and no
+libvirt call per VM (issue 12).
+
+Refreshes after operations are coalesced: while one runs, the operations ending meanwhile share
+one more (it starts after the running one, so it sees all of them); a schedule ending a
+thousand operations does not queue a thousand rebuilds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +30,9 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext
 from bot.slack.guard import Kind, guarded
 from core.domain.operation import Actor
-from core.domain.snapshot import CatalogueStatus
 from core.domain.usage import UsageReport
 from core.errors import CoreError
-from core.services.snapshots import VmSnapshots
+from core.services.overview import VmOverview
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +48,111 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
         await publish(ctx, user)
 
     async def refresh_all() -> None:
-        # One listing (it syncs every VM with libvirt) and one usage measurement serve every
-        # viewer's tab.
-        groups = await ctx.dispatcher.listing()
-        # Measuring usage reads the store's accounting: only when someone will read it.
-        usage = await _usage(ctx) if ctx.home_viewers else None
-        for user in list(ctx.home_viewers):
-            await publish(ctx, user, groups, usage)
+        await publish_all(ctx, sorted(ctx.home_viewers))
 
-    ctx.on_change.append(refresh_all)
+    refresh = Coalesced(refresh_all)
+    ctx.on_change.append(refresh)
+    # The storage line shows a measurement: once a newer one is in, the tabs show it.
+    ctx.dispatcher.after_usage_measured(refresh)
 
 
-async def _usage(ctx: SlackContext) -> UsageReport | None:
-    """The host's storage usage; None (the tab shows the rest) when it cannot be measured."""
-    try:
-        return await ctx.dispatcher.usage_report()
-    except CoreError as exc:
-        logger.warning("usage for the Home tab not measured: %s", exc)
-        return None
+class Coalesced:
+    """Calls of ``work`` coalesced: at most one runs and one waits. A call while one runs
+    waits for the next run, which starts after the running one ends (so it sees whatever
+    made the caller call); callers arriving before that next run starts share it."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]]) -> None:
+        self._work = work
+        self._running: asyncio.Task[None] | None = None
+        self._pending: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    async def __call__(self) -> None:
+        if self._pending is None:
+            self._pending = asyncio.create_task(self._after(self._running))
+        # Shielded: a caller cancelled while waiting does not cancel the run others share.
+        await asyncio.shield(self._pending)
+
+    async def _after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        # From here on this run may already have read the state: later callers need another.
+        self._running, self._pending = self._pending, None
+        try:
+            self.runs += 1
+            await self._work()
+        finally:
+            if self._running is asyncio.current_task():
+                self._running = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """One person's Home tab before its VMs' newest snapshots are read."""
+
+    user: str
+    header: str
+    shown: list[VmOverview]
+    more: int
+    with_host: bool
+
+
+async def publish(ctx: SlackContext, user: str) -> None:
+    """Build and publish ``user``'s Home tab."""
+    await publish_all(ctx, [user])
+
+
+async def publish_all(ctx: SlackContext, users: Sequence[str]) -> None:
+    """Build and publish each of ``users``' Home tabs from one overview, one storage
+    measurement and one read of the newest snapshots of every VM any of them is shown."""
+    if not users:
+        return
+    vms = await ctx.dispatcher.overview()
+    usage = ctx.dispatcher.measured_usage()
+    pages = [await _page(ctx, user, vms, usage) for user in users]
+    wanted = {vm.vm_uuid: vm for page in pages for vm in page.shown}
+    newest = {vm.vm_uuid: vm for vm in await ctx.dispatcher.with_newest(list(wanted.values()))}
+    for page in pages:
+        shown = [newest.get(vm.vm_uuid, vm) for vm in page.shown]
+        view = blocks.home_view(page.header, shown, with_host=page.with_host, more=page.more)
+        try:
+            await ctx.client.views_publish(user_id=page.user, view=view)
+        except SlackApiError as exc:
+            logger.warning("views.publish for %s failed: %s", page.user, exc.response.get("error"))
+
+
+async def _page(
+    ctx: SlackContext, user: str, vms: Sequence[VmOverview], usage: UsageReport | None
+) -> _Page:
+    actor = Actor(user=user, via="slack")
+    mine = await ctx.dispatcher.visible_overview(actor, vms)
+    storage = await ctx.dispatcher.visible_usage(actor, usage) if usage is not None else None
+    header = messages.home_header(
+        vm_count=sum(1 for v in mine if v.vm is not None),
+        snapshot_count=sum(v.tally.present for v in mine),
+        disk_bytes=storage.disk_bytes if storage is not None else None,
+        memory_bytes=sum(v.tally.memory_bytes for v in mine),
+    )
+    if not mine:
+        header = messages.home_nothing_visible()
+    elif storage is not None:
+        header = f"{header}\n{messages.usage_summary(storage)}\n"
+        header += messages.home_measured(storage.taken_at)
+    else:
+        header = f"{header}\n{messages.home_not_measured()}"
+    drills = await _drills(ctx, actor)
+    if drills is not None:
+        header = f"{header}\n{drills}"
+    hosts = ctx.dispatcher.hosts()
+    several = bool(messages.listed_hosts(hosts))
+    if several and not mine and not any(h.reachable for h in hosts):
+        header = ""  # no host answers: what is known is which, since when and why
+    if several:
+        # Which hosts the VMs below are on, and which cannot be shown because they are down.
+        counts = Counter(v.vm.host for v in mine if v.vm is not None and v.vm.host is not None)
+        header = f"{header}\n{messages.hosts_summary(hosts, dict(counts))}".strip()
+    room = blocks.home_capacity(header)
+    return _Page(user, header, mine[:room], max(0, len(mine) - room), several)
 
 
 async def _drills(ctx: SlackContext, actor: Actor) -> str | None:
@@ -69,47 +165,3 @@ async def _drills(ctx: SlackContext, actor: Actor) -> str | None:
     if not statuses:
         return None
     return messages.drill_status(statuses, datetime.now(UTC))
-
-
-async def publish(
-    ctx: SlackContext,
-    user: str,
-    groups: Sequence[VmSnapshots] | None = None,
-    usage: UsageReport | None = None,
-) -> None:
-    """Build and publish ``user``'s Home tab (from ``groups`` and ``usage`` when already
-    measured)."""
-    actor = Actor(user=user, via="slack")
-    if groups is None:
-        groups = await ctx.dispatcher.listing()
-        usage = await _usage(ctx)
-    mine = await ctx.dispatcher.visible_groups(actor, groups)
-    present = [s for g in mine for s in g.snapshots if s.status is CatalogueStatus.PRESENT]
-    header = messages.home_header(
-        vm_count=sum(1 for g in mine if g.vm is not None),
-        snapshot_count=len(present),
-        disk_bytes=sum(g.disk_bytes or 0 for g in mine),
-        memory_bytes=sum(s.memory_bytes or 0 for s in present),
-    )
-    if not mine:
-        header = messages.home_nothing_visible()
-    elif usage is not None:
-        summary = messages.usage_summary(await ctx.dispatcher.visible_usage(actor, usage))
-        header = f"{header}\n{summary}"
-    drills = await _drills(ctx, actor)
-    if drills is not None:
-        header = f"{header}\n{drills}"
-    hosts = ctx.dispatcher.hosts()
-    several = bool(messages.listed_hosts(hosts))
-    if several and not mine and not any(h.reachable for h in hosts):
-        header = ""  # no host answers: what is known is which, since when and why
-    if several:
-        # Which hosts the VMs below are on, and which cannot be shown because they are down.
-        counts = Counter(g.vm.host for g in mine if g.vm is not None and g.vm.host is not None)
-        header = f"{header}\n{messages.hosts_summary(hosts, dict(counts))}".strip()
-    try:
-        await ctx.client.views_publish(
-            user_id=user, view=blocks.home_view(header, mine, with_host=several)
-        )
-    except SlackApiError as exc:
-        logger.warning("views.publish for %s failed: %s", user, exc.response.get("error"))

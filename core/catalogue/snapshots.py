@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.functions import Count
 
@@ -15,6 +19,31 @@ from core.domain.snapshot import (
     Snapshot,
     SnapshotKind,
 )
+from core.ports import SnapshotTally
+
+# One pass over the table, summed per VM by the database (the Home tab's overview). The values
+# compared with are this module's own constants, never input.
+_TALLIES = f"""
+SELECT vm_uuid, MAX(vm_name) AS vm_name,
+  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' THEN 1 ELSE 0 END) AS present,
+  SUM(CASE WHEN status = '{CatalogueStatus.MISSING.value}' THEN 1 ELSE 0 END) AS missing,
+  SUM(CASE WHEN damage IS NOT NULL THEN 1 ELSE 0 END) AS damaged,
+  SUM(CASE WHEN held THEN 1 ELSE 0 END) AS held,
+  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' AND kind = '{SnapshotKind.FULL.value}'
+      THEN 1 ELSE 0 END) AS full_present,
+  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' AND kind = '{SnapshotKind.FULL.value}'
+      THEN COALESCE(memory_bytes, 0) ELSE 0 END) AS memory_bytes
+FROM snapshot GROUP BY vm_uuid
+"""
+
+# The ids of each VM's newest records: ranked within the VM by the database, so only the rows
+# shown are read and turned into records.
+_NEWEST = """
+SELECT id FROM (
+  SELECT id, ROW_NUMBER() OVER (PARTITION BY vm_uuid ORDER BY created_at DESC, id DESC) AS n
+  FROM snapshot WHERE {where}
+) AS ranked WHERE n <= {limit}
+"""
 
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
@@ -60,6 +89,44 @@ class TortoiseSnapshots:
             .values_list("vm_uuid", "count")
         )
         return {str(vm_uuid): int(count) for vm_uuid, count in rows}
+
+    async def snapshot_tallies(self) -> dict[str, SnapshotTally]:
+        rows = await connections.get("default").execute_query_dict(_TALLIES)
+        return {
+            str(r["vm_uuid"]): SnapshotTally(
+                vm_name=str(r["vm_name"]),
+                present=int(r["present"] or 0),
+                missing=int(r["missing"] or 0),
+                damaged=int(r["damaged"] or 0),
+                held=int(r["held"] or 0),
+                full=int(r["full_present"] or 0),
+                memory_bytes=int(r["memory_bytes"] or 0),
+            )
+            for r in rows
+        }
+
+    async def newest_snapshots(
+        self, vm_uuids: Collection[str], per_vm: int
+    ) -> dict[str, list[Snapshot]]:
+        uuids = sorted(set(vm_uuids))
+        if not uuids or per_vm <= 0:
+            return {}
+        conn = connections.get("default")
+        values: list[Any]
+        if conn.capabilities.dialect == "postgres":
+            where, values = "vm_uuid = ANY($1::text[])", [uuids]
+            query = _NEWEST.format(where=where, limit="$2")
+        else:
+            where, values = f"vm_uuid IN ({', '.join('?' for _ in uuids)})", list(uuids)
+            query = _NEWEST.format(where=where, limit="?")
+        rows = await conn.execute_query_dict(query, [*values, int(per_vm)])
+        ids = [int(r["id"]) for r in rows]
+        newest: dict[str, list[Snapshot]] = {}
+        if not ids:
+            return newest
+        for row in await SnapshotRow.filter(id__in=ids).order_by("-created_at", "-id"):
+            newest.setdefault(row.vm_uuid, []).append(_snapshot(row))
+        return newest
 
     async def add_snapshot(self, snapshot: Snapshot) -> None:
         await SnapshotRow.create(

@@ -23,6 +23,7 @@ from core.services.fleet import FleetWatch
 from core.services.locks import LockService
 from core.services.offsite import OffsiteService
 from core.services.operations import OperationRunner
+from core.services.overview import OverviewService
 from core.services.pruning import PruneService
 from core.services.scheduled_runs import ScheduleRunner
 from core.services.schedules import HoldService, ScheduleService
@@ -59,6 +60,8 @@ class Core:
     fallback_reason: str | None
     # what metrics read at scrape time (catalogue only)
     status: StatusService
+    # The Home tab's read model: VMs with their snapshots counted, storage last measured.
+    overview: OverviewService
     _operations: OperationRunner = field(repr=False)
     # The offsite copy of the backup store (None: none configured, SNAPBOT_OFFSITE_URL).
     offsite: OffsiteService | None = None

@@ -40,7 +40,14 @@ from core.domain.usage import (
 )
 from core.domain.vm import Vm
 from core.errors import VmNotFound
-from core.ports import BackupStore, ChartRenderer, Clock, Hypervisor, UsageStore
+from core.ports import (
+    BackupStore,
+    ChartRenderer,
+    Clock,
+    Hypervisor,
+    SnapshotTally,
+    UsageStore,
+)
 
 __all__ = ["UsageCatalogue", "UsageService"]
 
@@ -52,6 +59,8 @@ class UsageCatalogue(UsageStore, Protocol):
     states of full snapshots)."""
 
     async def snapshots(self, vm_uuid: str | None = None) -> list[Snapshot]: ...
+
+    async def snapshot_tallies(self) -> dict[str, SnapshotTally]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +135,9 @@ class UsageService:
         vms = [only] if only is not None else await self._hv.list_vms()
         # A VM of one host among several carries its host's name; one hypervisor's do not.
         vms = [v for v in vms if host is None or v.host in (None, host)]
-        records = await self._catalogue.snapshots(only.uuid if only is not None else None)
+        # Each VM's full snapshots and their memory states, summed by the database in one
+        # pass: not every record read and then filtered once per VM (issue 12).
+        tallies = await self._catalogue.snapshot_tallies()
         points_by_vm: dict[str, list[PointRef]] = {}
         logical_by_vm: dict[str, int] = {}
         added_by_vm: dict[str, int] = {}
@@ -160,7 +171,7 @@ class UsageService:
                     )
                 else:
                     places[place.where] = replace(known, vms=(*known.vms, vm.name))
-            full = _present_full([r for r in records if r.vm_uuid == vm.uuid])
+            tally = tallies.get(vm.uuid)
             refs = points_by_vm.get(vm.uuid, [])
             exclusive = 0
             if refs and self._store is not None:
@@ -171,8 +182,8 @@ class UsageService:
                     # with its host where snapbot serves several: names may be shared
                     vm_name=qualified(vm.host, vm.name),
                     disk_bytes=disk,
-                    memory_state_bytes=sum(s.memory_bytes or 0 for s in full),
-                    full_snapshots=len(full),
+                    memory_state_bytes=tally.memory_bytes if tally is not None else 0,
+                    full_snapshots=tally.full if tally is not None else 0,
                     backup=VmBackupUsage(
                         points=len(refs),
                         logical_bytes=logical_by_vm.get(vm.uuid, 0),

@@ -265,6 +265,53 @@ async def test_snapshot_counts_are_the_present_records_of_each_vm(
     assert await catalogue.snapshot_counts() == {VM_A: 2}
 
 
+async def test_snapshot_tallies_sum_each_vms_records_as_reading_them_one_by_one_would(
+    catalogue: AnyCatalogue,
+) -> None:
+    assert await catalogue.snapshot_tallies() == {}
+    for n in range(4):
+        await catalogue.add_snapshot(snapshot(f"a-{n}", T0 + timedelta(minutes=n)))
+    await catalogue.add_snapshot(snapshot("a-nomem", T0, memory_bytes=None))
+    await catalogue.add_snapshot(snapshot("b-0", T0, vm_uuid=VM_B, memory_bytes=5))
+    await catalogue.set_snapshot_status(VM_A, "sb-a-1", CatalogueStatus.MISSING)
+    await catalogue.set_backup_damage(VM_A, "sb-a-2", "disk vda: chunk 3f2a… is corrupt")
+    await catalogue.set_hold(VM_A, "sb-a-3", Hold(HoldKind.INDEFINITE))
+    # archived: no memory state any more, so none counted
+    await catalogue.archive_snapshot(VM_A, "sb-a-0", point_id="p0", logical_bytes=10, added_bytes=3)
+    tallies = await catalogue.snapshot_tallies()
+    assert set(tallies) == {VM_A, VM_B}
+    a, b = tallies[VM_A], tallies[VM_B]
+    assert (a.vm_name, a.present, a.missing, a.damaged, a.held) == ("web-01", 4, 1, 1, 1)
+    assert a.full == 3  # a-0 is archived
+    assert a.total == 5
+    # a-2 and a-3 (a-1 is missing, a-0 archived, a-nomem has no size)
+    assert a.memory_bytes == 2 * 256 * 2**20
+    assert (b.vm_name, b.present, b.missing, b.memory_bytes) == ("web-02", 1, 0, 5)
+    await catalogue.remove_snapshot(VM_B, "sb-b-0")
+    assert set(await catalogue.snapshot_tallies()) == {VM_A}
+
+
+async def test_newest_snapshots_are_each_asked_vms_latest_records_newest_first(
+    catalogue: AnyCatalogue,
+) -> None:
+    assert await catalogue.newest_snapshots([VM_A], 10) == {}
+    for n in range(12):
+        await catalogue.add_snapshot(snapshot(f"a-{n:02}", T0 + timedelta(minutes=n)))
+    # equal times: the later record counts as the newer
+    await catalogue.add_snapshot(snapshot("a-tie", T0 + timedelta(minutes=11)))
+    for n in range(3):
+        await catalogue.add_snapshot(snapshot(f"b-{n}", T0 + timedelta(hours=n), vm_uuid=VM_B))
+    newest = await catalogue.newest_snapshots([VM_A, VM_B], 4)
+    assert [s.label for s in newest[VM_A]] == ["a-tie", "a-11", "a-10", "a-09"]
+    assert [s.label for s in newest[VM_B]] == ["b-2", "b-1", "b-0"]
+    assert newest[VM_A][0] == next(s for s in await catalogue.snapshots(VM_A) if s.label == "a-tie")
+    # only the VMs asked for
+    assert set(await catalogue.newest_snapshots([VM_B], 10)) == {VM_B}
+    assert await catalogue.newest_snapshots([], 10) == {}
+    await catalogue.remove_snapshot(VM_A, "sb-a-tie")
+    assert [s.label for s in (await catalogue.newest_snapshots([VM_A], 1))[VM_A]] == ["a-11"]
+
+
 async def test_snapshots_with_equal_times_keep_insertion_order(
     catalogue: AnyCatalogue,
 ) -> None:
@@ -546,6 +593,99 @@ async def test_running_operations_report_owner_heartbeat_stage_and_details(
         "size": 3,
         "libvirt_name": "sb-x",
     }
+
+
+async def test_an_operations_progress_is_its_stage_and_whole_details_in_one_write(
+    catalogue: AnyCatalogue,
+) -> None:
+    # The first stage is recorded with the operation (no write of its own).
+    await catalogue.begin_operation(replace(operation("op-a"), stage=Stage.CHECKING), "host-1:42")
+    [running] = await catalogue.running_operations()
+    assert running.operation.stage is Stage.CHECKING
+
+    # The details given are all of them: they replace the stored ones, nothing is merged.
+    evidence = {"host": "h1", "libvirt_name": "sb-x", "pre_state": "running"}
+    await catalogue.record_progress("op-a", stage=Stage.SAVING_MEMORY_AND_DISK, details=evidence)
+    [running] = await catalogue.running_operations()
+    op = running.operation
+    assert (op.stage, op.details, op.libvirt_name) == (
+        Stage.SAVING_MEMORY_AND_DISK,
+        evidence,
+        "sb-x",
+    )
+    await catalogue.record_progress("op-a", stage=Stage.VERIFYING)  # the details stay
+    await catalogue.record_progress("op-a", details={**evidence, "revert_issued": True})
+    [running] = await catalogue.running_operations()
+    assert (running.operation.stage, running.operation.details) == (
+        Stage.VERIFYING,
+        {**evidence, "revert_issued": True},
+    )
+
+    # An ended record is not rewritten by a late write of the process it was taken from.
+    ended = await catalogue.finish_operation("op-a", OperationStatus.RECONCILED, outcome="gone")
+    await catalogue.record_progress("op-a", stage=Stage.STARTING, details={"late": True})
+    assert await catalogue.operations() == [ended]
+
+
+async def test_ending_an_operation_files_the_snapshot_it_made_in_the_same_transaction(
+    catalogue: AnyCatalogue, clock: ManualClock
+) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    made = snapshot("daily", T0)
+    details = {"host": "h1", "libvirt_name": made.libvirt_name, "origin": "manual"}
+
+    assert await catalogue.end_operation(
+        "op1", OperationStatus.SUCCEEDED, outcome="created daily", details=details, made=made
+    )
+
+    assert await catalogue.snapshots(VM_A) == [made]
+    assert await catalogue.operations() == [
+        replace(
+            operation("op1"),
+            status=OperationStatus.SUCCEEDED,
+            finished_at=clock.current,
+            outcome="created daily",
+            details=details,
+            libvirt_name=made.libvirt_name,
+        )
+    ]
+    assert await catalogue.running_operations() == []
+    await catalogue.begin_operation(operation("op2"), owner="host-1:42")  # the lock is free
+    assert [r.operation.id for r in await catalogue.running_operations()] == ["op2"]
+
+
+async def test_an_operation_taken_over_is_not_ended_again_nor_its_snapshot_filed_twice(
+    catalogue: AnyCatalogue,
+) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    # Another process thought this one dead: it reconciled the operation and filed the snapshot.
+    await catalogue.add_snapshot(snapshot("daily", T0))
+    ended = await catalogue.finish_operation("op1", OperationStatus.RECONCILED, outcome="kept")
+
+    late = snapshot("daily", T0, memory_bytes=1)
+    assert not await catalogue.end_operation(
+        "op1", OperationStatus.SUCCEEDED, outcome="created", details={"x": 1}, made=late
+    )
+    assert await catalogue.operations() == [ended]
+    assert await catalogue.snapshots(VM_A) == [snapshot("daily", T0)]
+
+
+async def test_an_operation_whose_snapshot_cannot_be_filed_is_left_running_and_locked(
+    catalogue: AnyCatalogue,
+) -> None:
+    await catalogue.add_snapshot(snapshot("daily", T0))
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+
+    clash = snapshot("daily", T0 + timedelta(seconds=1), libvirt_name="sb-other")
+    with pytest.raises(IntegrityError):
+        await catalogue.end_operation("op1", OperationStatus.SUCCEEDED, made=clash)
+
+    # all or nothing: still running, still holding the VM, and the record is not filed
+    [running] = await catalogue.running_operations()
+    assert (running.operation.id, running.operation.status) == ("op1", OperationStatus.RUNNING)
+    with pytest.raises(VmBusy):
+        await catalogue.begin_operation(operation("op2"), owner="host-1:42")
+    assert [s.libvirt_name for s in await catalogue.snapshots(VM_A)] == ["sb-daily"]
 
 
 async def test_rejected_requests_are_audited_without_taking_the_lock(

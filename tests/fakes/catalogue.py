@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -36,7 +36,7 @@ from core.domain.schedule import Schedule
 from core.domain.snapshot import CatalogueStatus, Hold, Snapshot, SnapshotKind
 from core.domain.usage import SampleKind, UsageSample
 from core.errors import ConfirmationSpent, LockHolder, VmBusy
-from core.ports import Clock, RunningOperation
+from core.ports import Clock, RunningOperation, SnapshotTally
 from tests.fakes.drills import MemoryDrills
 
 
@@ -112,6 +112,41 @@ class MemoryCatalogue(MemoryDrills):
             if s.status is CatalogueStatus.PRESENT:
                 counts[s.vm_uuid] = counts.get(s.vm_uuid, 0) + 1
         return counts
+
+    async def snapshot_tallies(self) -> dict[str, SnapshotTally]:
+        await _round_trip()
+        tallies: dict[str, SnapshotTally] = {}
+        for s in self._snapshots:
+            t = tallies.get(s.vm_uuid) or SnapshotTally(s.vm_name, 0, 0, 0, 0, 0, 0)
+            full = s.status is CatalogueStatus.PRESENT and s.kind is SnapshotKind.FULL
+            tallies[s.vm_uuid] = SnapshotTally(
+                vm_name=max(t.vm_name, s.vm_name),
+                present=t.present + (s.status is CatalogueStatus.PRESENT),
+                missing=t.missing + (s.status is CatalogueStatus.MISSING),
+                damaged=t.damaged + (s.damage is not None),
+                held=t.held + s.held,
+                full=t.full + full,
+                memory_bytes=t.memory_bytes + ((s.memory_bytes or 0) if full else 0),
+            )
+        return tallies
+
+    async def newest_snapshots(
+        self, vm_uuids: Collection[str], per_vm: int
+    ) -> dict[str, list[Snapshot]]:
+        await _round_trip()
+        wanted = set(vm_uuids)
+        # Newest first; of equal times the later row (as the database's id orders them).
+        ranked = sorted(
+            ((s, n) for n, s in enumerate(self._snapshots) if s.vm_uuid in wanted),
+            key=lambda pair: (pair[0].created_at, pair[1]),
+            reverse=True,
+        )
+        newest: dict[str, list[Snapshot]] = {}
+        for s, _ in ranked:
+            kept = newest.setdefault(s.vm_uuid, [])
+            if len(kept) < per_vm:
+                kept.append(s)
+        return {uuid: kept for uuid, kept in newest.items() if kept}
 
     async def add_snapshot(self, snapshot: Snapshot) -> None:
         await _round_trip()

@@ -118,7 +118,7 @@ async def test_the_home_header_counts_vms_per_host_and_names_the_one_down(
     hosts = TwoHosts(tmp_path, catalogue)
     assert await hosts.connect()
     hosts.hv2.down = DOWN
-    groups = await Dispatcher(hosts.core, None).listing()
+    groups = await Dispatcher(hosts.core, None).overview()
     counts = {"hv1": sum(1 for g in groups if g.vm is not None and g.vm.host == "hv1")}
     text = flat(messages.hosts_summary(hosts.core.watch.health(), counts))
     assert "• hv1: 2 VM(s)" in text
