@@ -245,7 +245,8 @@ class OperationStore(DatabaseClock, Protocol):
     """The audit trail of operations and the per-VM locks they (and catalogue syncs) take."""
 
     async def begin_operation(self, operation: Operation, owner: str) -> None:
-        """Record ``operation`` as running and take its VM's lock, atomically.
+        """Record ``operation`` as running and take its VM's lock, atomically (with its
+        ``stage`` and ``details`` as given: the first stage costs no write of its own).
 
         Raise ``VmBusy`` (and record nothing) when another operation holds the VM.
         """
@@ -267,6 +268,36 @@ class OperationStore(DatabaseClock, Protocol):
     async def set_stage(self, operation_id: str, stage: Stage) -> None: ...
 
     async def update_details(self, operation_id: str, details: Mapping[str, object]) -> None: ...
+
+    async def record_progress(
+        self,
+        operation_id: str,
+        *,
+        stage: Stage | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        """Write a running operation's stage and/or details in one commit (what a crash
+        recovery needs is durable when this returns). ``details`` are all of the operation's
+        details and replace the stored ones, so nothing is read first: only the operation's
+        own handle writes them while it runs, and it keeps them whole."""
+        ...
+
+    async def end_operation(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, object] | None = None,
+        made: Snapshot | None = None,
+    ) -> bool:
+        """``finish_operation`` for the operation's own process, in one transaction and
+        without reading the record back: also store ``details`` (all of them, as
+        ``record_progress``) and add ``made``, the record of the snapshot the operation made.
+        False, and nothing written, when the record was no longer running (a takeover ended
+        it, and its reconciliation filed what the operation made)."""
+        ...
 
     async def heartbeat(self, operation_id: str) -> None: ...
 

@@ -19,7 +19,9 @@ from tortoise.transactions import in_transaction
 
 from core.catalogue.clock import TortoiseDatabaseClock, aware
 from core.catalogue.models import OperationRow, VmLockRow
+from core.catalogue.snapshots import TortoiseSnapshots
 from core.domain.operation import Operation, OperationKind, OperationStatus, Stage
+from core.domain.snapshot import Snapshot
 from core.errors import LockHolder, VmBusy
 from core.ports import Clock, RunningOperation
 
@@ -112,6 +114,17 @@ def _operation(row: OperationRow) -> Operation:
     )
 
 
+def _progress_fields(stage: Stage | None, details: Mapping[str, object] | None) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    if stage is not None:
+        update["stage"] = stage.value
+    if details is not None:
+        update["details"] = dict(details)
+        if "libvirt_name" in details:
+            update["libvirt_name"] = details["libvirt_name"]
+    return update
+
+
 class TortoiseOperations(TortoiseDatabaseClock):
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -188,6 +201,45 @@ class TortoiseOperations(TortoiseDatabaseClock):
         if "libvirt_name" in details:
             update["libvirt_name"] = details["libvirt_name"]
         await OperationRow.filter(id=operation_id).update(**update)
+
+    async def record_progress(
+        self,
+        operation_id: str,
+        *,
+        stage: Stage | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        update = _progress_fields(stage, details)
+        if update:
+            await OperationRow.filter(id=operation_id, status=OperationStatus.RUNNING.value).update(
+                **update
+            )
+
+    async def end_operation(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, object] | None = None,
+        made: Snapshot | None = None,
+    ) -> bool:
+        update = _progress_fields(None, details)
+        update.update(
+            status=status.value, finished_at=self._clock.now(), outcome=outcome, error=error
+        )
+        async with in_transaction():
+            # As finish_operation: only a running record ends, and only then is the lock (and
+            # the snapshot's record) this process's to write.
+            if not await OperationRow.filter(
+                id=operation_id, status=OperationStatus.RUNNING.value
+            ).update(**update):
+                return False
+            await VmLockRow.filter(operation_id=operation_id).delete()
+            if made is not None:
+                await TortoiseSnapshots().add_snapshot(made)
+        return True
 
     async def heartbeat(self, operation_id: str) -> None:
         await VmLockRow.filter(operation_id=operation_id).update(

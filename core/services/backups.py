@@ -322,7 +322,7 @@ class BackupService:
             )
             safety = None
             if safety_snapshot:
-                await op.stage(Stage.SAFETY_SNAPSHOT)
+                # records its stage, SAFETY_SNAPSHOT, itself
                 safety = await self._snapshots.take_safety_snapshot(op, vm, target.label, actor)
             if pre_state.is_active:
                 await op.stage(Stage.STOPPING)

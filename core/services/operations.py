@@ -26,6 +26,7 @@ from core.domain.operation import (
     ProgressCallback,
     Stage,
 )
+from core.domain.snapshot import Snapshot
 from core.domain.vm import Vm
 from core.errors import CoreError, HypervisorError
 from core.ports import Catalogue, Clock, OperationObserver
@@ -61,7 +62,11 @@ class Refusal:
 
 @dataclass
 class OperationHandle:
-    """What a use case uses while it holds the VM: stage reports, details, the outcome text."""
+    """What a use case uses while it holds the VM: stage reports, details, the outcome text.
+
+    Each stage and each ``record`` is one commit carrying the stage and all of the details
+    (``details`` holds them whole, so nothing is read before a write); facts ``note``d are
+    written with the next of those, or with the operation's end."""
 
     operation: Operation
     catalogue: Catalogue
@@ -69,13 +74,28 @@ class OperationHandle:
     outcome: str | None = None
     details: dict[str, object] = field(default_factory=dict)
     observer: OperationObserver = field(default_factory=QuietObserver)
+    # The record of the snapshot this operation made: added with the operation's end, in the
+    # same transaction (a crash before it leaves the name in ``details`` for the recovery).
+    made: Snapshot | None = None
     _current: tuple[Stage, float] | None = None
+    _unwritten: bool = False
 
-    async def stage(self, stage: Stage) -> None:
-        """Record and report a stage. A failing progress display never fails the operation."""
+    async def stage(self, stage: Stage, **details: object) -> None:
+        """Record ``stage`` with ``details`` (and any noted before) in one write, then report
+        it. A failing progress display never fails the operation."""
+        self.details.update(details)
+        await self.catalogue.record_progress(
+            self.operation.id,
+            stage=stage,
+            details=self.details if details or self._unwritten else None,
+        )
+        self._unwritten = False
+        await self.entered(stage)
+
+    async def entered(self, stage: Stage) -> None:
+        """Report a stage already recorded (the first, written with the operation itself)."""
         self.end_stage()
         self._current = (stage, time.monotonic())
-        await self.catalogue.set_stage(self.operation.id, stage)
         try:
             await self.progress(stage)
         except Exception:
@@ -92,9 +112,21 @@ class OperationHandle:
                 logger.exception("operation observer failed for operation %s", self.operation.id)
 
     async def record(self, **details: object) -> None:
-        """Persist facts needed to reconcile this operation if the process dies."""
+        """Persist facts needed to reconcile this operation if the process dies, now."""
         self.details.update(details)
-        await self.catalogue.update_details(self.operation.id, details)
+        await self.catalogue.record_progress(self.operation.id, details=self.details)
+        self._unwritten = False
+
+    def note(self, **details: object) -> None:
+        """Keep facts a recovery needs only once the next stage begins (that stage's write
+        carries them, before its libvirt call); the operation's end writes any left."""
+        self.details.update(details)
+        self._unwritten = True
+
+    @property
+    def unwritten(self) -> dict[str, object] | None:
+        """All of the details, when some were noted since the last write; else None."""
+        return self.details if self._unwritten else None
 
 
 class OperationRunner:
@@ -238,8 +270,10 @@ class OperationRunner:
         *,
         label: str | None = None,
         details: Mapping[str, object] | None = None,
+        stage: Stage | None = None,
     ) -> AsyncIterator[OperationHandle]:
-        """Hold ``vm`` for the duration of the block.
+        """Hold ``vm`` for the duration of the block; ``stage``, the first, is recorded with
+        the operation (no write of its own) and reported once the VM is held.
 
         A ``CoreError`` that is not a hypervisor failure means nothing was attempted: the
         operation ends REJECTED. A hypervisor failure ends it FAILED. Cancellation (the process
@@ -257,21 +291,25 @@ class OperationRunner:
                 except CoreError as exc:
                     await self._record_refusal(op, exc)
                     raise
-            async with self._locked(op, progress) as handle:
+            async with self._locked(op, progress, stage) as handle:
                 yield handle
 
     @asynccontextmanager
     async def _locked(
-        self, op: Operation, progress: ProgressCallback
+        self, op: Operation, progress: ProgressCallback, stage: Stage | None
     ) -> AsyncIterator[OperationHandle]:
         try:
-            await self._catalogue.begin_operation(op, self.owner)
+            await self._catalogue.begin_operation(replace(op, stage=stage), self.owner)
         except CoreError as exc:
             await self._record_refusal(op, exc)
             raise
-        handle = OperationHandle(op, self._catalogue, progress, observer=self.observer)
+        handle = OperationHandle(
+            op, self._catalogue, progress, details=dict(op.details), observer=self.observer
+        )
         beat = asyncio.create_task(self._heartbeat(op.id), name=f"heartbeat-{op.id}")
         try:
+            if stage is not None:
+                await handle.entered(stage)
             yield handle
         except HypervisorError as exc:
             await self._finish(handle, OperationStatus.FAILED, error=str(exc))
@@ -302,8 +340,17 @@ class OperationRunner:
         op = handle.operation
         handle.end_stage()
         # Shielded: the record must become terminal even if the caller is being cancelled.
+        # One transaction: the details noted since the last stage, the record of the snapshot
+        # the operation made, the terminal status and the lock's release.
         await asyncio.shield(
-            self._catalogue.finish_operation(op.id, status, outcome=outcome, error=error)
+            self._catalogue.end_operation(
+                op.id,
+                status,
+                outcome=outcome,
+                error=error,
+                details=handle.unwritten,
+                made=handle.made,
+            )
         )
         self.ended(
             replace(op, status=status, finished_at=self._clock.now(), outcome=outcome, error=error)

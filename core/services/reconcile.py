@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -64,11 +64,13 @@ LOST_CONTACT_WAIT = 60.0
 
 @dataclass
 class SyncReport:
-    """What ``sync_vm`` changed."""
+    """What ``sync_vm`` changed, and the VM's records as they are after it (``rows``, as
+    ``Catalogue.snapshots`` gives them: the caller, holding the VM, need not read them again)."""
 
     added: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     returned: list[str] = field(default_factory=list)
+    rows: list[Snapshot] = field(default_factory=list)
 
 
 async def sync_vm(
@@ -83,9 +85,18 @@ async def sync_vm(
     present = {s.libvirt_name: s for s in listing or await hypervisor.list_snapshots(vm)}
     where = await hypervisor.host_of(vm)
     host = where.uuid
-    # A VM's UUID is its identity: listed here, its records are this host's.
-    await catalogue.claim_host(vm.uuid, host, where.uri)
-    rows = {s.libvirt_name: s for s in await catalogue.snapshots(vm.uuid)}
+    read = await catalogue.snapshots(vm.uuid)
+    # A VM's UUID is its identity: listed here, its records are this host's. Claimed only
+    # when a record says otherwise: most syncs would write nothing.
+    claimed = any(s.host_uuid != host for s in read)
+    if claimed:
+        await catalogue.claim_host(vm.uuid, host, where.uri)
+    rows = {s.libvirt_name: s for s in read}
+    # The records as this sync leaves them, kept as it writes them: no read after its writes.
+    after = {
+        n: s if s.host_uuid == host else replace(s, host_uuid=host, hypervisor_uri=where.uri)
+        for n, s in rows.items()
+    }
     taken = {s.label for s in rows.values()}
     need_sizes = False
     for name, hs in present.items():
@@ -93,21 +104,22 @@ async def sync_vm(
         if row is None:
             label = _label_for(hs, taken)
             taken.add(label)
-            await catalogue.add_snapshot(
-                record_of(
-                    vm,
-                    hs,
-                    label=label,
-                    created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
-                    origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
-                    host_uuid=host,
-                    hypervisor_uri=where.uri,
-                )
+            added = record_of(
+                vm,
+                hs,
+                label=label,
+                created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
+                origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
+                host_uuid=host,
+                hypervisor_uri=where.uri,
             )
+            await catalogue.add_snapshot(added)
+            after[name] = added
             report.added.append(label)
             need_sizes = need_sizes or hs.has_memory
         elif row.status is CatalogueStatus.MISSING:
             await catalogue.set_snapshot_status(vm.uuid, name, CatalogueStatus.PRESENT)
+            after[name] = replace(after[name], status=CatalogueStatus.PRESENT)
             report.returned.append(row.label)
         elif row.has_memory and row.memory_bytes is None:
             need_sizes = True
@@ -116,9 +128,12 @@ async def sync_vm(
             continue  # a restore point in the backup store: libvirt never had it
         if name not in present and row.status is CatalogueStatus.PRESENT:
             await catalogue.set_snapshot_status(vm.uuid, name, CatalogueStatus.MISSING)
+            after[name] = replace(after[name], status=CatalogueStatus.MISSING)
             report.missing.append(row.label)
+    # In the catalogue's order: by time, then as recorded (added ones were recorded last).
+    report.rows = sorted(after.values(), key=lambda s: s.created_at)
     if need_sizes:
-        await refresh_memory_sizes(hypervisor, catalogue, vm)
+        report.rows = await refresh_memory_sizes(hypervisor, catalogue, vm, report.rows)
     if report.added or report.missing or report.returned:
         logger.info(
             "catalogue sync for %s: added %s, missing %s, back %s",
@@ -247,14 +262,27 @@ def record_of_point(manifest: Manifest, vm_name: str) -> Snapshot:
     )
 
 
-async def refresh_memory_sizes(hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm) -> None:
-    """Record the saved-memory size of each of the VM's snapshots, where it can be measured."""
-    sizes = await hypervisor.memory_state_sizes(vm)
-    if not sizes:
-        return
-    for row in await catalogue.snapshots(vm.uuid):
-        if row.libvirt_name in sizes and row.memory_bytes != sizes[row.libvirt_name]:
-            await catalogue.set_memory_bytes(vm.uuid, row.libvirt_name, sizes[row.libvirt_name])
+async def refresh_memory_sizes(
+    hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm, rows: list[Snapshot]
+) -> list[Snapshot]:
+    """Record the saved-memory size of each of the VM's snapshots, where it can be measured;
+    ``rows`` are its records as stored, returned with the sizes written."""
+    return await record_memory_sizes(catalogue, vm, rows, await hypervisor.memory_state_sizes(vm))
+
+
+async def record_memory_sizes(
+    catalogue: Catalogue, vm: Vm, rows: list[Snapshot], sizes: Mapping[str, int]
+) -> list[Snapshot]:
+    """``refresh_memory_sizes`` with the sizes measured: only the records they change are
+    written."""
+    result = []
+    for row in rows:
+        size = sizes.get(row.libvirt_name)
+        if size is not None and row.memory_bytes != size:
+            await catalogue.set_memory_bytes(vm.uuid, row.libvirt_name, size)
+            row = replace(row, memory_bytes=size)
+        result.append(row)
+    return result
 
 
 def _label_for(hs: HypervisorSnapshot, taken: set[str]) -> str:

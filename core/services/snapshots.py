@@ -52,8 +52,8 @@ from core.services.holds import refuse_if_held
 from core.services.operations import OperationHandle, OperationRunner
 from core.services.reconcile import (
     answer_after_loss,
+    record_memory_sizes,
     record_of,
-    refresh_memory_sizes,
     revert_landed,
     sync_if_free,
     sync_points,
@@ -266,10 +266,12 @@ class SnapshotService:
             description = validate_description(description)
         started = time.monotonic()
         async with self.holding(kind, vm_name, actor, progress, label) as (vm, op):
-            await sync_vm(self._hv, self._catalogue, vm)
+            rows = (await sync_vm(self._hv, self._catalogue, vm)).rows
             snapshot = await self._take_snapshot(
-                op, vm, label, description, origin, actor, check_space=check_space
+                op, vm, rows, label, description, origin, actor, check_space=check_space
             )
+            # Filed with the operation's end, in its transaction (no commit of its own).
+            op.made = snapshot
             state = await self._hv.state(vm)
             op.outcome = f"created {snapshot.label} ({snapshot.libvirt_name}); VM {state.value}"
         return CreateResult(
@@ -294,8 +296,7 @@ class SnapshotService:
         started = time.monotonic()
         async with self.holding(kind, vm_name, actor, progress, label) as (vm, op):
             listing = await self._hv.list_snapshots(vm)
-            await sync_vm(self._hv, self._catalogue, vm, listing)
-            snaps = await self._catalogue.snapshots(vm.uuid)
+            snaps = (await sync_vm(self._hv, self._catalogue, vm, listing)).rows
             target = await self.lookup(vm, snaps, label, libvirt_name)
             hs = next((s for s in listing if s.libvirt_name == target.libvirt_name), None)
             if hs is None:
@@ -303,15 +304,16 @@ class SnapshotService:
             facts = await self._hv.vm_facts(vm)
             check_restore_support(facts, hs)
             pre_state = facts.vm.state
-            await op.record(
+            # Written with the next stage, before its libvirt call (the safety snapshot's,
+            # the stop or the revert): nothing is changed until then.
+            op.note(
                 libvirt_name=target.libvirt_name,
                 pre_state=pre_state.value,
                 target_has_memory=hs.has_memory,
             )
             safety = None
             if safety_snapshot:
-                await op.stage(Stage.SAFETY_SNAPSHOT)
-                safety = await self.take_safety_snapshot(op, vm, target.label, actor)
+                safety = await self.take_safety_snapshot(op, vm, target.label, actor, snaps)
             current = safety.libvirt_name if safety else _current(listing)
             state = await self._revert(op, vm, hs, pre_state, safety, current)
             op.outcome = f"restored {target.label}; VM {state.value}"
@@ -468,10 +470,16 @@ class SnapshotService:
         lock with the operation's record, and check libvirt is not busy with it elsewhere."""
         async with self._runner.refusals_audited(kind, actor, vm_name):
             vm = await self._vm(vm_name)
+        # CHECKING is recorded with the operation itself: nothing happens between the two.
         async with self._runner.run(
-            kind, vm, actor, progress, label=label, details=await self._host(vm)
+            kind,
+            vm,
+            actor,
+            progress,
+            label=label,
+            details=await self._host(vm),
+            stage=Stage.CHECKING,
         ) as op:
-            await op.stage(Stage.CHECKING)
             await self._refuse_if_libvirt_busy(vm)
             yield vm, op
 
@@ -497,8 +505,8 @@ class SnapshotService:
             for r in await self._catalogue.running_operations()
         }
 
-    async def _safety_label(self, vm: Vm) -> str:
-        taken = {s.label for s in await self._catalogue.snapshots(vm.uuid)}
+    def _safety_label(self, rows: list[Snapshot]) -> str:
+        taken = {s.label for s in rows}
         base = "safety-" + self._clock.now().strftime("%Y%m%d-%H%M%S")
         label, n = base, 2
         while lookalike(label, taken) is not None:  # as _take_snapshot judges "taken"
@@ -506,19 +514,32 @@ class SnapshotService:
         return label
 
     async def take_safety_snapshot(
-        self, op: OperationHandle, vm: Vm, restoring: str, actor: Actor
+        self,
+        op: OperationHandle,
+        vm: Vm,
+        restoring: str,
+        actor: Actor,
+        rows: list[Snapshot] | None = None,
     ) -> Snapshot:
-        """A full snapshot of the VM as it is, taken inside a restore of ``restoring``."""
-        return await self._take_snapshot(
+        """A full snapshot of the VM as it is, taken inside a restore of ``restoring`` (its
+        stage, ``SAFETY_SNAPSHOT``, is recorded here, with the details noted before it).
+        ``rows``: the VM's records as the restore has them (read when not given)."""
+        if rows is None:
+            rows = await self._catalogue.snapshots(vm.uuid)
+        snapshot = await self._take_snapshot(
             op,
             vm,
-            await self._safety_label(vm),
+            rows,
+            self._safety_label(rows),
             f"Safety snapshot taken before restoring {restoring}",
             Origin.SAFETY,
             actor,
-            report_stages=False,
+            stage=Stage.SAFETY_SNAPSHOT,
             record_as="safety",
         )
+        # The restore goes on changing the VM: the record is filed now, not with the end.
+        await self._catalogue.add_snapshot(snapshot)
+        return snapshot
 
     async def refuse_taken_label(self, vm: Vm, label: str, rows: list[Snapshot]) -> None:
         """``LabelTaken`` when ``label`` is, or looks like, a label the VM already has."""
@@ -531,27 +552,32 @@ class SnapshotService:
         self,
         op: OperationHandle,
         vm: Vm,
+        rows: list[Snapshot],
         label: str,
         description: str,
         origin: Origin,
         actor: Actor,
         *,
-        report_stages: bool = True,
+        stage: Stage | None = None,
         record_as: str = "libvirt_name",
         check_space: bool = True,
     ) -> Snapshot:
-        await self.refuse_taken_label(vm, label, await self._catalogue.snapshots(vm.uuid))
+        """Make the snapshot and return its record, with its memory state's size, for the
+        caller to file: ``rows`` are the VM's records (the label is checked against them).
+        ``stage`` None: a snapshot of its own, reported in its stages; else the stage it is
+        taken in."""
+        await self.refuse_taken_label(vm, label, rows)
         facts = await self._hv.vm_facts(vm)
         plan = plan_snapshot(facts, await self._hv.snapshot_places(facts), check_space=check_space)
         name = new_libvirt_name()
         pre_state = facts.vm.state
-        # Recorded before the call: a crash recovery that finds no name knows none was made,
-        # and one that finds the snapshot files it with the origin it was made for.
-        await op.record(**{record_as: name, "pre_state": pre_state.value, "origin": origin.value})
-        if report_stages:
-            await op.stage(
-                Stage.SAVING_MEMORY_AND_DISK if plan.with_memory else Stage.CAPTURING_DISK
-            )
+        # Recorded with the stage, in one write, before the call: a crash recovery that finds
+        # no name knows none was made, and one that finds the snapshot files it with the
+        # origin it was made for.
+        await op.stage(
+            stage or (Stage.SAVING_MEMORY_AND_DISK if plan.with_memory else Stage.CAPTURING_DISK),
+            **{record_as: name, "pre_state": pre_state.value, "origin": origin.value},
+        )
         try:
             hs = await self._hv.create_snapshot(vm, name, libvirt_description(label, description))
         except HypervisorUnavailable as lost:
@@ -570,25 +596,25 @@ class SnapshotService:
         except HypervisorError as exc:
             state = await self._settle(vm, pre_state)
             raise OperationFailed(exc.detail, vm=vm.name, vm_state=state) from exc
-        if report_stages:
+        if stage is None:
             await op.stage(Stage.VERIFYING)
         await self._settle(vm, pre_state)
         where = await self._hv.host_of(vm)
-        snapshot = record_of(
-            vm,
-            hs,
-            label=label,
-            created_by=actor.user,
-            origin=origin,
-            host_uuid=where.uuid,
-            hypervisor_uri=where.uri,
+        # The new record's memory size goes into it; the others' are written if they changed.
+        sizes = await self._hv.memory_state_sizes(vm)
+        await record_memory_sizes(self._catalogue, vm, rows, sizes)
+        return replace(
+            record_of(
+                vm,
+                hs,
+                label=label,
+                created_by=actor.user,
+                origin=origin,
+                host_uuid=where.uuid,
+                hypervisor_uri=where.uri,
+            ),
+            memory_bytes=sizes.get(name),
         )
-        await self._catalogue.add_snapshot(snapshot)
-        await refresh_memory_sizes(self._hv, self._catalogue, vm)
-        for row in await self._catalogue.snapshots(vm.uuid):
-            if row.libvirt_name == name:
-                return row
-        return snapshot
 
     async def _delete_point(self, op: OperationHandle, target: Snapshot) -> int:
         """Remove a restore point from the backup store, then the space of the pieces no

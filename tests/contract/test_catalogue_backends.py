@@ -595,6 +595,99 @@ async def test_running_operations_report_owner_heartbeat_stage_and_details(
     }
 
 
+async def test_an_operations_progress_is_its_stage_and_whole_details_in_one_write(
+    catalogue: AnyCatalogue,
+) -> None:
+    # The first stage is recorded with the operation (no write of its own).
+    await catalogue.begin_operation(replace(operation("op-a"), stage=Stage.CHECKING), "host-1:42")
+    [running] = await catalogue.running_operations()
+    assert running.operation.stage is Stage.CHECKING
+
+    # The details given are all of them: they replace the stored ones, nothing is merged.
+    evidence = {"host": "h1", "libvirt_name": "sb-x", "pre_state": "running"}
+    await catalogue.record_progress("op-a", stage=Stage.SAVING_MEMORY_AND_DISK, details=evidence)
+    [running] = await catalogue.running_operations()
+    op = running.operation
+    assert (op.stage, op.details, op.libvirt_name) == (
+        Stage.SAVING_MEMORY_AND_DISK,
+        evidence,
+        "sb-x",
+    )
+    await catalogue.record_progress("op-a", stage=Stage.VERIFYING)  # the details stay
+    await catalogue.record_progress("op-a", details={**evidence, "revert_issued": True})
+    [running] = await catalogue.running_operations()
+    assert (running.operation.stage, running.operation.details) == (
+        Stage.VERIFYING,
+        {**evidence, "revert_issued": True},
+    )
+
+    # An ended record is not rewritten by a late write of the process it was taken from.
+    ended = await catalogue.finish_operation("op-a", OperationStatus.RECONCILED, outcome="gone")
+    await catalogue.record_progress("op-a", stage=Stage.STARTING, details={"late": True})
+    assert await catalogue.operations() == [ended]
+
+
+async def test_ending_an_operation_files_the_snapshot_it_made_in_the_same_transaction(
+    catalogue: AnyCatalogue, clock: ManualClock
+) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    made = snapshot("daily", T0)
+    details = {"host": "h1", "libvirt_name": made.libvirt_name, "origin": "manual"}
+
+    assert await catalogue.end_operation(
+        "op1", OperationStatus.SUCCEEDED, outcome="created daily", details=details, made=made
+    )
+
+    assert await catalogue.snapshots(VM_A) == [made]
+    assert await catalogue.operations() == [
+        replace(
+            operation("op1"),
+            status=OperationStatus.SUCCEEDED,
+            finished_at=clock.current,
+            outcome="created daily",
+            details=details,
+            libvirt_name=made.libvirt_name,
+        )
+    ]
+    assert await catalogue.running_operations() == []
+    await catalogue.begin_operation(operation("op2"), owner="host-1:42")  # the lock is free
+    assert [r.operation.id for r in await catalogue.running_operations()] == ["op2"]
+
+
+async def test_an_operation_taken_over_is_not_ended_again_nor_its_snapshot_filed_twice(
+    catalogue: AnyCatalogue,
+) -> None:
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+    # Another process thought this one dead: it reconciled the operation and filed the snapshot.
+    await catalogue.add_snapshot(snapshot("daily", T0))
+    ended = await catalogue.finish_operation("op1", OperationStatus.RECONCILED, outcome="kept")
+
+    late = snapshot("daily", T0, memory_bytes=1)
+    assert not await catalogue.end_operation(
+        "op1", OperationStatus.SUCCEEDED, outcome="created", details={"x": 1}, made=late
+    )
+    assert await catalogue.operations() == [ended]
+    assert await catalogue.snapshots(VM_A) == [snapshot("daily", T0)]
+
+
+async def test_an_operation_whose_snapshot_cannot_be_filed_is_left_running_and_locked(
+    catalogue: AnyCatalogue,
+) -> None:
+    await catalogue.add_snapshot(snapshot("daily", T0))
+    await catalogue.begin_operation(operation("op1"), owner="host-1:42")
+
+    clash = snapshot("daily", T0 + timedelta(seconds=1), libvirt_name="sb-other")
+    with pytest.raises(IntegrityError):
+        await catalogue.end_operation("op1", OperationStatus.SUCCEEDED, made=clash)
+
+    # all or nothing: still running, still holding the VM, and the record is not filed
+    [running] = await catalogue.running_operations()
+    assert (running.operation.id, running.operation.status) == ("op1", OperationStatus.RUNNING)
+    with pytest.raises(VmBusy):
+        await catalogue.begin_operation(operation("op2"), owner="host-1:42")
+    assert [s.libvirt_name for s in await catalogue.snapshots(VM_A)] == ["sb-daily"]
+
+
 async def test_rejected_requests_are_audited_without_taking_the_lock(
     catalogue: AnyCatalogue,
 ) -> None:

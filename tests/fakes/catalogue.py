@@ -45,6 +45,22 @@ def _json(value: Mapping[str, object]) -> dict[str, Any]:
     return copied
 
 
+def _progressed(
+    op: Operation, stage: Stage | None, details: Mapping[str, object] | None
+) -> Operation:
+    """``op`` with ``stage`` and (all of) its ``details`` replaced, where given."""
+    if stage is not None:
+        op = replace(op, stage=stage)
+    if details is not None:
+        libvirt_name = details.get("libvirt_name", op.libvirt_name)
+        op = replace(
+            op,
+            details=_json(details),
+            libvirt_name=None if libvirt_name is None else str(libvirt_name),
+        )
+    return op
+
+
 async def _round_trip() -> None:
     """Where the database catalogue awaits the server: other tasks run meanwhile."""
     await asyncio.sleep(0)
@@ -301,6 +317,47 @@ class MemoryCatalogue(MemoryDrills):
         self._operations[operation_id] = replace(
             op, details=merged, libvirt_name=None if libvirt_name is None else str(libvirt_name)
         )
+
+    async def record_progress(
+        self,
+        operation_id: str,
+        *,
+        stage: Stage | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        await _round_trip()
+        op = self._operations.get(operation_id)
+        if op is None or op.status is not OperationStatus.RUNNING:
+            return
+        self._operations[operation_id] = _progressed(op, stage, details)
+
+    async def end_operation(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        details: Mapping[str, object] | None = None,
+        made: Snapshot | None = None,
+    ) -> bool:
+        await _round_trip()
+        op = self._operations[operation_id]
+        if op.status is not OperationStatus.RUNNING:
+            return False
+        if made is not None:
+            await self.add_snapshot(made)  # raises before anything changed, as a rollback
+        self._operations[operation_id] = replace(
+            _progressed(op, None, details),
+            status=status,
+            finished_at=self._clock.now(),
+            outcome=outcome,
+            error=error,
+        )
+        found = self._lock_of(operation_id)
+        if found is not None:
+            del self._locks[found[0]]
+        return True
 
     async def heartbeat(self, operation_id: str) -> None:
         now = await self.database_now()
