@@ -62,7 +62,9 @@ test: test-deps $(VENV)/.installed lint typecheck
 # docs/reliability.md (linked from the README). Fails if a test or a check failed, or a check
 # the sources name recorded nothing.
 RELIABILITY_LOG ?= .build/reliability.jsonl
-RELIABILITY_SUITES = $(wildcard tests/reliability tests/security tests/fuzz tests/system/test_faults_real_guest.py)
+RELIABILITY_SUITES = $(wildcard tests/reliability tests/security tests/fuzz tests/system/test_faults_real_guest.py \
+	tests/system/test_bot_killed.py tests/system/test_backup_recovery_real_guest.py \
+	tests/system/test_console_process.py tests/system/test_scheduler_replicas.py)
 RELIABILITY_TESTS = $(RELIABILITY_SUITES) $(filter-out $(addsuffix /%,$(RELIABILITY_SUITES)) $(RELIABILITY_SUITES), \
 	$(shell grep -rl --include='test_*.py' 'reliability.figures' tests))
 

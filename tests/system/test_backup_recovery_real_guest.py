@@ -16,7 +16,8 @@ from core.adapters.libvirt.disk_access import LibvirtDiskAccess
 from core.domain.vm import Vm, VmState
 from tests.system.conftest import TEST_URI, Guest
 
-pytestmark = pytest.mark.system
+# Recovery after a killed backup is a fault run: `make reliability`, with the fault suite.
+pytestmark = [pytest.mark.system, pytest.mark.reliability]
 
 
 def vm_of(conn: libvirt.virConnect, guest: Guest) -> Vm:

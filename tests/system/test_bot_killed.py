@@ -27,7 +27,8 @@ from tests.conftest import ALICE
 from tests.reliability.figures import record
 from tests.system.conftest import TEST_URI, Guest, Guests, open_test_conn
 
-pytestmark = pytest.mark.system
+# Killing the bot mid-operation is a fault run: `make reliability` (it ran in both before).
+pytestmark = [pytest.mark.system, pytest.mark.reliability]
 
 ROOT = Path(__file__).resolve().parents[2]
 INSIDE = -1.0

@@ -80,6 +80,7 @@ def test_console_snapshot_and_typed_name_restore(guest: Guest, workdir: Path) ->
     assert back.boot == booted
 
 
+@pytest.mark.reliability  # a crash and a restart: `make reliability`
 def test_crash_during_restore_is_reconciled_on_restart(
     guest: Guest, workdir: Path, libvirt_conn: libvirt.virConnect
 ) -> None:

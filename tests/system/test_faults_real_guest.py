@@ -56,7 +56,9 @@ from tests.system.guest.guest import (
     wait_for_restored_count,
 )
 
-pytestmark = pytest.mark.system
+# The whole fault suite runs in `make reliability` (it did already, and its two unmarked
+# tests also ran in `make test`, twice per CI run and a minute and a half of `make test`).
+pytestmark = [pytest.mark.system, pytest.mark.reliability]
 
 MEMORY_MIB = 512
 FILL_MIB = 384

@@ -71,6 +71,7 @@ def events(output: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.reliability  # a crash and a restart: `make reliability`
 async def test_two_processes_run_each_slot_once_and_survive_the_leaders_death(
     postgres_url: str, tmp_path: Path
 ) -> None:
