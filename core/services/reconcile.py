@@ -98,31 +98,39 @@ async def sync_vm(
         for n, s in rows.items()
     }
     taken = {s.label for s in rows.values()}
-    need_sizes = False
+    # Memory sizes are measured (qemu-img) before new records are added, so that each goes in
+    # with its size instead of being written twice.
+    need_sizes = any(
+        hs.has_memory
+        if name not in rows
+        else rows[name].has_memory and rows[name].memory_bytes is None
+        for name, hs in present.items()
+    )
+    sizes = await hypervisor.memory_state_sizes(vm) if need_sizes else {}
     for name, hs in present.items():
         row = rows.get(name)
         if row is None:
             label = _label_for(hs, taken)
             taken.add(label)
-            added = record_of(
-                vm,
-                hs,
-                label=label,
-                created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
-                origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
-                host_uuid=host,
-                hypervisor_uri=where.uri,
+            added = replace(
+                record_of(
+                    vm,
+                    hs,
+                    label=label,
+                    created_by="snapbot (recovered)" if is_generated_name(name) else "libvirt",
+                    origin=Origin.MANUAL if is_generated_name(name) else Origin.EXTERNAL,
+                    host_uuid=host,
+                    hypervisor_uri=where.uri,
+                ),
+                memory_bytes=sizes.get(name),
             )
             await catalogue.add_snapshot(added)
             after[name] = added
             report.added.append(label)
-            need_sizes = need_sizes or hs.has_memory
         elif row.status is CatalogueStatus.MISSING:
             await catalogue.set_snapshot_status(vm.uuid, name, CatalogueStatus.PRESENT)
             after[name] = replace(after[name], status=CatalogueStatus.PRESENT)
             report.returned.append(row.label)
-        elif row.has_memory and row.memory_bytes is None:
-            need_sizes = True
     for name, row in rows.items():
         if row.kind.in_backup_store:
             continue  # a restore point in the backup store: libvirt never had it
@@ -132,8 +140,8 @@ async def sync_vm(
             report.missing.append(row.label)
     # In the catalogue's order: by time, then as recorded (added ones were recorded last).
     report.rows = sorted(after.values(), key=lambda s: s.created_at)
-    if need_sizes:
-        report.rows = await refresh_memory_sizes(hypervisor, catalogue, vm, report.rows)
+    if sizes:
+        report.rows = await record_memory_sizes(catalogue, vm, report.rows, sizes)
     if report.added or report.missing or report.returned:
         logger.info(
             "catalogue sync for %s: added %s, missing %s, back %s",
@@ -262,19 +270,12 @@ def record_of_point(manifest: Manifest, vm_name: str) -> Snapshot:
     )
 
 
-async def refresh_memory_sizes(
-    hypervisor: Hypervisor, catalogue: Catalogue, vm: Vm, rows: list[Snapshot]
-) -> list[Snapshot]:
-    """Record the saved-memory size of each of the VM's snapshots, where it can be measured;
-    ``rows`` are its records as stored, returned with the sizes written."""
-    return await record_memory_sizes(catalogue, vm, rows, await hypervisor.memory_state_sizes(vm))
-
-
 async def record_memory_sizes(
     catalogue: Catalogue, vm: Vm, rows: list[Snapshot], sizes: Mapping[str, int]
 ) -> list[Snapshot]:
-    """``refresh_memory_sizes`` with the sizes measured: only the records they change are
-    written."""
+    """Record the saved-memory sizes ``sizes`` (``Hypervisor.memory_state_sizes``) of the VM's
+    snapshots: only the records (``rows``, as stored) whose size they change are written;
+    return ``rows`` with the sizes."""
     result = []
     for row in rows:
         size = sizes.get(row.libvirt_name)
