@@ -29,7 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.dispatch import Dispatcher
 from bot.metrics import Metrics, counting_retry_handlers
 from bot.slack import commands, confirm_buttons, holds, home, restore_modal
-from bot.slack.context import SlackContext, SlackDirectory
+from bot.slack.context import SlackContext, SlackDirectory, SlackIdentity
 from core.config import SlackSettings
 from core.ports import ScheduleRunNow
 from core.services.facade import Core
@@ -94,16 +94,29 @@ def build_app(
 ) -> SlackContext:
     """The bolt app with every surface registered; returned inside its ``SlackContext``."""
     secret = settings.signing_secret.reveal() if settings.signing_secret else None
+    identity = SlackIdentity(client)
     app = AsyncApp(
-        client=client,
+        # Without the token: bolt takes it from ``authorize`` (and would log that it ignores
+        # a client's token when given both). Otherwise the same client.
+        client=AsyncWebClient(
+            base_url=client.base_url,
+            timeout=client.timeout,
+            session=client.session,
+            headers=client.headers,
+            retry_handlers=client.retry_handlers,
+            logger=client.logger,
+        ),
+        authorize=identity.authorize(),
         signing_secret=secret,
         # Socket Mode alone has no signing secret; bolt skips verification there anyway.
         request_verification_enabled=secret is not None,
-        process_before_response=False,
+        # Bolt answers when the listener returns, which a guarded listener does right after
+        # its ack (bot/slack/guard.py); with False bolt would poll for the ack every 10 ms.
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("slack_bolt"),
     )
-    access = core.access_for(SlackDirectory(client))
+    access = core.access_for(SlackDirectory(client, identity))
     ctx = SlackContext(
         settings=settings,
         client=client,

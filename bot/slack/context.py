@@ -3,14 +3,18 @@ an operation is shown (a live message in the channel, its outcome as the last ed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
@@ -54,16 +58,95 @@ def actor_from(body: dict[str, Any]) -> Actor:
     )
 
 
-class SlackDirectory:
-    """User-group membership from Slack, for ``AccessService``."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Shared(Generic[K, V]):
+    """One call per key at a time: callers asking for a key already being fetched share that
+    call's answer (or its error; nothing is kept after it ends). A burst of 50 requests right
+    after start would otherwise make 50 identical Web API calls."""
+
+    def __init__(self) -> None:
+        self._pending: dict[K, asyncio.Future[V]] = {}
+
+    async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(fetch())
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        # Shielded: one caller giving up does not cancel the others' answer.
+        return await asyncio.shield(pending)
+
+
+class SlackIdentity:
+    """Who the bot is and where (``auth.test``), asked once and kept; concurrent askers share
+    the one call, and a failure is asked again next time."""
 
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
+        self._reply: AsyncSlackResponse | None = None
+        self._shared: _Shared[str, AsyncSlackResponse] = _Shared()
+
+    async def auth_test(self) -> AsyncSlackResponse:
+        if self._reply is None:
+            self._reply = await self._shared.get("auth.test", self._client.auth_test)
+        return self._reply
+
+    @property
+    def token(self) -> str | None:
+        return self._client.token
+
+    def authorize(self) -> _IdentityAuthorize:
+        """Bolt's authorization from the kept answer (bolt's own single-workspace one calls
+        auth.test for every request until the first answer arrives, on the ack's path)."""
+        return _IdentityAuthorize(self)
+
+
+class _IdentityAuthorize(AsyncAuthorize):
+    def __init__(self, identity: SlackIdentity) -> None:
+        self._identity = identity
+
+    async def __call__(
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        reply = await self._identity.auth_test()
+        token = self._identity.token
+        # What bolt's single-workspace authorization gives for a bot token.
+        return AuthorizeResult(
+            enterprise_id=reply.get("enterprise_id"),
+            team_id=reply.get("team_id"),
+            bot_id=reply.get("bot_id"),
+            bot_user_id=reply.get("user_id"),
+            bot_token=token,
+            user_id=user_id,
+            bot_scopes=reply.headers.get("x-oauth-scopes"),
+        )
+
+
+class SlackDirectory:
+    """User-group membership from Slack, for ``AccessService``."""
+
+    def __init__(self, client: AsyncWebClient, identity: SlackIdentity | None = None) -> None:
+        self._client = client
+        self._identity = identity if identity is not None else SlackIdentity(client)
         self._home: tuple[str | None, str | None] | None = None
+        self._members: _Shared[str, AsyncSlackResponse] = _Shared()
 
     async def members(self, usergroup: str) -> Collection[str]:
         try:
-            reply = await self._client.usergroups_users_list(usergroup=usergroup)
+            reply = await self._members.get(
+                usergroup, lambda: self._client.usergroups_users_list(usergroup=usergroup)
+            )
         except SlackApiError as exc:
             raise CoreError(f"usergroups.users.list: {exc.response.get('error')}") from exc
         return [str(u) for u in reply.get("users") or []]
@@ -71,7 +154,7 @@ class SlackDirectory:
     async def home(self) -> tuple[str | None, str | None]:
         if self._home is None:
             try:
-                reply = await self._client.auth_test()
+                reply = await self._identity.auth_test()
             except SlackApiError as exc:
                 # Not known yet: every request is refused until it is (deny by default).
                 raise CoreError(f"auth.test: {exc.response.get('error')}") from exc

@@ -6,10 +6,17 @@ error (the user sees "dispatch_failed" or "We had some trouble connecting"); one
 only logged, and the person hears nothing. Here both become a logged error with a reference id,
 and the person is told that reference: in the ack when it has not been sent yet, privately
 otherwise.
+
+Bolt answers Slack when the listener returns (``process_before_response``, bolt/app.py): a
+guarded listener returns as soon as it has acked, its remainder (anything it does after the
+ack) running on as a tracked job, and an event's listener (bolt acks events itself) runs wholly
+as a job. So the HTTP answer leaves the moment the ack is made, and nothing after an ack can
+delay it or turn it into an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import logging
@@ -37,15 +44,25 @@ class Kind(enum.Enum):
 
 
 class _Ack:
-    """Bolt's ``ack``, remembering whether it was called (an ack is sent once)."""
+    """Bolt's ``ack``, remembering whether it was called (an ack is sent once) and telling
+    ``answered`` once bolt holds the response."""
 
-    def __init__(self, ack: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, ack: Callable[..., Awaitable[Any]], answered: asyncio.Future[None]) -> None:
         self._ack = ack
+        self._answered = answered
         self.sent = False
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.sent = True
-        return await self._ack(*args, **kwargs)
+        try:
+            return await self._ack(*args, **kwargs)
+        finally:
+            _settle(self._answered)
+
+
+def _settle(answered: asyncio.Future[None]) -> None:
+    if not answered.done():
+        answered.set_result(None)
 
 
 def guarded(ctx: SlackContext, kind: Kind) -> Callable[[Listener], Listener]:
@@ -53,11 +70,9 @@ def guarded(ctx: SlackContext, kind: Kind) -> Callable[[Listener], Listener]:
     ``functools.wraps``, so it keeps injecting ``ack``, ``body``, ``event``...)."""
 
     def wrap(listener: Listener) -> Listener:
-        @functools.wraps(listener)
-        async def run(**kwargs: Any) -> None:
-            ack = _Ack(kwargs["ack"]) if "ack" in kwargs else None
-            if ack is not None:
-                kwargs["ack"] = ack
+        name = f"slack-{kind.value}-{listener.__name__}"
+
+        async def call(ack: _Ack | None, kwargs: dict[str, Any]) -> None:
             try:
                 await listener(**kwargs)
             except Exception:
@@ -69,6 +84,21 @@ def guarded(ctx: SlackContext, kind: Kind) -> Callable[[Listener], Listener]:
                     reference,
                 )
                 await _answer(ctx, kind, ack, kwargs.get("body"), reference)
+
+        @functools.wraps(listener)
+        async def run(**kwargs: Any) -> None:
+            if "ack" not in kwargs:
+                # An event: bolt acks it when this returns; the listener is the work after it.
+                ctx.jobs.start(name, call(None, kwargs))
+                return
+            answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ack = _Ack(kwargs["ack"], answered)
+            kwargs["ack"] = ack
+            # Not held back: the ack itself waits for what the listener does before it.
+            task = ctx.jobs.start(name, call(ack, kwargs), hold=False)
+            task.add_done_callback(lambda _: _settle(answered))
+            # Shielded: if the HTTP request is dropped, the listener still runs to its end.
+            await asyncio.shield(answered)
 
         return run
 

@@ -3,6 +3,13 @@
 Bolt keeps no reference to a listener's work after the ack, so a long restore would be an
 orphan task whose failure nobody sees. Every such piece of work is started here instead: tracked,
 its unexpected errors logged with a reference the user is shown, and waited for at shutdown.
+
+Acks come first. Every piece of work and every ack run on the one event loop; a burst of requests
+(50 people clicking at once) would otherwise have each command's work (the VM's sync, a
+listing, posting the answer) start right after its own ack and run ahead of the acks still
+queued, and Slack gives each ack 3 s. So a job is held back while any Slack request is being
+answered (``SlackRequests``, counted by the HTTP transport), for at most ``hold_at_most``
+seconds so that a steady stream of requests cannot starve the work.
 """
 
 from __future__ import annotations
@@ -17,18 +24,87 @@ logger = logging.getLogger(__name__)
 
 OnCrash = Callable[[str], Awaitable[None]]
 
+# A job waits for the requests in flight no longer than this: well within what a person notices,
+# and long enough for a burst of 50 acks (about 1-2 ms of loop time each) to be sent first.
+HOLD_AT_MOST_SECONDS = 1.0
+
+
+class SlackRequests:
+    """How many Slack requests are being answered right now, and a way to wait until none is.
+
+    Only what has to answer Slack within its deadline counts (an HTTP request from Slack); Socket
+    Mode counts nothing, so jobs there start at once, as they always did."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def begin(self) -> None:
+        self._in_flight += 1
+        self._quiet.clear()
+
+    def end(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight <= 0:
+            self._in_flight = 0
+            self._quiet.set()
+
+    async def quiet(self, at_most: float) -> bool:
+        """Return once no request is in flight (True), or after ``at_most`` seconds (False)."""
+        if not self._in_flight:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + at_most
+        # Woken when the count reaches zero; a request that began before this task ran again
+        # holds it back once more, up to the deadline.
+        while self._in_flight:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._quiet.wait()
+            except TimeoutError:
+                return False
+        return True
+
 
 class Jobs:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        requests: SlackRequests | None = None,
+        *,
+        hold_at_most: float = HOLD_AT_MOST_SECONDS,
+    ) -> None:
+        self.requests = requests if requests is not None else SlackRequests()
+        self._hold_at_most = hold_at_most
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(
-        self, name: str, work: Coroutine[Any, Any, None], on_crash: OnCrash | None = None
+        self,
+        name: str,
+        work: Coroutine[Any, Any, None],
+        on_crash: OnCrash | None = None,
+        *,
+        hold: bool = True,
     ) -> asyncio.Task[None]:
-        """Run ``work`` in the background. If it raises, log it and call ``on_crash`` with a
-        reference id so the user can be told something went wrong."""
+        """Run ``work`` in the background, once no Slack request is waiting for its ack (at most
+        ``hold_at_most`` seconds later; at once with ``hold=False``, for work an ack itself
+        waits for or that has its own deadline). If it raises, log it and call ``on_crash`` with
+        a reference id so the user can be told something went wrong."""
 
         async def guarded() -> None:
+            try:
+                if hold:
+                    await self.requests.quiet(self._hold_at_most)
+            except BaseException:
+                work.close()  # cancelled while held: it never ran
+                raise
             try:
                 await work
             except asyncio.CancelledError:

@@ -41,10 +41,7 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
     async def on_restore_closed(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         meta = _metadata(body)
-        actor = _actor(body, meta)
-        # Already used or expired: nothing to cancel.
-        with contextlib.suppress(ConfirmationSpent):
-            await ctx.dispatcher.cancel(meta.get("id", ""), actor)
+        ctx.jobs.start("restore-closed", _cancel(ctx, meta.get("id", ""), _actor(body, meta)))
 
     @app.view(blocks.PICK_CALLBACK)
     @guarded(ctx, Kind.VIEW)
@@ -66,6 +63,12 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
             f"restore-pick-{actor.user}",
             _fill(ctx, view_id, command, actor, meta),
         )
+
+
+async def _cancel(ctx: SlackContext, confirmation_id: str, actor: Actor) -> None:
+    # Already used or expired: nothing to cancel.
+    with contextlib.suppress(ConfirmationSpent):
+        await ctx.dispatcher.cancel(confirmation_id, actor)
 
 
 async def open_for_command(

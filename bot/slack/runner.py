@@ -32,7 +32,9 @@ async def run_slack(
     ctx = build_app(core, settings, client, scheduler)
     transports: list[HttpTransport | SocketModeTransport] = []
     if settings.signing_secret is not None:
-        transports.append(HttpTransport(ctx.app, port=settings.port, metrics=metrics))
+        transports.append(
+            HttpTransport(ctx.app, port=settings.port, metrics=metrics, requests=ctx.jobs.requests)
+        )
     if settings.app_token is not None:
         transports.append(SocketModeTransport(ctx.app, settings.app_token.reveal(), client))
     for transport in transports:

@@ -14,11 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import METRICS_PATH, Metrics
+from bot.slack.jobs import SlackRequests
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,30 @@ async def _whole_second_timestamps(
     return await handler(request)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _counting(requests: SlackRequests) -> Middleware:
+    """Count each Slack request from its arrival to its answer, so that background jobs hold
+    back until the acks of a burst are out (``Jobs``)."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != EVENTS_PATH:
+            return await handler(request)
+        requests.begin()
+        try:
+            return await handler(request)
+        finally:
+            requests.end()
+
+    return count
+
+
 class HttpTransport:
     """bolt's aiohttp application on ``host:port``, plus ``GET /healthz`` and, given
-    ``metrics``, ``GET /metrics``."""
+    ``metrics``, ``GET /metrics``. Given ``requests`` (the app's ``ctx.jobs.requests``), every
+    Slack request is counted there while it is answered."""
 
     def __init__(
         self,
@@ -51,9 +74,11 @@ class HttpTransport:
         host: str = "0.0.0.0",
         port: int = 3000,
         metrics: Metrics | None = None,
+        requests: SlackRequests | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
+        self._requests = requests
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -61,6 +86,9 @@ class HttpTransport:
 
     def web_application(self) -> web.Application:
         application = self._app.web_app(path=EVENTS_PATH, port=self._port)
+        if self._requests is not None:
+            # First: a request refused by the next middleware is in flight too until answered.
+            application.middlewares.append(_counting(self._requests))
         application.middlewares.append(_whole_second_timestamps)
         application.router.add_get(HEALTH_PATH, self._health)
         if self._metrics is not None:

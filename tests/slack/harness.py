@@ -142,7 +142,9 @@ async def running_bot(
     settings = slack_settings(slack, **overrides)
     client = build_client(settings, metrics)
     ctx = build_app(core, settings, client)
-    http = HttpTransport(ctx.app, host="127.0.0.1", port=0, metrics=metrics)
+    http = HttpTransport(
+        ctx.app, host="127.0.0.1", port=0, metrics=metrics, requests=ctx.jobs.requests
+    )
     await http.start()
     bot = SlackBot(slack, ctx, http, core)
     try:
