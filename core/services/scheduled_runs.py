@@ -120,7 +120,9 @@ class ScheduleRunner:
         that host's ``max_operations`` (``schedule_width``). A run lasts about as long as its
         slowest host, each host's share about the sum of its operations over its limit, and
         a host that is slow or goes away holds up no other. Drills stay one after the other
-        (they share the lab).
+        (they share the lab), and so do verifications: they read the backup store, not the
+        hosts, so take no host's slot, and two at once could both set aside the same damaged
+        chunk the VMs share.
 
         Outcomes keep the listing's order (by name, then host) whatever order the VMs finish
         in, so reports read the same from one run to the next; those finished before the run
@@ -128,7 +130,7 @@ class ScheduleRunner:
         stays RUNNING for the reconciler, as any cancelled operation does. One VM's failure is
         its outcome and stops no other; an unforeseen error (a bug) lets the VMs already
         started finish, starts no other, and is raised."""
-        if schedule.task is ScheduleTask.DRILL:
+        if schedule.task in (ScheduleTask.DRILL, ScheduleTask.VERIFY):
             for vm in vms:
                 report.outcomes.append(await self._one_vm_on(schedule, fire_time, vm))
             return

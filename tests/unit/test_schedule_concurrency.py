@@ -50,6 +50,8 @@ class GatedHost(FakeHypervisor):
         self.started: list[str] = []
         self.finished: list[str] = []
         self.failing: set[str] = set()
+        # VMs whose snapshot meets an error no one foresaw (a bug, not a libvirt failure)
+        self.bugs: set[str] = set()
         self.delays: dict[str, float] = {}
         self._gates: dict[str, asyncio.Event] = {}
         self._all_open = False
@@ -81,6 +83,8 @@ class GatedHost(FakeHypervisor):
             await asyncio.sleep(self.delays.get(vm.name, 0.0))
             if vm.name in self.failing:
                 raise OperationFailed("No space left on device", vm=vm.name)
+            if vm.name in self.bugs:
+                raise RuntimeError("a bug")
             return await super().create_snapshot(vm, libvirt_name, description)
         finally:
             self.inside.remove(vm.name)
@@ -280,3 +284,24 @@ async def test_a_cancelled_run_records_what_finished_and_leaves_the_rest_to_reco
     assert "vm-03" not in hv.started
     done = await catalogue.operations(vms("vm", 1)[0].uuid)
     assert [op.status for op in done] == [OperationStatus.SUCCEEDED]
+
+
+async def test_an_unforeseen_error_lets_the_started_vms_finish_and_starts_no_other(
+    tmp_path: Path, catalogue: TortoiseCatalogue
+) -> None:
+    core, hv = await one_host(tmp_path, catalogue, vms("vm", 4), limit=2)
+    schedule = await nightly(core)
+    hv.bugs = {"vm-00"}
+    hv.let("vm-00")
+    run = asyncio.create_task(core.runs.run(schedule, FIRE))
+    await until(lambda: "vm-00" in hv.finished)
+    await asyncio.sleep(0.1)
+    assert hv.inside == ["vm-01"]  # still being taken, and nothing new started
+    hv.let_all()
+    with pytest.raises(RuntimeError, match="a bug"):
+        await run
+    assert hv.started == ["vm-00", "vm-01"]
+    row = await ScheduleRunRow.get(schedule_id=schedule.id)
+    assert row.finished_at is not None
+    assert list(row.report["vms"]) == ["hv1/vm-01"]  # type: ignore[call-overload]
+    assert await catalogue.running_operations() == []
