@@ -152,6 +152,19 @@ async def schedule_run(core: Core, name: str) -> dict[str, Any]:
     }
 
 
+def sum_over_limit(result: dict[str, Any]) -> str:
+    """The references of a schedule's wall time: its single operations one after the other,
+    and that over the host's limit, what the wall comes to when the runner keeps the limit
+    full. Each operation's time then includes the others' beside it on the host: the gain
+    over one VM at a time shows against such a run, not against this sum (bench/README.md,
+    "Fleet scale")."""
+    total = float(result["sum_of_single_s"])
+    return (
+        f"sum of single ops {total:.1f} s; / limit {DEFAULT_MAX_OPERATIONS}: "
+        f"{total / DEFAULT_MAX_OPERATIONS:.1f} s"
+    )
+
+
 async def bulk_catalogue(catalogue: TortoiseCatalogue, uri: str) -> dict[str, float]:
     """The catalogue rows of every snapshot libvirt holds, inserted in bulk before snapbot
     starts (adopting 100,000 one by one, as its first reconcile would, takes longer than the
@@ -257,8 +270,8 @@ async def run(rec: Recorder, smoke: bool) -> None:
                 f"{kind}: schedule over {vms} test-driver VMs, wall",
                 result["wall_s"],
                 "s",
-                reference=f"sum of single ops {result['sum_of_single_s']:.1f} s",
-                note=f"limit {DEFAULT_MAX_OPERATIONS}/host; the runner goes one VM at a time",
+                reference=sum_over_limit(result),
+                note=f"limit {DEFAULT_MAX_OPERATIONS}/host; the runner: that many VMs at once",
             )
             rec.figure(
                 f"{kind}: test-driver schedule, single op median",
@@ -276,7 +289,8 @@ async def run(rec: Recorder, smoke: bool) -> None:
                 f"{kind}: schedule over {len(real)} real guests, wall",
                 result["wall_s"],
                 "s",
-                reference=f"sum of single ops {result['sum_of_single_s']:.1f} s",
+                reference=sum_over_limit(result),
+                note=f"limit {DEFAULT_MAX_OPERATIONS}/host; the runner: that many VMs at once",
             )
 
             # The views over 100,000 snapshots.
