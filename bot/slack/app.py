@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -86,6 +88,29 @@ def _delivery_key(body: dict[str, Any]) -> str | None:
     return None
 
 
+class _DropRedeliveries(AsyncMiddleware):
+    """A request seen before is acknowledged and dropped: Events API retries by event id, and
+    replays of a command or a click (a proxy retrying, a captured signed request re-sent inside
+    Slack's 5-minute window) by their single-use trigger id. (A middleware class: bolt calls
+    it directly, where a function would have its arguments worked out on every request.)"""
+
+    def __init__(self, seen: _SeenEvents) -> None:
+        self._seen = seen
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        key = _delivery_key(req.body)
+        if key is not None and not self._seen.first_time(key):
+            logger.info("dropping a repeated delivery (%s)", key)
+            return BoltResponse(status=200, body="")
+        return await next()
+
+
 def build_app(
     core: Core,
     settings: SlackSettings,
@@ -123,28 +148,17 @@ def build_app(
         dispatcher=Dispatcher(core, access, scheduler),
         app=app,
     )
-    seen = _SeenEvents(EVENT_DEDUPE_SECONDS)
-
-    @app.middleware
-    async def drop_redeliveries(
-        body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]
-    ) -> BoltResponse | None:
-        """A request seen before is acknowledged and dropped: Events API retries by event id,
-        and replays of a command or a click (a proxy retrying, a captured signed request
-        re-sent inside Slack's 5-minute window) by their single-use trigger id."""
-        key = _delivery_key(body)
-        if key is not None and not seen.first_time(key):
-            logger.info("dropping a repeated delivery (%s)", key)
-            return BoltResponse(status=200, body="")
-        return await next()
+    app.middleware(_DropRedeliveries(_SeenEvents(EVENT_DEDUPE_SECONDS)))
+    # Bolt tries listeners in this order, each check costing some of the ack's time: the
+    # frequent ones (buttons, commands) first.
+    confirm_buttons.register(app, ctx)
+    commands.register(app, ctx)
+    restore_modal.register(app, ctx)
+    holds.register(app, ctx)
+    home.register(app, ctx)
 
     @app.event("subteam_members_changed")
     async def on_group_change() -> None:
         access.forget_groups()
 
-    commands.register(app, ctx)
-    restore_modal.register(app, ctx)
-    confirm_buttons.register(app, ctx)
-    home.register(app, ctx)
-    holds.register(app, ctx)
     return ctx
