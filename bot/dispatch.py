@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -72,7 +72,7 @@ from core.services.backups import BackupService
 from core.services.drills import DrillOutcome, DrillService, DrillStatus
 from core.services.facade import Core
 from core.services.locks import LockPreview
-from core.services.overview import VmOverview
+from core.services.overview import StorageGlance, VmOverview
 from core.services.pruning import PrunePreview, policy_from_counts
 from core.services.snapshots import RestorePreview, VmSnapshots
 from core.services.usage import UsageService
@@ -820,14 +820,11 @@ class Dispatcher:
         """``vms`` with their newest snapshots (one catalogue query for all of them)."""
         return await self._core.overview.with_newest(vms)
 
-    def measured_usage(self) -> UsageReport | None:
-        """The host's storage as last measured (pass it through ``visible_usage`` per
-        person); None until a first measurement, started in the background, is done."""
-        return self._core.overview.usage()
-
-    def after_usage_measured(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` after each storage measurement ``measured_usage`` started."""
-        self._core.overview.on_measured.append(hook)
+    async def home_storage(self) -> StorageGlance | None:
+        """Storage as last sampled (the daily usage samples), for the Home tab; None before
+        the first sample. Cut it to what each person may see (``StorageGlance.disk_bytes``
+        of their VMs)."""
+        return await self._core.overview.storage()
 
     async def visible_groups(
         self, actor: Actor, groups: Sequence[VmSnapshots]

@@ -348,5 +348,5 @@ def wire(
         drills=drills,
         offsite=copies,
         usage=usage,
-        overview=OverviewService(services_hv, catalogue, clock, usage),
+        overview=OverviewService(services_hv, catalogue, clock),
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from bot.messages.format import human_bytes, when
+from bot.messages.storage import forecast_line
 from bot.mrkdwn import literal
 from core.domain.hosts import qualified
 from core.domain.snapshot import CatalogueStatus
-from core.services.overview import VmOverview
+from core.domain.usage import UsageSample
+from core.services.overview import StorageGlance, VmOverview
 
 # Slack surfaces: modal and button wording (Slack limits titles and buttons to 24 characters).
 RESTORE_MODAL_TITLE = "Restore VM"
@@ -53,13 +53,51 @@ def home_header(
     )
 
 
-def home_measured(taken_at: datetime) -> str:
-    """Under the Home tab's storage summary: its figures are a measurement, not live."""
-    return f"_Storage as measured {when(taken_at)}; measured again every few minutes._"
+def home_storage(
+    storage: StorageGlance, *, disk_bytes: int, memory_bytes: int, whole_host: bool
+) -> str:
+    """The Home tab's storage lines, from the latest daily samples: ``disk_bytes`` of the VMs
+    the person sees, their ``memory_bytes``; the filesystems holding VMs' disks only for
+    ``whole_host`` (someone who sees every VM: the samples do not say whose disks are where).
+    """
+    parts = [
+        f"*Storage* · disk images {human_bytes(disk_bytes)} (memory states "
+        f"{human_bytes(memory_bytes)})"
+    ]
+    store = storage.store
+    if store is not None:
+        parts.append(
+            f"backup store {human_bytes(store.backup_bytes or 0)} stored for "
+            f"{human_bytes(store.logical_bytes or 0)} logical"
+        )
+    lines = [" · ".join(parts)]
+    shown = [*(storage.filesystems if whole_host else ()), *([store] if store else [])]
+    for place in shown:
+        lines.append(f"• {literal(place.name)}: {_sampled_free(place)}")
+    wheres = {p.name for p in shown}
+    lines += [f"⚠ {forecast_line(f)}" for f in storage.forecasts if f.soon and f.where in wheres]
+    lines.append(
+        f"_Storage as sampled on {storage.day.isoformat()} (daily); "
+        "/snapshot usage measures it now._"
+    )
+    return "\n".join(lines)
 
 
-def home_not_measured() -> str:
-    return "_Storage is being measured; this tab shows it once it is done._"
+def _sampled_free(place: UsageSample) -> str:
+    free, used = place.free_bytes, place.used_bytes
+    if free is None:
+        return "free space unknown"
+    if used is not None and used + free:
+        share = 100 * free / (used + free)
+        return f"{human_bytes(free)} free of {human_bytes(used + free)} ({share:.0f}%)"
+    return f"{human_bytes(free)} free"
+
+
+def home_not_sampled() -> str:
+    return (
+        "_Storage has not been sampled yet (snapbot samples it once a day); "
+        "/snapshot usage measures it now._"
+    )
 
 
 def home_vm(vm: VmOverview, *, with_host: bool = False) -> str:

@@ -3,7 +3,7 @@
 Published when the user opens the tab and again after every operation (for everyone who opened
 it recently), so it never shows a snapshot that was just deleted. It is built from the core's
 read model (``Dispatcher.overview``, ``core.services.overview``): the catalogue's counts, the
-newest snapshots of only the VMs shown, and the last storage measurement with its time. So
+newest snapshots of only the VMs shown, and storage as last sampled, with its day. So
 an opening costs a few catalogue queries and one VM listing however big the fleet, and no
 libvirt call per VM (issue 12).
 
@@ -30,9 +30,8 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext
 from bot.slack.guard import Kind, guarded
 from core.domain.operation import Actor
-from core.domain.usage import UsageReport
 from core.errors import CoreError
-from core.services.overview import VmOverview
+from core.services.overview import StorageGlance, VmOverview
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +49,7 @@ def register(app: AsyncApp, ctx: SlackContext) -> None:
     async def refresh_all() -> None:
         await publish_all(ctx, sorted(ctx.home_viewers))
 
-    refresh = Coalesced(refresh_all)
-    ctx.on_change.append(refresh)
-    # The storage line shows a measurement: once a newer one is in, the tabs show it.
-    ctx.dispatcher.after_usage_measured(refresh)
+    ctx.on_change.append(Coalesced(refresh_all))
 
 
 class Coalesced:
@@ -108,8 +104,8 @@ async def publish_all(ctx: SlackContext, users: Sequence[str]) -> None:
     if not users:
         return
     vms = await ctx.dispatcher.overview()
-    usage = ctx.dispatcher.measured_usage()
-    pages = [await _page(ctx, user, vms, usage) for user in users]
+    storage = await ctx.dispatcher.home_storage()
+    pages = [await _page(ctx, user, vms, storage) for user in users]
     wanted = {vm.vm_uuid: vm for page in pages for vm in page.shown}
     newest = {vm.vm_uuid: vm for vm in await ctx.dispatcher.with_newest(list(wanted.values()))}
     for page in pages:
@@ -122,24 +118,28 @@ async def publish_all(ctx: SlackContext, users: Sequence[str]) -> None:
 
 
 async def _page(
-    ctx: SlackContext, user: str, vms: Sequence[VmOverview], usage: UsageReport | None
+    ctx: SlackContext, user: str, vms: Sequence[VmOverview], storage: StorageGlance | None
 ) -> _Page:
     actor = Actor(user=user, via="slack")
     mine = await ctx.dispatcher.visible_overview(actor, vms)
-    storage = await ctx.dispatcher.visible_usage(actor, usage) if usage is not None else None
+    disk = storage.disk_bytes(v.vm_uuid for v in mine) if storage is not None else None
+    memory = sum(v.tally.memory_bytes for v in mine)
     header = messages.home_header(
         vm_count=sum(1 for v in mine if v.vm is not None),
         snapshot_count=sum(v.tally.present for v in mine),
-        disk_bytes=storage.disk_bytes if storage is not None else None,
-        memory_bytes=sum(v.tally.memory_bytes for v in mine),
+        disk_bytes=disk,
+        memory_bytes=memory,
     )
     if not mine:
         header = messages.home_nothing_visible()
-    elif storage is not None:
-        header = f"{header}\n{messages.usage_summary(storage)}\n"
-        header += messages.home_measured(storage.taken_at)
+    elif storage is not None and disk is not None:
+        whole_host = len(mine) == len(vms)
+        lines = messages.home_storage(
+            storage, disk_bytes=disk, memory_bytes=memory, whole_host=whole_host
+        )
+        header = f"{header}\n{lines}"
     else:
-        header = f"{header}\n{messages.home_not_measured()}"
+        header = f"{header}\n{messages.home_not_sampled()}"
     drills = await _drills(ctx, actor)
     if drills is not None:
         header = f"{header}\n{drills}"

@@ -22,27 +22,27 @@ from core.domain.snapshot import (
 from core.ports import SnapshotTally
 
 # One pass over the table, summed per VM by the database (the Home tab's overview). The values
-# compared with are this module's own constants, never input.
+# compared with are this module's own constants, never input. FILTER: SQLite 3.30+, PostgreSQL.
+_PRESENT = f"status = '{CatalogueStatus.PRESENT.value}'"
+_FULL = f"{_PRESENT} AND kind = '{SnapshotKind.FULL.value}'"
 _TALLIES = f"""
 SELECT vm_uuid, MAX(vm_name) AS vm_name,
-  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' THEN 1 ELSE 0 END) AS present,
-  SUM(CASE WHEN status = '{CatalogueStatus.MISSING.value}' THEN 1 ELSE 0 END) AS missing,
-  SUM(CASE WHEN damage IS NOT NULL THEN 1 ELSE 0 END) AS damaged,
-  SUM(CASE WHEN held THEN 1 ELSE 0 END) AS held,
-  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' AND kind = '{SnapshotKind.FULL.value}'
-      THEN 1 ELSE 0 END) AS full_present,
-  SUM(CASE WHEN status = '{CatalogueStatus.PRESENT.value}' AND kind = '{SnapshotKind.FULL.value}'
-      THEN COALESCE(memory_bytes, 0) ELSE 0 END) AS memory_bytes
+  COUNT(*) FILTER (WHERE {_PRESENT}) AS present,
+  COUNT(*) FILTER (WHERE status = '{CatalogueStatus.MISSING.value}') AS missing,
+  COUNT(damage) AS damaged,
+  COUNT(*) FILTER (WHERE held) AS held,
+  COUNT(*) FILTER (WHERE {_FULL}) AS full_present,
+  SUM(memory_bytes) FILTER (WHERE {_FULL}) AS memory_bytes
 FROM snapshot GROUP BY vm_uuid
 """
 
-# The ids of each VM's newest records: ranked within the VM by the database, so only the rows
-# shown are read and turned into records.
+# Each VM's newest records: ranked within the VM by the database on the few columns ranking
+# needs, then only the rows kept are read whole and turned into records.
 _NEWEST = """
-SELECT id FROM (
-  SELECT id, ROW_NUMBER() OVER (PARTITION BY vm_uuid ORDER BY created_at DESC, id DESC) AS n
+SELECT s.*, r.rank_ FROM snapshot AS s JOIN (
+  SELECT id, ROW_NUMBER() OVER (PARTITION BY vm_uuid ORDER BY created_at DESC, id DESC) AS rank_
   FROM snapshot WHERE {where}
-) AS ranked WHERE n <= {limit}
+) AS r ON s.id = r.id WHERE r.rank_ <= {limit} ORDER BY s.vm_uuid, r.rank_
 """
 
 
@@ -120,12 +120,12 @@ class TortoiseSnapshots:
             where, values = f"vm_uuid IN ({', '.join('?' for _ in uuids)})", list(uuids)
             query = _NEWEST.format(where=where, limit="?")
         rows = await conn.execute_query_dict(query, [*values, int(per_vm)])
-        ids = [int(r["id"]) for r in rows]
         newest: dict[str, list[Snapshot]] = {}
-        if not ids:
-            return newest
-        for row in await SnapshotRow.filter(id__in=ids).order_by("-created_at", "-id"):
-            newest.setdefault(row.vm_uuid, []).append(_snapshot(row))
+        for row in rows:
+            row.pop("rank_", None)
+            # as tortoise itself makes a row's model from a query's columns (types converted)
+            record = _snapshot(SnapshotRow._init_from_db(**row))
+            newest.setdefault(record.vm_uuid, []).append(record)
         return newest
 
     async def add_snapshot(self, snapshot: Snapshot) -> None:
