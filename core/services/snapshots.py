@@ -652,11 +652,16 @@ class SnapshotService:
         try:
             state = await self._hv.state(vm)
             if state is VmState.PAUSED and pre_state is VmState.RUNNING:
-                await self._hv.resume(vm)
+                try:
+                    await self._hv.resume(vm)
+                except CoreError:
+                    # libvirt may still say "paused" of a guest whose QEMU died in the save,
+                    # until it notices: the state read after the refusal is the one to tell.
+                    logger.exception("could not resume %s after a snapshot", vm.name)
                 state = await self._hv.state(vm)
             return state.value
         except CoreError:
-            logger.exception("could not read or resume %s after a failed snapshot", vm.name)
+            logger.exception("could not read the state of %s after a snapshot", vm.name)
             return "unknown"
 
     async def _revert(

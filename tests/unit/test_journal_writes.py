@@ -13,8 +13,8 @@ import pytest
 from core.catalogue.store import SystemClock, TortoiseCatalogue
 from core.domain.operation import Operation, OperationStatus, Stage
 from core.domain.snapshot import CapturedState, CatalogueStatus, HypervisorSnapshot
-from core.domain.vm import Vm
-from core.errors import InsufficientSpace
+from core.domain.vm import Vm, VmState
+from core.errors import InsufficientSpace, OperationFailed
 from core.services.operations import OperationRunner
 from core.services.reconcile import sync_vm
 from core.services.snapshots import SnapshotService
@@ -209,3 +209,22 @@ async def test_a_sync_gives_the_records_as_the_catalogue_then_holds_them(
     report = await sync_vm(services.hv, services.catalogue, vm)
     assert report.rows == await services.catalogue.snapshots(WEB)
     assert report.returned == ["gone"]
+
+
+async def test_a_guest_whose_qemu_died_in_the_save_is_reported_off_not_unknown(
+    services: Services,
+) -> None:
+    """libvirt can still say "paused" right after QEMU was killed mid-save, then refuse the
+    resume as "not running": the reply names the state libvirt gives after that refusal."""
+    services.hv.fail["create_snapshot"] = OperationFailed("Unable to read from monitor")
+    services.hv.state_after_failure["create_snapshot"] = VmState.PAUSED
+    services.hv.fail["resume"] = OperationFailed("Requested operation is not valid")
+    services.hv.state_after_failure["resume"] = VmState.SHUT_OFF
+
+    with pytest.raises(OperationFailed) as info:
+        await services.service.create_snapshot("web-01", "doomed", actor=ALICE)
+
+    assert info.value.vm_state == "shut off"
+    assert await services.catalogue.snapshots(WEB) == []
+    [op] = await services.catalogue.operations()
+    assert op.status is OperationStatus.FAILED
