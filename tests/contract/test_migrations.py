@@ -69,6 +69,7 @@ MIGRATIONS = [
     "0004_schedule_task",
     "0005_usage_samples",
     "0006_drills",
+    "0007_snapshot_overview_indexes",
 ]
 
 # Rows in every table, with the awkward values: microseconds, non-ASCII text, nested JSON,
