@@ -27,6 +27,9 @@ OnCrash = Callable[[str], Awaitable[None]]
 # A job waits for the requests in flight no longer than this: well within what a person notices,
 # and long enough for a burst of 50 acks (about 1-2 ms of loop time each) to be sent first.
 HOLD_AT_MOST_SECONDS = 1.0
+# And until none has been in flight for this long: in a burst the count touches zero between
+# one request's answer and the next one's arrival, which must not let every held job in.
+SETTLE_SECONDS = 0.05
 
 
 class SlackRequests:
@@ -35,10 +38,12 @@ class SlackRequests:
     Only what has to answer Slack within its deadline counts (an HTTP request from Slack); Socket
     Mode counts nothing, so jobs there start at once, as they always did."""
 
-    def __init__(self) -> None:
+    def __init__(self, settle: float = SETTLE_SECONDS) -> None:
+        self._settle = settle
         self._in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._last_end = float("-inf")
 
     @property
     def in_flight(self) -> int:
@@ -52,18 +57,25 @@ class SlackRequests:
         self._in_flight -= 1
         if self._in_flight <= 0:
             self._in_flight = 0
+            self._last_end = asyncio.get_running_loop().time()
             self._quiet.set()
 
     async def quiet(self, at_most: float) -> bool:
-        """Return once no request is in flight (True), or after ``at_most`` seconds (False)."""
-        if not self._in_flight:
-            return True
+        """Return once no request has been in flight for the settle time (True), or after
+        ``at_most`` seconds (False)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + at_most
-        # Woken when the count reaches zero; a request that began before this task ran again
-        # holds it back once more, up to the deadline.
-        while self._in_flight:
-            remaining = deadline - loop.time()
+        while True:
+            now = loop.time()
+            remaining = deadline - now
+            if not self._in_flight:
+                settling = self._last_end + self._settle - now
+                if settling <= 0:
+                    return True
+                if remaining <= 0:
+                    return False
+                await asyncio.sleep(min(settling, remaining))
+                continue
             if remaining <= 0:
                 return False
             try:
@@ -71,7 +83,6 @@ class SlackRequests:
                     await self._quiet.wait()
             except TimeoutError:
                 return False
-        return True
 
 
 class Jobs:

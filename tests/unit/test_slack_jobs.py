@@ -178,3 +178,25 @@ async def test_the_http_transport_counts_slack_requests_until_answered(
         async with asyncio.timeout(1):
             await began.wait()
         assert requests.in_flight == 0
+
+
+async def test_a_gap_between_two_requests_of_a_burst_does_not_let_jobs_in() -> None:
+    jobs = Jobs(SlackRequests(settle=0.1), hold_at_most=5.0)
+    began = asyncio.Event()
+
+    async def work() -> None:
+        began.set()
+
+    jobs.requests.begin()
+    jobs.start("after-ack", work())
+    jobs.requests.end()  # the burst's client is about to send the next one
+    await asyncio.sleep(0.03)
+    assert not began.is_set(), "the job started in the gap between two requests"
+    jobs.requests.begin()
+    await asyncio.sleep(0.15)
+    assert not began.is_set()
+    jobs.requests.end()
+    t0 = time.monotonic()
+    async with asyncio.timeout(1):
+        await began.wait()
+    assert time.monotonic() - t0 >= 0.09, "started once nothing had been in flight for a while"
