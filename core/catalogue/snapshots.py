@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 from tortoise import connections
 from tortoise.expressions import Q
@@ -39,12 +38,19 @@ FROM snapshot GROUP BY vm_uuid
 _DAMAGED = "SELECT vm_uuid, COUNT(*) AS n FROM snapshot WHERE damage IS NOT NULL GROUP BY vm_uuid"
 
 # Each VM's newest records: ranked within the VM by the database on the few columns ranking
-# needs, then only the rows kept are read whole and turned into records.
+# needs (SQLite: from the snapshot_newest index), then only the rows kept are read whole.
 _NEWEST = """
 SELECT s.*, r.rank_ FROM snapshot AS s JOIN (
   SELECT id, ROW_NUMBER() OVER (PARTITION BY vm_uuid ORDER BY created_at DESC, id DESC) AS rank_
-  FROM snapshot WHERE {where}
-) AS r ON s.id = r.id WHERE r.rank_ <= {limit} ORDER BY s.vm_uuid, r.rank_
+  FROM snapshot WHERE vm_uuid IN ({marks})
+) AS r ON s.id = r.id WHERE r.rank_ <= ? ORDER BY s.vm_uuid, r.rank_
+"""
+# PostgreSQL: each VM's first rows in the snapshot_newest index, VM by VM, whatever the
+# planner's statistics say (right after a bulk load they made it read the whole table).
+_NEWEST_POSTGRES = """
+SELECT s.* FROM unnest($1::text[]) AS v(uuid) CROSS JOIN LATERAL (
+  SELECT * FROM snapshot WHERE vm_uuid = v.uuid ORDER BY created_at DESC, id DESC LIMIT $2
+) AS s ORDER BY s.vm_uuid, s.created_at DESC, s.id DESC
 """
 
 
@@ -116,14 +122,11 @@ class TortoiseSnapshots:
         if not uuids or per_vm <= 0:
             return {}
         conn = connections.get("default")
-        values: list[Any]
         if conn.capabilities.dialect == "postgres":
-            where, values = "vm_uuid = ANY($1::text[])", [uuids]
-            query = _NEWEST.format(where=where, limit="$2")
+            rows = await conn.execute_query_dict(_NEWEST_POSTGRES, [uuids, int(per_vm)])
         else:
-            where, values = f"vm_uuid IN ({', '.join('?' for _ in uuids)})", list(uuids)
-            query = _NEWEST.format(where=where, limit="?")
-        rows = await conn.execute_query_dict(query, [*values, int(per_vm)])
+            query = _NEWEST.format(marks=", ".join("?" for _ in uuids))
+            rows = await conn.execute_query_dict(query, [*uuids, int(per_vm)])
         newest: dict[str, list[Snapshot]] = {}
         for row in rows:
             row.pop("rank_", None)
