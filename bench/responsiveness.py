@@ -247,6 +247,9 @@ async def run(rec: Recorder, smoke: bool) -> None:
                             )
                         )
                     clicks_sent = [click_body(bot, *values[n % len(values)]) for n in range(clicks)]
+                    # The commands' work still running when the clicks arrive competes with
+                    # their acks.
+                    jobs_at_clicks = bot.ctx.jobs.running
                     click_answers = await remote.send(clicks_sent, in_flight)
                     requests_done = time.perf_counter() - started
                     await bot.idle()  # the requests' own work, started after their acks
@@ -289,6 +292,7 @@ async def run(rec: Recorder, smoke: bool) -> None:
             "click_ack_ms": spread(click_acks, 1000),
             "loop_lag_ms": spread(probe.lags, 1000),
             "requests_seconds": requests_done,
+            "command_jobs_running_when_the_clicks_began": jobs_at_clicks,
             # CPU of the bot's event loop thread from the first request to the end of the
             # requests' work (the guests' operations' share of it is small: libvirt runs in
             # the thread pool), whatever else the machine was doing.
