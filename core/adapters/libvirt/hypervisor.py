@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import libvirt
@@ -49,6 +50,35 @@ _CAUSES = {
     (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR): StateCause.IO_ERROR,
 }
 QEMU_IMG_TIMEOUT = 30
+
+# A monitor command that has run this long is someone's work (an internal snapshot being saved,
+# loaded or deleted), not a query: a listing's or a stats poll's command ends in milliseconds.
+OCCUPIED_BUSY_AFTER_MS = 1000
+_CONTROL_POLL_SECONDS = 0.05
+
+
+def control_busy(control_info: Callable[[], list[int]], sleep: Callable[[float], None]) -> bool:
+    """Whether another client works on the domain, from libvirt's control state.
+
+    JOB (an async job: a memory save, a dump, a migration) and ERROR answer at once. OCCUPIED
+    means a monitor command is running, which every query does for a moment too (another
+    snapbot request listing the same VM, virt-manager's stats): it counts as busy only once
+    it has lasted ``OCCUPIED_BUSY_AFTER_MS``, so the answer takes at most about a second and a
+    momentary query never refuses a snapshot as busy. Short commands one after another (no
+    single one lasting that long) are queries too: after twice that time of them, not busy."""
+    waited = 0.0
+    while True:
+        state, _details, since_ms = control_info()[:3]
+        if state == libvirt.VIR_DOMAIN_CONTROL_OK:
+            return False
+        if state != libvirt.VIR_DOMAIN_CONTROL_OCCUPIED or since_ms >= OCCUPIED_BUSY_AFTER_MS:
+            return True
+        if waited >= 2 * OCCUPIED_BUSY_AFTER_MS / 1000:
+            return False
+        pause = min(_CONTROL_POLL_SECONDS, (OCCUPIED_BUSY_AFTER_MS - since_ms) / 1000)
+        # blocking, on purpose: this runs in the libvirt pool's thread, never on the loop
+        sleep(pause)
+        waited += pause
 
 
 _Measured = storage.Measured
@@ -387,15 +417,12 @@ class LibvirtHypervisor:
                 return False  # no QEMU, no job libvirt can show (a shut-off revert uses qemu-img)
             try:
                 # controlInfo takes no job lock, so it answers at once even while another
-                # client holds the domain (jobInfo would queue behind a synchronous job): JOB
-                # for an async job (a memory save, a dump, a migration), OCCUPIED while a
-                # monitor command runs (deleting or loading an internal snapshot).
-                control = dom.controlInfo(0)[0]
+                # client holds the domain (jobInfo would queue behind a synchronous job).
+                return control_busy(lambda: dom.controlInfo(0), time.sleep)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
                     return False  # stopped meanwhile
                 return None
-            return bool(control != libvirt.VIR_DOMAIN_CONTROL_OK)
 
         return await self._conn.run(call, mutating=False, vm=vm.name)
 
