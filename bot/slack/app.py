@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -43,9 +44,15 @@ logger = logging.getLogger(__name__)
 EVENT_DEDUPE_SECONDS = 600.0
 
 
-def build_client(settings: SlackSettings, metrics: Metrics | None = None) -> AsyncWebClient:
+def build_client(
+    settings: SlackSettings,
+    metrics: Metrics | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncWebClient:
     """The Web API client: 429s wait for Retry-After, 5xx and connection errors retry (each
-    failure and retry counted in ``metrics`` when given)."""
+    failure and retry counted in ``metrics`` when given). Given ``session``, every call and
+    every ``response_url`` answer (bot/slack/webhooks.py) reuses its connections; without,
+    slack_sdk opens and closes one per call."""
     kwargs: dict[str, Any] = {}
     if settings.api_url:
         kwargs["base_url"] = settings.api_url
@@ -59,6 +66,7 @@ def build_client(settings: SlackSettings, metrics: Metrics | None = None) -> Asy
             ],
             metrics,
         ),
+        session=session,
         **kwargs,
     )
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
 from bot.slack import blocks
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
 from bot.slack.progress import Where
+from bot.slack.webhooks import response_url_client
 from core.domain.confirmation import ArchiveRequest, Confirmation, DeleteRequest
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError
@@ -41,11 +41,11 @@ def _confirmation_id(body: dict[str, Any]) -> str:
     return str(actions[0].get("value") or "")
 
 
-async def _replace_preview(body: dict[str, Any], text: str) -> None:
+async def _replace_preview(ctx: SlackContext, body: dict[str, Any], text: str) -> None:
     """Turn the preview (and its buttons) into a plain note, so it cannot be clicked again."""
     url = body.get("response_url")
     if url:
-        await AsyncWebhookClient(url).send(text=text, replace_original=True)
+        await response_url_client(ctx.client, url).send(text=text, replace_original=True)
 
 
 def _title(confirmation: Confirmation, actor: Actor) -> str:
@@ -67,7 +67,7 @@ async def _confirm(ctx: SlackContext, body: dict[str, Any]) -> None:
     except CoreError as exc:
         await ctx.tell(actor, messages.error_text(exc), response_url)
         return
-    await _replace_preview(body, messages.confirmed_by(actor.user, confirmation.kind.value))
+    await _replace_preview(ctx, body, messages.confirmed_by(actor.user, confirmation.kind.value))
     where = Where(channel=actor.channel or actor.user, response_url=response_url)
 
     async def work(progress: ProgressCallback) -> str:
@@ -83,4 +83,4 @@ async def _cancel(ctx: SlackContext, body: dict[str, Any]) -> None:
     except CoreError as exc:
         await ctx.tell(actor, messages.error_text(exc), body.get("response_url"))
         return
-    await _replace_preview(body, text)
+    await _replace_preview(ctx, body, text)

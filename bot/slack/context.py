@@ -15,13 +15,13 @@ from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
 from bot.dispatch import Dispatcher
 from bot.slack.blocks import sections
 from bot.slack.jobs import Jobs
 from bot.slack.progress import LiveMessage, OperationProgress, Where
+from bot.slack.webhooks import response_url_client
 from core.config import SlackSettings
 from core.domain.operation import Actor, ProgressCallback
 from core.errors import CoreError, HypervisorError
@@ -230,7 +230,7 @@ class SlackContext:
             blocks = sections(text)  # a long listing travels as sections, cut at line ends
         text = text[:TEXT_LIMIT]
         if response_url:
-            reply = await AsyncWebhookClient(response_url).send(
+            reply = await response_url_client(self.client, response_url).send(
                 text=text, blocks=blocks, response_type="ephemeral", replace_original=False
             )
             if reply.status_code == 200:

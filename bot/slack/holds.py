@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
 from bot.grammar import Restore
@@ -15,6 +14,7 @@ from bot.slack import restore_modal
 from bot.slack.blocks import Block, sections
 from bot.slack.context import SlackContext, actor_from
 from bot.slack.guard import Kind, guarded
+from bot.slack.webhooks import response_url_client
 from core.domain.snapshot import Snapshot
 from core.errors import CoreError
 
@@ -93,7 +93,7 @@ async def _verified(ctx: SlackContext, body: dict[str, Any]) -> None:
         await ctx.tell(actor, messages.error_text(exc), response_url)
         return
     if response_url:
-        await AsyncWebhookClient(response_url).send(
+        await response_url_client(ctx.client, response_url).send(
             text=messages.verified(released, actor.user), replace_original=True
         )
     await ctx.changed()

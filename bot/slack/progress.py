@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
+from bot.slack.webhooks import response_url_client
 from core.domain.operation import Stage
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class LiveMessage:
 
     async def _respond(self, text: str, *, replace: bool) -> None:
         assert self._where.response_url is not None
-        webhook = AsyncWebhookClient(self._where.response_url)
+        webhook = response_url_client(self._client, self._where.response_url)
         response = await webhook.send(
             text=text, response_type="in_channel", replace_original=replace
         )

@@ -6,6 +6,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import aiohttp
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot import messages
 from bot.metrics import Metrics
 from bot.slack.app import build_app, build_client
@@ -26,7 +29,19 @@ DRAIN_SECONDS = 60.0
 async def run_slack(
     core: Core, settings: SlackSettings, stop: asyncio.Event, metrics: Metrics | None = None
 ) -> None:
-    client = build_client(settings, metrics)
+    # One HTTP session for every call to Slack: connections stay open between calls. Closed
+    # last, after the jobs that answer through it have drained.
+    async with aiohttp.ClientSession() as http:
+        await _serve(core, settings, stop, metrics, build_client(settings, metrics, session=http))
+
+
+async def _serve(
+    core: Core,
+    settings: SlackSettings,
+    stop: asyncio.Event,
+    metrics: Metrics | None,
+    client: AsyncWebClient,
+) -> None:
     reporter = SlackReporter(client)
     scheduler = build_scheduler(core, reporter, observer=metrics)
     ctx = build_app(core, settings, client, scheduler)
@@ -56,5 +71,3 @@ async def run_slack(
         for transport in transports:
             await transport.stop()
         await ctx.jobs.drain(DRAIN_SECONDS)
-        if client.session is not None:
-            await client.session.close()

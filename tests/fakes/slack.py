@@ -445,6 +445,8 @@ class FakeSlack:
         self.envelopes: list[Envelope] = []
         self.socket_frames: list[dict[str, Any]] = []  # every frame a client sent us
         self.socket_connections = 0  # ever opened
+        # (host, port) of each client connection the Web API and response URLs were called on
+        self.http_connections: set[tuple[str, int]] = set()
         self.files: dict[str, FakeFile] = {}
         self._uploads: dict[str, str] = {}  # upload id (in the upload_url) -> file id
 
@@ -724,8 +726,14 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ Web API
 
+    def _connection_seen(self, request: web.Request) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer is not None:
+            self.http_connections.add((str(peer[0]), int(peer[1])))
+
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        self._connection_seen(request)
         params = await _read_params(request)
         token = _bearer(request) or params.pop("token", None)
         params.pop("token", None)
@@ -1108,6 +1116,7 @@ class FakeSlack:
 
     async def _hook(self, request: web.Request) -> web.Response:
         hook_id = request.match_info["hook_id"]
+        self._connection_seen(request)
         raw = await request.read()
         try:
             parsed = json.loads(raw) if raw else {}

@@ -140,7 +140,9 @@ async def running_bot(
     slack.usergroups.setdefault("S_OPS", [OPERATOR])
     core = replace(core, settings=replace(core.settings, access=parse_grants(grants, [ADMIN])))
     settings = slack_settings(slack, **overrides)
-    client = build_client(settings, metrics)
+    # as run_slack does: one HTTP session for every call to Slack
+    session = aiohttp.ClientSession()
+    client = build_client(settings, metrics, session=session)
     ctx = build_app(core, settings, client)
     http = HttpTransport(
         ctx.app, host="127.0.0.1", port=0, metrics=metrics, requests=ctx.jobs.requests
@@ -153,5 +155,4 @@ async def running_bot(
         await ctx.jobs.drain(10)
         await bot.close()
         await http.stop()
-        if client.session is not None:
-            await client.session.close()
+        await session.close()
