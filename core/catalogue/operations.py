@@ -277,8 +277,14 @@ class TortoiseOperations(TortoiseDatabaseClock):
 
     async def running_operations(self) -> list[RunningOperation]:
         result = []
-        for row in await OperationRow.filter(status=OperationStatus.RUNNING.value):
-            lock = await VmLockRow.get_or_none(operation_id=row.id)
+        rows = await OperationRow.filter(status=OperationStatus.RUNNING.value)
+        # the locks of all of them in one query (listings and Home read this on every view)
+        locks = {
+            lock.operation_id: lock
+            for lock in await VmLockRow.filter(operation_id__in=[row.id for row in rows])
+        }
+        for row in rows:
+            lock = locks.get(row.id)
             result.append(
                 RunningOperation(
                     operation=_operation(row),
