@@ -58,6 +58,7 @@ from core.domain.retention import RetentionPolicy
 from core.domain.schedule import ScheduleTask, parse_when
 from core.domain.snapshot import CatalogueStatus, HoldKind, Snapshot
 from core.domain.usage import ReclaimEstimate, UsageReport
+from core.domain.vm import Vm
 from core.errors import (
     CoreError,
     HypervisorUnavailable,
@@ -270,11 +271,14 @@ class Dispatcher:
             raise InvalidInput(messages.no_drills())
         return self._core.drills
 
-    async def drill_status(self, actor: Actor) -> list[DrillStatus] | None:
-        """Each VM ``actor`` may see with its last passing drill (None: no drills here)."""
+    async def drill_status(
+        self, actor: Actor, vms: Sequence[Vm] | None = None
+    ) -> list[DrillStatus] | None:
+        """Each VM ``actor`` may see (of ``vms`` when the caller has listed them) with its last
+        passing drill (None: no drills here)."""
         if self._core.drills is None:
             return None
-        statuses = await self._core.drills.status()
+        statuses = await self._core.drills.status(vms=vms)
         return await self._visible(actor, statuses, lambda s: s.vm_name)
 
     async def _require(self, actor: Actor, action: Action, vm: str | None) -> None:

@@ -30,6 +30,7 @@ from bot.slack import blocks
 from bot.slack.context import SlackContext
 from bot.slack.guard import Kind, guarded
 from core.domain.operation import Actor
+from core.domain.vm import Vm
 from core.errors import CoreError
 from core.services.overview import StorageGlance, VmOverview
 
@@ -140,7 +141,7 @@ async def _page(
         header = f"{header}\n{lines}"
     else:
         header = f"{header}\n{messages.home_not_sampled()}"
-    drills = await _drills(ctx, actor)
+    drills = await _drills(ctx, actor, [v.vm for v in vms if v.vm is not None])
     if drills is not None:
         header = f"{header}\n{drills}"
     hosts = ctx.dispatcher.hosts()
@@ -155,10 +156,11 @@ async def _page(
     return _Page(user, header, mine[:room], max(0, len(mine) - room), several)
 
 
-async def _drills(ctx: SlackContext, actor: Actor) -> str | None:
-    """Each VM's last passing restore drill (None: no drills here, or none visible)."""
+async def _drills(ctx: SlackContext, actor: Actor, vms: Sequence[Vm]) -> str | None:
+    """Each VM's last passing restore drill (None: no drills here, or none visible), of the
+    VMs the overview listed (no listing of its own per viewer)."""
     try:
-        statuses = await ctx.dispatcher.drill_status(actor)
+        statuses = await ctx.dispatcher.drill_status(actor, vms)
     except CoreError as exc:
         logger.warning("drills for the Home tab not read: %s", exc)
         return None

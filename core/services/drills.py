@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -348,13 +349,16 @@ class DrillService:
                 found.append(name)
         return found
 
-    async def status(self, *, overdue_days: int = 35) -> list[DrillStatus]:
-        """Every VM on the hypervisor with its last passing drill; overdue without one in
-        ``overdue_days`` days."""
+    async def status(
+        self, *, overdue_days: int = 35, vms: Sequence[Vm] | None = None
+    ) -> list[DrillStatus]:
+        """Every VM on the hypervisor (or of ``vms``, a listing the caller already has) with
+        its last passing drill; overdue without one in ``overdue_days`` days."""
         last = await self._catalogue.last_passed_drills()
         limit = self._clock.now() - timedelta(days=overdue_days)
         found = []
-        for vm in sorted(await self._hv.list_vms(), key=lambda v: v.name):
+        listed = await self._hv.list_vms() if vms is None else vms
+        for vm in sorted(listed, key=lambda v: v.name):
             drill = last.get(vm.uuid)
             found.append(
                 DrillStatus(vm.uuid, vm.name, drill, drill is None or drill.started_at < limit)
