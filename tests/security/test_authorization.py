@@ -48,7 +48,7 @@ from tests.fakes import slack_requests as req
 from tests.fakes.fleet import TwoHosts
 from tests.fakes.slack import FakeSlack
 from tests.reliability.figures import record
-from tests.slack.harness import ADMIN, SlackBot, running_bot
+from tests.slack.harness import ADMIN, SlackBot, confirm_value, running_bot
 
 GENERAL = "C0001"
 OPS = "C_OPS"
@@ -584,13 +584,7 @@ async def test_a_user_from_another_workspace_runs_nothing(
     await services.service.create_snapshot("web-02", "connect", actor=ALICE)
     answer = await bot.command("/snapshot delete web-02 connect", user=ADMIN, channel=GENERAL)
     preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
-    value = next(
-        e["value"]
-        for b in preview[0].blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    value = confirm_value(preview[0].blocks)
     payload = req.block_actions_payload(
         action_id=blocks.CONFIRM_ACTION,
         value=value,
@@ -673,13 +667,7 @@ async def test_a_confirmation_runs_once_and_only_for_its_requester(
     # The Confirm button of a delete preview.
     preview = await bot.command("/snapshot delete web-02 doomed", user=ADMIN, channel=GENERAL)
     shown = await bot.slack.wait_until(lambda: bot.slack.responses(preview.response_url))
-    value = next(
-        e["value"]
-        for b in shown[0].blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    value = confirm_value(shown[0].blocks)
     click_urls: list[str] = []
 
     def click(user: str) -> bytes:
@@ -781,14 +769,7 @@ def test_every_button_and_modal_has_a_case() -> None:
 
 
 def _first_confirm_value(posts: list[Any]) -> str:
-    return next(
-        e["value"]
-        for p in posts
-        for b in p.blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    return confirm_value([b for p in posts for b in p.blocks or []])
 
 
 async def _admin_view(bot: SlackBot, line: str, callback: str) -> dict[str, Any]:

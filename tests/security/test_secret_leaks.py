@@ -28,7 +28,7 @@ from tests.fakes import slack_requests as req
 from tests.fakes.slack import FakeSlack
 from tests.reliability.figures import record
 from tests.security.leakscan import LeakScanner, ScanningHandler, scan_rows, session_scanner
-from tests.slack.harness import ADMIN, CHANNEL, SECRET, VIEWER, SlackBot
+from tests.slack.harness import ADMIN, CHANNEL, SECRET, VIEWER, SlackBot, confirm_value
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANTED_TOKEN = "xoxb-4242-planted-by-the-scanner-test"
@@ -175,13 +175,7 @@ async def test_a_busy_slack_session_at_debug_leaks_nothing(
 
         answer = await bot.command("/snapshot delete web-02 old", user=ADMIN)
         preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
-        value = next(
-            e["value"]
-            for b in preview[0].blocks or []
-            if b["type"] == "actions"
-            for e in b["elements"]
-            if e["action_id"] == blocks.CONFIRM_ACTION
-        )
+        value = confirm_value(preview[0].blocks)
         bot.slack.fail("chat.postMessage", "invalid_auth")  # an auth error answered by Slack
         await bot.click(blocks.CONFIRM_ACTION, value, user=ADMIN, response_url=answer.response_url)
         await bot.idle()

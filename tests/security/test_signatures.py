@@ -25,7 +25,7 @@ from core.domain.operation import OperationKind, OperationStatus
 from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
 from tests.reliability.figures import record
-from tests.slack.harness import ADMIN, CHANNEL, SECRET, SlackBot
+from tests.slack.harness import ADMIN, CHANNEL, SECRET, SlackBot, confirm_value
 
 Headers = dict[str, str]
 
@@ -186,13 +186,7 @@ async def _pending_delete(bot: SlackBot, services: Services, label: str) -> tupl
     answer = await bot.command(f"/snapshot delete web-02 {label}", user=ADMIN)
     assert answer.status == 200
     preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
-    value = next(
-        e["value"]
-        for b in preview[0].blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    value = confirm_value(preview[0].blocks)
     return str(value), answer.response_url
 
 

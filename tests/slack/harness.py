@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from bot.metrics import Metrics
+from bot.slack import blocks
 from bot.slack.app import build_app, build_client
 from bot.slack.context import SlackContext
 from bot.slack.transport import HttpTransport
@@ -114,6 +115,19 @@ class SlackBot:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def confirm_value(message_blocks: list[dict[str, Any]] | None) -> str:
+    """The value of the Confirm button in a preview's blocks (what a click sends back)."""
+    return str(
+        next(
+            e["value"]
+            for b in message_blocks or []
+            if b["type"] == "actions"
+            for e in b["elements"]
+            if e["action_id"] == blocks.CONFIRM_ACTION
+        )
+    )
 
 
 def slack_settings(slack: FakeSlack, **overrides: Any) -> SlackSettings:

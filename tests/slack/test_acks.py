@@ -1,6 +1,7 @@
 """Acks first, through real signed HTTP requests: bolt answers Slack as soon as a listener acks
 (``process_before_response``, with the guard returning at the ack), nothing after an ack can
-delay or spoil it, and a burst right after start costs Slack one ``auth.test``."""
+delay or spoil it, and a burst right after start costs Slack one ``auth.test`` and reuses its
+connections."""
 
 from __future__ import annotations
 
@@ -25,6 +26,24 @@ async def test_a_burst_right_after_start_asks_slack_who_the_bot_is_once(bot: Sla
         await bot.slack.wait_until(lambda a=answer: bot.slack.responses(a.response_url))
     calls = bot.slack.calls_to("auth.test")
     assert len(calls) == 1, f"one auth.test for the whole burst, not {len(calls)}"
+
+
+async def test_a_burst_of_answers_reuses_a_few_connections(bot: SlackBot) -> None:
+    """The Web API client and every ``response_url`` answer share one HTTP session: slack_sdk
+    would otherwise open a connection, and against Slack a TLS handshake, for every call."""
+    answers = await asyncio.gather(
+        *(bot.command("/snapshot list web-01", user=ADMIN) for _ in range(20))
+    )
+    assert [a.status for a in answers] == [200] * 20
+    await bot.idle()
+    for answer in answers:
+        await bot.slack.wait_until(lambda a=answer: bot.slack.responses(a.response_url))
+    calls = len(bot.slack.calls) + sum(len(bot.slack.responses(a.response_url)) for a in answers)
+    connections = len(bot.slack.http_connections)
+    assert calls >= 21
+    # A burst opens some connections at once and each then serves the calls after it; one
+    # per call would mean no reuse at all.
+    assert connections <= calls // 2, f"{connections} connections for {calls} calls to Slack"
 
 
 async def test_the_ack_leaves_before_the_work_after_it(bot: SlackBot) -> None:

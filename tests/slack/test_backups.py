@@ -12,7 +12,7 @@ from core.domain.snapshot import SnapshotKind
 from core.domain.vm import VmState
 from tests.conftest import ALICE, Services
 from tests.fakes.disks import FakeDiskAccess
-from tests.slack.harness import ADMIN, CHANNEL, OPERATOR, RESTORER, SlackBot
+from tests.slack.harness import ADMIN, CHANNEL, OPERATOR, RESTORER, SlackBot, confirm_value
 from tests.slack.test_confirmations import open_restore_modal
 
 WEB = "11111111-1111-1111-1111-111111111111"
@@ -140,13 +140,7 @@ async def test_archive_shows_what_is_lost_and_runs_on_confirm(
     assert "is not kept" in text
     (snap,) = await services.catalogue.snapshots(WEB)
     assert snap.kind is SnapshotKind.FULL, "nothing happens before Confirm"
-    value = next(
-        e["value"]
-        for b in preview[0].blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    value = confirm_value(preview[0].blocks)
     await bot.click(blocks.CONFIRM_ACTION, value, user=ADMIN, response_url=answer.response_url)
     done = await _done(bot, "Archive")
     assert "Archived `old` of web-01" in done, done

@@ -15,7 +15,7 @@ from bot.slack import blocks
 from bot.slack.home import Coalesced
 from tests.conftest import ALICE, Services
 from tests.fakes import slack_requests as req
-from tests.slack.harness import ADMIN, RESTORER, SlackBot
+from tests.slack.harness import ADMIN, RESTORER, SlackBot, confirm_value
 
 # Every read of the hypervisor a listing could make, VM by VM or all at once.
 READS = (
@@ -110,13 +110,7 @@ async def test_a_snapshot_deleted_by_an_operation_is_gone_from_the_refreshed_tab
 
     answer = await bot.command("/snapshot delete web-01 doomed", user=ADMIN)
     preview = await bot.slack.wait_until(lambda: bot.slack.responses(answer.response_url))
-    value = next(
-        e["value"]
-        for b in preview[0].blocks or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e["action_id"] == blocks.CONFIRM_ACTION
-    )
+    value = confirm_value(preview[0].blocks)
     await bot.click(blocks.CONFIRM_ACTION, value, user=ADMIN, response_url=answer.response_url)
     await bot.slack.wait_for_message(lambda m: m.text.startswith("✅"), timeout=15)
     await bot.idle()
