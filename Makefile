@@ -55,7 +55,7 @@ system: test-deps $(VENV)/.installed
 test: test-deps $(VENV)/.installed lint typecheck
 	bash tests/system/host/start-postgres.sh
 	bash tests/system/guest/build.sh $(GUEST_DIR)
-	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest -m "not reliability"
+	SNAPBOT_GUEST_DIR=$(abspath $(GUEST_DIR)) SNAPBOT_TEST_POSTGRES_URL=postgres://snapbot@127.0.0.1:55432/snapbot $(VENV)/bin/pytest -m "not reliability" --durations=15
 
 # The fault, race, fuzz and security suites in full (the long runs `make test` leaves out) and
 # every other test that reports a figure, then one table: printed, and written to
