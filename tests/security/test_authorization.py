@@ -474,6 +474,7 @@ HOSTS_MATRIX = Matrix(
 )
 
 
+@pytest.mark.reliability  # 360 signed requests: the security suite in full, make reliability
 async def test_authorization_matrix_with_grants_limited_to_hosts(
     tmp_path: Path, catalogue: TortoiseCatalogue, slack: FakeSlack
 ) -> None:
