@@ -14,10 +14,9 @@ import pytest
 
 from bot import messages
 from bot.mrkdwn import plain
-from core.bootstrap import Core, wire
+from core.bootstrap import Core
 from core.catalogue.models import ScheduleRunRow
-from core.catalogue.store import SystemClock, TortoiseCatalogue
-from core.config import Settings
+from core.catalogue.store import TortoiseCatalogue
 from core.domain.hosts import HostConfig
 from core.domain.operation import OperationStatus
 from core.domain.retention import RetentionPolicy
@@ -28,6 +27,7 @@ from core.errors import OperationFailed
 from core.services.scheduled_runs import schedule_width
 from tests.conftest import ALICE, Services
 from tests.fakes.hypervisor import FakeHypervisor
+from tests.unit.test_hosts import fleet_core
 
 FIRE = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
@@ -91,36 +91,11 @@ class GatedHost(FakeHypervisor):
             self.finished.append(vm.name)
 
 
-def fleet(
-    tmp_path: Path,
-    catalogue: TortoiseCatalogue,
-    hosts: list[tuple[HostConfig, FakeHypervisor]],
-    *,
-    slot_wait: float = 600.0,
-) -> Core:
-    settings = Settings(
-        libvirt_uri=hosts[0][0].uri,
-        libvirt_uri_explicit=True,
-        data_dir=tmp_path,
-        database_url=f"sqlite://{tmp_path / 'catalogue.db'}",
-        hosts=tuple(config for config, _ in hosts),
-    )
-    return wire(
-        settings,
-        list(hosts),
-        catalogue,
-        SystemClock(),
-        libvirt_uri=", ".join(c.uri for c, _ in hosts),
-        slot_wait=slot_wait,
-        backoff=(0.05,),
-    )
-
-
 async def one_host(
     tmp_path: Path, catalogue: TortoiseCatalogue, machines: list[Vm], limit: int
 ) -> tuple[Core, GatedHost]:
     hv = GatedHost("hv1", machines, "aaaaaaaa-0000-4000-8000-000000000001")
-    core = fleet(tmp_path, catalogue, [(HostConfig("hv1", hv.uri, limit), hv)])
+    core = fleet_core(tmp_path, catalogue, [(HostConfig("hv1", hv.uri, limit), hv)])
     assert await core.watch.connect_once()
     return core, hv
 
@@ -154,7 +129,7 @@ async def test_each_host_runs_as_many_vms_as_its_limit_and_never_more(
     hv2 = GatedHost("hv2", vms("app", 3, first=100), "bbbbbbbb-0000-4000-8000-000000000002")
     # A short wait for a slot: had the schedule queued more operations than its host has
     # slots, those would be refused as busy while the gates are shut.
-    core = fleet(
+    core = fleet_core(
         tmp_path,
         catalogue,
         [(HostConfig("hv1", hv1.uri, 3), hv1), (HostConfig("hv2", hv2.uri, 1), hv2)],
